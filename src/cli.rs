@@ -1,0 +1,84 @@
+//! Shared pieces of the programs: exit codes, the one error-line format, and
+//! recognising a closed stdout. Never used for data, only for reporting.
+
+use std::io;
+use std::process::ExitCode;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a runtime failure (bad file, broker error, …).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status after SIGINT.
+pub const EXIT_SIGINT: u8 = 130;
+/// Exit status after SIGTERM.
+pub const EXIT_SIGTERM: u8 = 143;
+
+/// Prints `prog: error: msg` on stderr.
+pub fn error(prog: &str, msg: impl std::fmt::Display) {
+    eprintln!("{prog}: error: {msg}");
+}
+
+/// Prints `prog: warning: msg` on stderr.
+pub fn warning(prog: &str, msg: impl std::fmt::Display) {
+    eprintln!("{prog}: warning: {msg}");
+}
+
+/// True when the error (or anything in its chain) is a closed pipe, which a
+/// filter treats as a quiet, successful end.
+pub fn is_broken_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Maps an `anyhow` error from a filter to an exit code: a closed stdout is a
+/// quiet 0, anything else is reported and gives 1.
+pub fn finish(prog: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error(prog, format!("{e:#}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Reports a usage error (exit 2) from a value that failed validation.
+pub fn usage_error(prog: &str, msg: impl std::fmt::Display) -> ExitCode {
+    error(prog, msg);
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The host name, used as the default sensor id.
+pub fn hostname() -> String {
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let s = s.trim();
+        if !s.is_empty() {
+            return s.to_string();
+        }
+    }
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_pipe_found_in_chain() {
+        let e = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(e.as_ref()));
+        let e = anyhow::anyhow!("other");
+        assert!(!is_broken_pipe(e.as_ref()));
+    }
+}

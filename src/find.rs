@@ -1,0 +1,1 @@
+//! find stage (in progress).

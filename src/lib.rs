@@ -1,0 +1,14 @@
+//! tstat-transport: find finished Tstat log directories, turn their rows into
+//! flow documents, batch them and publish them to RabbitMQ without losing or
+//! duplicating a flow.
+//!
+//! Each stage is a module; the programs in `src/bin/` are thin wrappers.
+
+pub mod bytesize;
+pub mod chunk;
+pub mod cli;
+pub mod config;
+pub mod find;
+pub mod flow;
+pub mod parse;
+pub mod publish;
