@@ -8,6 +8,7 @@ pub mod bytesize;
 pub mod chunk;
 pub mod cli;
 pub mod config;
+pub mod cull;
 pub mod find;
 pub mod flow;
 pub mod parse;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: installs what cargo cannot (rabbitmq-server), checks
+# formatting and lints, then runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    echo "test.sh: installing rabbitmq-server (tests start private broker nodes)" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo build --quiet --all-targets
+cargo test --quiet -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,1 @@
+//! cull stage (in progress).
