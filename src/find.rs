@@ -1,1 +1,476 @@
-//! find stage (in progress).
+//! Discovery of Tstat output directories (SPEC §2): which directories under a
+//! root are tstat directories, which are done (`.processed`), which are ready
+//! (tstat has rotated away from them or they have been quiet for the settle
+//! time), and the atomic `.processed` marker itself.
+//!
+//! This module only looks at names, file types and modification times; it
+//! never opens a log file, never follows a symbolic link during a walk, and
+//! never lists the directory Tstat may still be writing unless the caller asks
+//! for it (`all`). The only thing it ever writes is `DIR/.processed`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use walkdir::WalkDir;
+
+/// The file whose presence marks a tstat directory as done.
+pub const PROCESSED: &str = ".processed";
+
+/// What `mark_processed` writes into [`PROCESSED`]: the same bytes as the
+/// reference implementation, so trees can move between the two.
+pub const PROCESSED_CONTENT: &[u8] = b"processed";
+
+/// The log files whose presence (any one of them) makes a `*.out` directory a
+/// tstat directory.
+pub const LOG_NAMES: [&str; 4] = [
+    "log_tcp_complete",
+    "log_udp_complete",
+    "log_tcp_complete.gz",
+    "log_udp_complete.gz",
+];
+
+/// The default quiet time after which a directory without a newer sibling is
+/// considered finished: two hours, because Tstat rotates once per hour of
+/// packet time and buffers its writes.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(7200);
+
+/// How [`find_ready`] chooses directories.
+#[derive(Debug, Clone)]
+pub struct FindOptions {
+    /// List every directory that is not done, ignoring the readiness rules
+    /// (backfills, tests).
+    pub all: bool,
+    /// Also list directories that are done.
+    pub include_done: bool,
+    /// How long none of a directory's log files may have been modified before
+    /// it counts as finished when no newer sibling exists.
+    pub settle: Duration,
+    /// The current time, injectable so tests need not sleep.
+    pub now: SystemTime,
+}
+
+impl Default for FindOptions {
+    fn default() -> Self {
+        FindOptions {
+            all: false,
+            include_done: false,
+            settle: DEFAULT_SETTLE,
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// A problem met while looking at one path; the walk goes on without it.
+#[derive(Debug)]
+pub struct FindError {
+    /// The path that could not be read.
+    pub path: PathBuf,
+    /// Why.
+    pub err: io::Error,
+}
+
+impl fmt::Display for FindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.err)
+    }
+}
+
+impl std::error::Error for FindError {}
+
+impl FindError {
+    fn from_walkdir(root: &Path, e: walkdir::Error) -> FindError {
+        let path = e.path().unwrap_or(root).to_path_buf();
+        let text = e.to_string();
+        let err = e.into_io_error().unwrap_or_else(|| io::Error::other(text));
+        FindError { path, err }
+    }
+}
+
+/// A tstat directory met during a walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TstatDir {
+    /// The path as joined from the root (not canonicalised).
+    pub path: PathBuf,
+    /// 0 when the root itself is the tstat directory.
+    pub depth: usize,
+    /// True when it holds [`PROCESSED`].
+    pub done: bool,
+}
+
+/// True when `name` (a file name component) ends in `.out`.
+fn has_out_suffix(name: &OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    b.len() > 4 && b.ends_with(b".out")
+}
+
+/// True when `path` is a tstat directory: a real directory (not a symbolic
+/// link to one) named `*.out` holding `log_tcp_complete` or
+/// `log_udp_complete`, plain or `.gz`.
+///
+/// An error is returned only when the directory's contents cannot be
+/// examined (for instance, permission denied); a missing path is `Ok(false)`.
+pub fn is_tstat_dir(path: &Path) -> io::Result<bool> {
+    if !path.file_name().is_some_and(has_out_suffix) {
+        return Ok(false);
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    holds_log(path)
+}
+
+/// The log-name test of [`is_tstat_dir`], for a path already known to be a
+/// directory.
+fn holds_log(dir: &Path) -> io::Result<bool> {
+    for name in LOG_NAMES {
+        match fs::symlink_metadata(dir.join(name)) {
+            Ok(m) if !m.is_dir() => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// True when `dir` holds a regular file named [`PROCESSED`].
+pub fn is_done(dir: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(dir.join(PROCESSED)) {
+        Ok(m) => Ok(m.is_file()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks `root` (without following symbolic links below it) and returns every
+/// tstat directory in walk order. Problems (an unreadable directory, a root
+/// that does not exist or is not a directory) go to `on_error` and the walk
+/// goes on. A tstat directory's own subdirectories (Tstat's histogram
+/// directories) are not walked.
+pub fn walk_tstat_dirs(root: &Path, on_error: &mut dyn FnMut(FindError)) -> Vec<TstatDir> {
+    let mut found = Vec::new();
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            on_error(FindError {
+                path: root.to_path_buf(),
+                err: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+            return found;
+        }
+        Err(err) => {
+            on_error(FindError {
+                path: root.to_path_buf(),
+                err,
+            });
+            return found;
+        }
+    }
+    let mut it = WalkDir::new(root).follow_links(false).into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                on_error(FindError::from_walkdir(root, e));
+                continue;
+            }
+        };
+        // The root may be given as a symbolic link to a directory (walkdir
+        // follows the root only); below it, links are never directories here.
+        if !entry.file_type().is_dir() || !has_out_suffix(entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let checked = holds_log(path).and_then(|is| Ok((is, is && is_done(path)?)));
+        match checked {
+            Ok((true, done)) => {
+                found.push(TstatDir {
+                    path: path.to_path_buf(),
+                    depth: entry.depth(),
+                    done,
+                });
+                it.skip_current_dir();
+            }
+            Ok((false, _)) => {}
+            Err(err) => {
+                on_error(FindError {
+                    path: path.to_path_buf(),
+                    err,
+                });
+                // Walkdir would report the same unreadable directory again.
+                it.skip_current_dir();
+            }
+        }
+    }
+    found
+}
+
+/// The newest modification time among the `log_*` files directly in `dir`,
+/// or `None` when there is none. Every log Tstat writes counts, not only the
+/// two we read: a write to any of them means Tstat is still in `dir`.
+pub fn newest_log_mtime(dir: &Path) -> io::Result<Option<SystemTime>> {
+    let mut newest: Option<SystemTime> = None;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_name().as_encoded_bytes().starts_with(b"log_") {
+            continue;
+        }
+        // DirEntry::metadata does not follow symbolic links.
+        let m = entry.metadata()?;
+        if m.is_dir() {
+            continue;
+        }
+        let t = m.modified()?;
+        newest = Some(newest.map_or(t, |n| n.max(t)));
+    }
+    Ok(newest)
+}
+
+/// True when none of `dir`'s log files has been modified for `settle` as of
+/// `now`. A modification time in the future (clock skew) counts as recent.
+fn is_settled(dir: &Path, settle: Duration, now: SystemTime) -> io::Result<bool> {
+    Ok(match newest_log_mtime(dir)? {
+        None => true,
+        Some(t) => now.duration_since(t).is_ok_and(|age| age >= settle),
+    })
+}
+
+/// Sorts directories the way they are listed and processed: by directory
+/// name (Tstat names sort chronologically), then by full path; duplicates are
+/// removed.
+pub fn sort_dirs(dirs: &mut Vec<PathBuf>) {
+    dirs.sort_by(|a, b| a.file_name().cmp(&b.file_name()).then_with(|| a.cmp(b)));
+    dirs.dedup();
+}
+
+/// Finds the directories to process under every root (SPEC §2.3), oldest
+/// first (see [`sort_dirs`]).
+///
+/// A directory that is not done is listed when a tstat directory with a
+/// later name exists in the same parent, or when none of its log files has
+/// been modified for `opts.settle`; with `opts.all`, always. Done directories
+/// are listed only with `opts.include_done`. Problems go to `on_error`; the
+/// result holds everything that could be examined.
+pub fn find_ready<I>(
+    roots: I,
+    opts: &FindOptions,
+    mut on_error: impl FnMut(FindError),
+) -> Vec<PathBuf>
+where
+    I: IntoIterator,
+    I::Item: AsRef<Path>,
+{
+    let mut found = Vec::new();
+    for root in roots {
+        found.extend(walk_tstat_dirs(root.as_ref(), &mut on_error));
+    }
+
+    // The latest tstat directory name in each parent: every other one there
+    // has been rotated away from.
+    let mut latest: HashMap<&Path, &OsStr> = HashMap::new();
+    for d in &found {
+        let (Some(parent), Some(name)) = (d.path.parent(), d.path.file_name()) else {
+            continue;
+        };
+        let slot = latest.entry(parent).or_insert(name);
+        if name > *slot {
+            *slot = name;
+        }
+    }
+
+    let mut out = Vec::new();
+    for d in &found {
+        let listed = if d.done {
+            opts.include_done
+        } else if opts.all {
+            true
+        } else {
+            let rotated = match (d.path.parent(), d.path.file_name()) {
+                (Some(parent), Some(name)) => latest.get(parent).is_some_and(|l| name < *l),
+                _ => false,
+            };
+            rotated
+                || match is_settled(&d.path, opts.settle, opts.now) {
+                    Ok(settled) => settled,
+                    Err(err) => {
+                        on_error(FindError {
+                            path: d.path.clone(),
+                            err,
+                        });
+                        false
+                    }
+                }
+        };
+        if listed {
+            out.push(d.path.clone());
+        }
+    }
+    sort_dirs(&mut out);
+    out
+}
+
+/// Marks `dir` as done by writing `dir/.processed` atomically: the content
+/// goes to a temporary file in `dir`, which is flushed to disk and renamed
+/// over `.processed`, and then the directory itself is flushed so the rename
+/// survives a crash. No temporary file is left behind, whatever happens
+/// (short of the process being killed mid-way).
+///
+/// It does not check that `dir` is a tstat directory; callers do
+/// ([`is_tstat_dir`]).
+pub fn mark_processed(dir: &Path) -> io::Result<()> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".processed.").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // What a plain create would give (before the umask), like the
+        // reference; tempfile's default is 0600.
+        builder.permissions(fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(PROCESSED_CONTENT)?;
+    tmp.as_file().sync_all()?;
+    // On failure the PersistError owns the temporary file and deletes it
+    // when dropped here.
+    tmp.persist(dir.join(PROCESSED)).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries (a rename in it) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::fs::{File, FileTimes};
+
+    fn touch(path: &Path, mtime: SystemTime) {
+        let f = File::create(path).expect("create");
+        f.set_times(FileTimes::new().set_modified(mtime))
+            .expect("set mtime");
+    }
+
+    fn tstat_dir(parent: &Path, name: &str, mtime: SystemTime) -> PathBuf {
+        let d = parent.join(name);
+        fs::create_dir_all(&d).expect("mkdir");
+        touch(&d.join("log_tcp_complete"), mtime);
+        touch(&d.join("log_udp_complete"), mtime);
+        d
+    }
+
+    fn opts(now: SystemTime) -> FindOptions {
+        FindOptions {
+            now,
+            ..FindOptions::default()
+        }
+    }
+
+    #[test]
+    fn out_suffix_needs_a_stem() {
+        assert!(has_out_suffix(OsStr::new("2024_05_22_08_55.out")));
+        assert!(!has_out_suffix(OsStr::new(".out")));
+        assert!(!has_out_suffix(OsStr::new("2024_05_22_08_55.outx")));
+    }
+
+    #[test]
+    fn injected_clock_decides_settle() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let d = tstat_dir(tmp.path(), "2024_01_01_00_00.out", t0);
+        let mut errors = Vec::new();
+        let early = find_ready([tmp.path()], &opts(t0 + Duration::from_secs(7199)), |e| {
+            errors.push(e)
+        });
+        assert!(early.is_empty());
+        let late = find_ready([tmp.path()], &opts(t0 + DEFAULT_SETTLE), |e| errors.push(e));
+        assert_eq!(late, vec![d]);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn future_mtime_is_not_settled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        tstat_dir(tmp.path(), "a.out", now + Duration::from_secs(10));
+        let got = find_ready([tmp.path()], &opts(now), |e| panic!("{e}"));
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn mark_writes_exactly_processed_and_no_temp() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tstat_dir(tmp.path(), "x.out", SystemTime::now());
+        mark_processed(&d).expect("mark");
+        mark_processed(&d).expect("mark twice");
+        assert_eq!(fs::read(d.join(PROCESSED)).expect("read"), b"processed");
+        let mut names: Vec<_> = fs::read_dir(&d)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".processed", "log_tcp_complete", "log_udp_complete"].map(OsString::from)
+        );
+        assert!(is_done(&d).expect("is_done"));
+    }
+
+    #[test]
+    fn mark_failure_leaves_no_temp() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tstat_dir(tmp.path(), "x.out", SystemTime::now());
+        // A directory in the way makes the rename fail.
+        fs::create_dir(d.join(PROCESSED)).expect("mkdir");
+        fs::write(d.join(PROCESSED).join("f"), b"").expect("write");
+        assert!(mark_processed(&d).is_err());
+        let leftovers: Vec<_> = fs::read_dir(&d)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.as_encoded_bytes().ends_with(b".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(
+            !is_done(&d).expect("is_done"),
+            "a directory is not a marker"
+        );
+    }
+
+    #[test]
+    fn sort_is_by_name_then_path() {
+        let mut v = vec![
+            PathBuf::from("b/2024_01_01_02_00.out"),
+            PathBuf::from("a/2024_01_01_02_00.out"),
+            PathBuf::from("z/2024_01_01_01_00.out"),
+            PathBuf::from("a/2024_01_01_02_00.out"),
+        ];
+        sort_dirs(&mut v);
+        assert_eq!(
+            v,
+            [
+                "z/2024_01_01_01_00.out",
+                "a/2024_01_01_02_00.out",
+                "b/2024_01_01_02_00.out"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+}

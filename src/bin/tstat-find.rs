@@ -1,0 +1,172 @@
+//! `tstat-find`: lists the tstat directories under one or more roots that are
+//! ready to be shipped, oldest first (SPEC §2), or with `--mark` writes their
+//! `.processed` markers.
+//!
+//! Exit status: 0 when everything could be examined (or marked); 1 when any
+//! path could not be read or marked — the directories that could be examined
+//! are still listed, because a cautious operator wants to hear about an
+//! unreadable corner of the tree instead of silently shipping around it; 2 on
+//! a usage error. A closed stdout ends the program quietly with status 0.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use tstat_transport::cli::{self, EXIT_FAILURE};
+use tstat_transport::find::{self, FindOptions};
+
+const PROG: &str = "tstat-find";
+
+/// List finished Tstat log directories, oldest first.
+///
+/// A directory is listed when it is not done (holds no .processed) and Tstat
+/// has rotated away from it (a later tstat directory exists beside it) or
+/// none of its log files was modified for --settle seconds.
+#[derive(Debug, Parser)]
+#[command(name = "tstat-find", version)]
+struct Cli {
+    /// List every directory that is not done, ignoring --settle and rotation.
+    #[arg(long)]
+    all: bool,
+
+    /// Also list directories that are done (hold .processed).
+    #[arg(long)]
+    include_done: bool,
+
+    /// Quiet time after which a directory without a newer sibling is finished.
+    #[arg(long, value_name = "SECONDS", default_value_t = find::DEFAULT_SETTLE.as_secs())]
+    settle: u64,
+
+    /// Terminate each path with NUL instead of a newline.
+    #[arg(short = '0', long)]
+    null: bool,
+
+    /// Mark the given tstat directories done (write DIR/.processed
+    /// atomically) instead of listing.
+    #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "null"])]
+    mark: bool,
+
+    /// Directories to search (with --mark: the tstat directories to mark).
+    #[arg(value_name = "ROOT|DIR", required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.mark {
+        return mark(&cli.paths);
+    }
+    let opts = FindOptions {
+        all: cli.all,
+        include_done: cli.include_done,
+        settle: Duration::from_secs(cli.settle),
+        now: SystemTime::now(),
+    };
+    cli::finish(PROG, list(&cli.paths, &opts, cli.null))
+}
+
+/// Lists the ready directories under `roots` on stdout.
+fn list(roots: &[PathBuf], opts: &FindOptions, null: bool) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let dirs = find::find_ready(roots, opts, |e| {
+        failed = true;
+        cli::error(PROG, e);
+    });
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let end: &[u8] = if null { b"\0" } else { b"\n" };
+    for d in &dirs {
+        out.write_all(d.as_os_str().as_encoded_bytes())
+            .and_then(|()| out.write_all(end))
+            .context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Marks each of `dirs` done; refuses (and reports) a path that is not a
+/// tstat directory, and goes on with the others.
+fn mark(dirs: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for d in dirs {
+        let result = match find::is_tstat_dir(d) {
+            Ok(true) => find::mark_processed(d).context("cannot write .processed"),
+            Ok(false) => Err(anyhow::anyhow!(
+                "not a tstat directory (expected a directory named *.out holding \
+                 log_tcp_complete or log_udp_complete); not marked"
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot examine")),
+        };
+        if let Err(e) = result {
+            failed = true;
+            cli::error(PROG, format!("{}: {e:#}", d.display()));
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Cli::try_parse_from(["tstat-find", "root"]).expect("parse");
+        assert!(!c.all && !c.include_done && !c.null && !c.mark);
+        assert_eq!(c.settle, 7200);
+        assert_eq!(c.paths, [PathBuf::from("root")]);
+    }
+
+    #[test]
+    fn flags() {
+        let c = Cli::try_parse_from([
+            "tstat-find",
+            "--all",
+            "--include-done",
+            "--settle",
+            "60",
+            "-0",
+            "a",
+            "b",
+        ])
+        .expect("parse");
+        assert!(c.all && c.include_done && c.null);
+        assert_eq!(c.settle, 60);
+        assert_eq!(c.paths.len(), 2);
+        let c = Cli::try_parse_from(["tstat-find", "--mark", "a.out", "b.out"]).expect("parse");
+        assert!(c.mark);
+        assert_eq!(c.paths.len(), 2);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["tstat-find"][..],
+            &["tstat-find", "--settle", "-5", "r"],
+            &["tstat-find", "--settle", "soon", "r"],
+            &["tstat-find", "--mark", "--all", "a.out"],
+            &["tstat-find", "--mark", "-0", "a.out"],
+            &["tstat-find", "--mark"],
+            &["tstat-find", "--bogus", "r"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+}
