@@ -112,7 +112,7 @@ fn all_lists_the_live_directory() {
     let tmp = TempDir::new().expect("tempdir");
     let a = tstat_dir(tmp.path(), "2024_05_22_08_55.out", SystemTime::now());
     let b = tstat_dir(tmp.path(), "2024_05_22_09_55.out", SystemTime::now());
-    assert_eq!(list(&[root_arg(&tmp)]), [a.clone()]);
+    assert_eq!(list(&[root_arg(&tmp)]), std::slice::from_ref(&a));
     assert_eq!(list(&["--all".as_ref(), root_arg(&tmp)]), [a, b]);
 }
 
@@ -125,8 +125,11 @@ fn processed_directories_are_listed_only_with_include_done() {
     fs::write(b.join(".processed"), b"processed").expect("write");
     fs::write(c.join(".processed"), b"processed").expect("write");
 
-    assert_eq!(list(&[root_arg(&tmp)]), [a.clone()]);
-    assert_eq!(list(&["--all".as_ref(), root_arg(&tmp)]), [a.clone()]);
+    assert_eq!(list(&[root_arg(&tmp)]), std::slice::from_ref(&a));
+    assert_eq!(
+        list(&["--all".as_ref(), root_arg(&tmp)]),
+        std::slice::from_ref(&a)
+    );
     assert_eq!(
         list(&["--include-done".as_ref(), root_arg(&tmp)]),
         [a, b, c]
@@ -289,7 +292,7 @@ fn nested_trace_layout() {
     let b = tstat_dir(&trace, "2024_05_22_09_55.out", SystemTime::now());
     // Histogram subdirectories of a tstat directory are not candidates.
     make_dir(&a, "LAST", &["log_tcp_complete"], ago(3 * HOUR));
-    assert_eq!(list(&[root_arg(&tmp)]), [a.clone()]);
+    assert_eq!(list(&[root_arg(&tmp)]), std::slice::from_ref(&a));
     assert_eq!(list(&["--all".as_ref(), root_arg(&tmp)]), [a, b]);
 }
 
@@ -321,7 +324,7 @@ fn several_roots_are_merged_in_order() {
 fn root_that_is_itself_a_tstat_directory_is_listed() {
     let tmp = TempDir::new().expect("tempdir");
     let a = tstat_dir(tmp.path(), "2024_01_01_02_00.out", ago(3 * HOUR));
-    assert_eq!(list(&[a.as_os_str()]), [a.clone()]);
+    assert_eq!(list(&[a.as_os_str()]), std::slice::from_ref(&a));
 }
 
 #[test]
@@ -370,7 +373,7 @@ fn symlinked_directories_are_not_followed() {
     // like a (newer) tstat directory.
     std::os::unix::fs::symlink(&outside, root.join("elsewhere")).expect("symlink");
     std::os::unix::fs::symlink(&lone, root.join("2024_01_01_09_00.out")).expect("symlink");
-    assert_eq!(list(&["--all".as_ref(), root.as_os_str()]), [live.clone()]);
+    assert_eq!(list(&["--all".as_ref(), root.as_os_str()]), [live]);
     // The link did not count as a newer sibling either.
     assert!(list(&[root.as_os_str()]).is_empty());
 }
