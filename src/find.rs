@@ -8,6 +8,7 @@
 //! never lists the directory Tstat may still be writing unless the caller asks
 //! for it (`all`). The only thing it ever writes is `DIR/.processed`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -243,11 +244,57 @@ fn is_settled(dir: &Path, settle: Duration, now: SystemTime) -> io::Result<bool>
     })
 }
 
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// The key directories are ordered by: the directory name itself, which
+/// sorts chronologically for Tstat's `YYYY_MM_DD_HH_MM.out` names, except
+/// that the names Tstat 2.3 and older wrote, `HH_MM_DD_Mon_YYYY.out`, are
+/// rewritten as `YYYY_MM_DD_HH_MM.out` first (as written they do not sort
+/// chronologically, and the rotation rule would then take the live directory
+/// for an old one).
+pub fn name_key(name: &OsStr) -> Cow<'_, [u8]> {
+    let b = name.as_encoded_bytes();
+    old_name_key(b).map_or(Cow::Borrowed(b), Cow::Owned)
+}
+
+/// `HH_MM_DD_Mon_YYYY.out` → `YYYY_MM_DD_HH_MM.out`, or `None`.
+fn old_name_key(b: &[u8]) -> Option<Vec<u8>> {
+    // 0123456789012345678901
+    // HH_MM_DD_Mon_YYYY.out
+    if b.len() != 21 || !b.ends_with(b".out") {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let seps = [2, 5, 8, 12].iter().all(|&i| b[i] == b'_');
+    if !(seps && digits(0..2) && digits(3..5) && digits(6..8) && digits(13..17)) {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| m[..] == b[9..12])? + 1;
+    let mut key = Vec::with_capacity(21);
+    key.extend_from_slice(&b[13..17]);
+    key.push(b'_');
+    key.extend_from_slice(format!("{month:02}").as_bytes());
+    key.push(b'_');
+    key.extend_from_slice(&b[6..8]);
+    key.push(b'_');
+    key.extend_from_slice(&b[0..2]);
+    key.push(b'_');
+    key.extend_from_slice(&b[3..5]);
+    key.extend_from_slice(b".out");
+    Some(key)
+}
+
+/// The [`name_key`] of a path's last component (empty when it has none).
+fn path_key(path: &Path) -> Cow<'_, [u8]> {
+    path.file_name().map_or(Cow::Borrowed(&[][..]), name_key)
+}
+
 /// Sorts directories the way they are listed and processed: by directory
-/// name (Tstat names sort chronologically), then by full path; duplicates are
-/// removed.
+/// name (see [`name_key`]), then by full path; duplicates are removed.
 pub fn sort_dirs(dirs: &mut Vec<PathBuf>) {
-    dirs.sort_by(|a, b| a.file_name().cmp(&b.file_name()).then_with(|| a.cmp(b)));
+    dirs.sort_by(|a, b| path_key(a).cmp(&path_key(b)).then_with(|| a.cmp(b)));
     dirs.dedup();
 }
 
@@ -255,7 +302,7 @@ pub fn sort_dirs(dirs: &mut Vec<PathBuf>) {
 /// first (see [`sort_dirs`]).
 ///
 /// A directory that is not done is listed when a tstat directory with a
-/// later name exists in the same parent, or when none of its log files has
+/// later name ([`name_key`]) exists in the same parent, or when none of its log files has
 /// been modified for `opts.settle`; with `opts.all`, always. Done directories
 /// are listed only with `opts.include_done`. Problems go to `on_error`; the
 /// result holds everything that could be examined.
@@ -275,14 +322,18 @@ where
 
     // The latest tstat directory name in each parent: every other one there
     // has been rotated away from.
-    let mut latest: HashMap<&Path, &OsStr> = HashMap::new();
+    let mut latest: HashMap<&Path, Cow<'_, [u8]>> = HashMap::new();
     for d in &found {
-        let (Some(parent), Some(name)) = (d.path.parent(), d.path.file_name()) else {
+        let Some(parent) = d.path.parent() else {
             continue;
         };
-        let slot = latest.entry(parent).or_insert(name);
-        if name > *slot {
-            *slot = name;
+        let key = path_key(&d.path);
+        match latest.get_mut(parent) {
+            Some(slot) if *slot >= key => {}
+            Some(slot) => *slot = key,
+            None => {
+                latest.insert(parent, key);
+            }
         }
     }
 
@@ -293,10 +344,11 @@ where
         } else if opts.all {
             true
         } else {
-            let rotated = match (d.path.parent(), d.path.file_name()) {
-                (Some(parent), Some(name)) => latest.get(parent).is_some_and(|l| name < *l),
-                _ => false,
-            };
+            let rotated = d
+                .path
+                .parent()
+                .and_then(|parent| latest.get(parent))
+                .is_some_and(|l| path_key(&d.path) < *l);
             rotated
                 || match is_settled(&d.path, opts.settle, opts.now) {
                     Ok(settled) => settled,
@@ -452,6 +504,45 @@ mod tests {
             !is_done(&d).expect("is_done"),
             "a directory is not a marker"
         );
+    }
+
+    #[test]
+    fn old_names_sort_chronologically() {
+        let key = |s: &str| name_key(OsStr::new(s)).into_owned();
+        assert_eq!(key("23_00_28_Jun_2008.out"), b"2008_06_28_23_00.out");
+        assert_eq!(key("2016_02_17_12_53.out"), b"2016_02_17_12_53.out");
+        // Not quite the old format: left as it is.
+        assert_eq!(key("23_00_28_Foo_2008.out"), b"23_00_28_Foo_2008.out");
+        assert_eq!(key("23_00_28_Jun_2008.outx"), b"23_00_28_Jun_2008.outx");
+        let mut v = [
+            "r/2012_07_04_10_00.out",
+            "r/00_00_29_Jun_2008.out",
+            "r/23_00_28_Jun_2008.out",
+            "r/01_00_01_Jan_2009.out",
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        sort_dirs(&mut v);
+        assert_eq!(
+            v,
+            [
+                "r/23_00_28_Jun_2008.out",
+                "r/00_00_29_Jun_2008.out",
+                "r/01_00_01_Jan_2009.out",
+                "r/2012_07_04_10_00.out",
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn live_old_format_directory_is_not_taken_for_rotated() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let older = tstat_dir(tmp.path(), "23_00_28_Jun_2008.out", now);
+        tstat_dir(tmp.path(), "00_00_29_Jun_2008.out", now);
+        let got = find_ready([tmp.path()], &opts(now), |e| panic!("{e}"));
+        assert_eq!(got, vec![older]);
     }
 
     #[test]
