@@ -82,3 +82,33 @@ mod tests {
         assert!(!is_broken_pipe(e.as_ref()));
     }
 }
+
+/// Parses the command line; on a usage error prints it as
+/// `prog: error: …` and returns exit status 2 (0 for --help/--version).
+pub fn parse_args<T: clap::Parser>(prog: &str) -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                ExitCode::SUCCESS
+            }
+            _ => {
+                let text = e.render().to_string();
+                let text = text.strip_prefix("error: ").unwrap_or(&text);
+                eprint!("{prog}: error: {text}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+    })
+}
+
+/// clap value parser for byte counts (`--bytes`).
+pub fn bytes_arg(s: &str) -> Result<u64, String> {
+    crate::bytesize::parse_bytes(s)
+}
+
+/// clap value parser for megabytes (`-T/--threshold`).
+pub fn megabytes_arg(s: &str) -> Result<u64, String> {
+    crate::bytesize::parse_megabytes(s)
+}

@@ -1,1 +1,443 @@
-//! flow stage (in progress).
+//! The flow document (SPEC §4): value casts of §3.4, the arithmetic of §4.2
+//! with the reference's number kinds, and the JSON wire layout with its key
+//! order. It owns the bytes of one document; it never reads files or decides
+//! which rows to keep.
+
+use std::io::Write;
+
+/// A raw field after the reference's cast: an integer, a float rounded to 3
+/// decimals, or the string itself (e.g. `-`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Val<'a> {
+    /// The field parsed as an integer.
+    Int(i128),
+    /// The field parsed as a float (already rounded to 3 decimals).
+    Float(f64),
+    /// Anything else.
+    Str(&'a str),
+}
+
+/// Casts a raw field like the reference: integer, else float rounded to 3
+/// decimals, else the string.
+pub fn cast(field: &str) -> Val<'_> {
+    if let Some(i) = parse_int(field.as_bytes()) {
+        return Val::Int(i);
+    }
+    match parse_float(field) {
+        Some(f) => Val::Float(round_to(f, 3)),
+        None => Val::Str(field),
+    }
+}
+
+/// Parses an optionally signed decimal integer (no other syntax).
+fn parse_int(b: &[u8]) -> Option<i128> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 38 {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i128;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Parses a float as Python's `float()` would for Tstat's fields.
+fn parse_float(s: &str) -> Option<f64> {
+    // Rust accepts what Python accepts here (digits, `.5`, `5.`, exponents,
+    // inf/nan); it needs a digit or a letter to start a number.
+    let b = s.as_bytes();
+    let first = *b.first()?;
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.' | b'i' | b'I' | b'n' | b'N'))
+    {
+        return None;
+    }
+    s.parse::<f64>().ok()
+}
+
+/// Rounds to `digits` decimals, half to even on the exact binary value, like
+/// Python's `round(x, digits)`.
+pub fn round_to(x: f64, digits: i32) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits);
+    let y = x * scale;
+    if y.abs() < 4.0e15 {
+        let f = y.floor();
+        let frac = y - f;
+        // Decide directly unless the scaled value is too close to a tie for
+        // the product's rounding error to be ruled out.
+        let margin = 1e-6;
+        if (frac - 0.5).abs() > margin {
+            let k = if frac > 0.5 { f + 1.0 } else { f };
+            // k and scale are exact, so one division gives the nearest double
+            // to the decimal k / 10^digits, which is what Python returns.
+            return k / scale;
+        }
+    }
+    slow_round(x, digits)
+}
+
+fn slow_round(x: f64, digits: i32) -> f64 {
+    let s = format!("{:.*}", digits as usize, x);
+    s.parse().unwrap_or(x)
+}
+
+/// A number taking part in the document arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Num {
+    /// An integer (stays an integer under `× 8`).
+    Int(i128),
+    /// A float.
+    Float(f64),
+}
+
+impl Num {
+    /// The value as a float (true division in the reference converts ints).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+
+    /// Python truthiness: zero is false.
+    pub fn is_zero(self) -> bool {
+        match self {
+            Num::Int(i) => i == 0,
+            Num::Float(f) => f == 0.0,
+        }
+    }
+}
+
+impl<'a> Val<'a> {
+    /// The value as a number, or `None` for a string (arithmetic on it would
+    /// fail in the reference).
+    pub fn num(self) -> Option<Num> {
+        match self {
+            Val::Int(i) => Some(Num::Int(i)),
+            Val::Float(f) => Some(Num::Float(f)),
+            Val::Str(_) => None,
+        }
+    }
+}
+
+/// `x × 8` keeping the kind.
+pub fn times8(x: Num) -> Option<Num> {
+    Some(match x {
+        Num::Int(i) => Num::Int(i.checked_mul(8)?),
+        Num::Float(f) => Num::Float(f * 8.0),
+    })
+}
+
+/// True division; `None` on division by zero (the reference's crash).
+pub fn div(a: Num, b: Num) -> Option<f64> {
+    if b.is_zero() {
+        return None;
+    }
+    Some(a.as_f64() / b.as_f64())
+}
+
+/// `round(x, 2)`: ints stay ints, floats are rounded.
+pub fn round2(x: Num) -> Num {
+    match x {
+        Num::Int(_) => x,
+        Num::Float(f) => Num::Float(round_to(f, 2)),
+    }
+}
+
+/// `int(x)`: truncation toward zero; `None` for NaN or infinity.
+pub fn trunc(x: Num) -> Option<i128> {
+    match x {
+        Num::Int(i) => Some(i),
+        Num::Float(f) if f.is_finite() => Some(f.trunc() as i128),
+        Num::Float(_) => None,
+    }
+}
+
+/// `a + b` with Python's kinds.
+pub fn add(a: Num, b: Num) -> Num {
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Num::Int(x + y),
+        _ => Num::Float(a.as_f64() + b.as_f64()),
+    }
+}
+
+/// Python's `a < b` for cast values; `None` when the kinds cannot be compared
+/// (a string against a number raises in the reference).
+fn less<'a>(a: Val<'a>, b: Val<'a>) -> Option<bool> {
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => Some(x < y),
+        (Val::Str(_), _) | (_, Val::Str(_)) => None,
+        (Val::Int(x), Val::Int(y)) => Some(x < y),
+        _ => {
+            let (x, y) = (a.num()?.as_f64(), b.num()?.as_f64());
+            Some(x < y)
+        }
+    }
+}
+
+/// `min(s, c)` as the reference computes tcp_mss: `c` only when strictly smaller.
+pub fn min_pref_second<'a>(s: Val<'a>, c: Val<'a>) -> Option<Val<'a>> {
+    Some(if less(c, s)? { c } else { s })
+}
+
+/// `max(s, c)` as the reference computes tcp_sack_cnt: `c` only when strictly larger.
+pub fn max_pref_second<'a>(s: Val<'a>, c: Val<'a>) -> Option<Val<'a>> {
+    Some(if less(s, c)? { c } else { s })
+}
+
+/// Appends a float as JSON (shortest round-trip form, always marked as a
+/// float). Non-finite values must be rejected before.
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    let mut b = ryu::Buffer::new();
+    out.extend_from_slice(b.format_finite(f).as_bytes());
+}
+
+/// Appends an integer as JSON.
+pub fn write_int(out: &mut Vec<u8>, i: i128) {
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(i).as_bytes());
+}
+
+/// Appends a JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20) {
+        out.extend_from_slice(bytes);
+    } else {
+        for ch in s.chars() {
+            match ch {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut tmp = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends a number; `false` (nothing written) when it is NaN or infinite.
+pub fn write_num(out: &mut Vec<u8>, n: Num) -> bool {
+    match n {
+        Num::Int(i) => write_int(out, i),
+        Num::Float(f) if f.is_finite() => write_f64(out, f),
+        Num::Float(_) => return false,
+    }
+    true
+}
+
+/// Appends a cast field; `false` when it is a non-finite float.
+pub fn write_val(out: &mut Vec<u8>, v: Val<'_>) -> bool {
+    match v {
+        Val::Int(i) => write_int(out, i),
+        Val::Float(f) if f.is_finite() => write_f64(out, f),
+        Val::Float(_) => return false,
+        Val::Str(s) => write_str(out, s),
+    }
+    true
+}
+
+/// Appends the cast of a raw field, copying plain integers and taking a fast
+/// decimal path for typical floats; `false` when the value is not finite.
+pub fn write_raw(out: &mut Vec<u8>, field: &str) -> bool {
+    let b = field.as_bytes();
+    // Plain canonical integers are copied as they are.
+    if !b.is_empty()
+        && b.len() <= 18
+        && b.iter().all(u8::is_ascii_digit)
+        && (b[0] != b'0' || b.len() == 1)
+    {
+        out.extend_from_slice(b);
+        return true;
+    }
+    if fast_decimal3(out, b) {
+        return true;
+    }
+    write_val(out, cast(field))
+}
+
+/// Writes `round(float(field), 3)` for a plain `digits.digits` field whose
+/// rounding the decimal digits alone decide, as the shortest form of the
+/// resulting float; `false` (nothing written) when the slow path is needed.
+fn fast_decimal3(out: &mut Vec<u8>, b: &[u8]) -> bool {
+    let Some(dot) = b.iter().position(|&c| c == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&b[..dot], &b[dot + 1..]);
+    if int.is_empty()
+        || int.len() > 12
+        || frac.len() < 4
+        || (int[0] == b'0' && int.len() > 1)
+        || !int.iter().all(u8::is_ascii_digit)
+        || !frac.iter().all(u8::is_ascii_digit)
+    {
+        return false;
+    }
+    // With at most 15 significant digits, the double nearest to the decimal
+    // cannot reach the rounding tie, so the decimal digits decide it.
+    let sig_int = if int == b"0" { 0 } else { int.len() };
+    let sig = if sig_int == 0 {
+        let lead = frac.iter().take_while(|&&c| c == b'0').count();
+        frac.len() - lead
+    } else {
+        sig_int + frac.len()
+    };
+    if sig > 15 {
+        return false;
+    }
+    let rest = &frac[3..];
+    let round_up = match rest[0] {
+        b'0'..=b'4' => false,
+        b'6'..=b'9' => true,
+        _ => {
+            if rest[1..].iter().all(|&c| c == b'0') {
+                return false; // an exact decimal tie: the binary value decides
+            }
+            true
+        }
+    };
+    let mut ip: u64 = 0;
+    for &c in int {
+        ip = ip * 10 + (c - b'0') as u64;
+    }
+    let mut fp: u64 =
+        ((frac[0] - b'0') as u64) * 100 + ((frac[1] - b'0') as u64) * 10 + (frac[2] - b'0') as u64;
+    if round_up {
+        fp += 1;
+        if fp == 1000 {
+            fp = 0;
+            ip += 1;
+        }
+    }
+    if ip >= 10_000_000_000_000 {
+        return false;
+    }
+    let mut ib = itoa::Buffer::new();
+    out.extend_from_slice(ib.format(ip).as_bytes());
+    out.push(b'.');
+    let digits = [(fp / 100) as u8, ((fp / 10) % 10) as u8, (fp % 10) as u8];
+    let keep = if digits[2] != 0 {
+        3
+    } else if digits[1] != 0 {
+        2
+    } else {
+        1
+    };
+    for d in &digits[..keep] {
+        out.push(b'0' + d);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_keep_kinds() {
+        assert_eq!(cast("0"), Val::Int(0));
+        assert_eq!(cast("-12"), Val::Int(-12));
+        assert_eq!(cast("0.0"), Val::Float(0.0));
+        assert_eq!(cast("51.4071234"), Val::Float(51.407));
+        assert_eq!(cast("-"), Val::Str("-"));
+        assert_eq!(cast("---"), Val::Str("---"));
+        assert_eq!(cast("1e3"), Val::Float(1000.0));
+        assert_eq!(cast("10.0.0.1"), Val::Str("10.0.0.1"));
+    }
+
+    #[test]
+    fn rounding_is_half_even_on_binary_value() {
+        assert_eq!(round_to(0.125, 2), 0.12);
+        assert_eq!(round_to(0.375, 2), 0.38);
+        assert_eq!(round_to(2.675, 2), 2.67);
+        assert_eq!(round_to(0.0005, 3), 0.001);
+        assert_eq!(round_to(1772324365123.4567, 3), 1772324365123.457);
+        for i in 0..200_000u32 {
+            let x = i as f64 * 0.000731 + (i % 7) as f64 * 1e3;
+            let s: f64 = format!("{x:.3}").parse().unwrap();
+            assert_eq!(round_to(x, 3), s, "{x}");
+        }
+    }
+
+    fn raw(s: &str) -> String {
+        let mut v = Vec::new();
+        assert!(write_raw(&mut v, s));
+        String::from_utf8(v).unwrap()
+    }
+
+    fn slow(s: &str) -> String {
+        let mut v = Vec::new();
+        assert!(write_val(&mut v, cast(s)));
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn fast_raw_equals_cast() {
+        for s in [
+            "0",
+            "7",
+            "0007",
+            "123456789",
+            "51.407123",
+            "51.400000",
+            "0.000400",
+            "0.000500",
+            "0.001500",
+            "2.999999",
+            "9.999500",
+            "1772324365123.445068",
+            "-",
+            "---",
+            "-1000.000000",
+            "0.0",
+            "12.3456",
+            "0.0625",
+            "1.0625000",
+        ] {
+            assert_eq!(raw(s), slow(s), "{s}");
+        }
+        let mut x = 0.0001f64;
+        while x < 1e9 {
+            let s = format!("{x:.6}");
+            assert_eq!(raw(&s), slow(&s), "{s}");
+            x *= 1.0137;
+        }
+    }
+
+    #[test]
+    fn min_max_prefer_server_on_ties() {
+        assert_eq!(
+            min_pref_second(Val::Int(1460), Val::Float(1460.0)),
+            Some(Val::Int(1460))
+        );
+        assert_eq!(
+            min_pref_second(Val::Int(1460), Val::Int(536)),
+            Some(Val::Int(536))
+        );
+        assert_eq!(
+            max_pref_second(Val::Float(3.0), Val::Int(3)),
+            Some(Val::Float(3.0))
+        );
+        assert_eq!(min_pref_second(Val::Str("-"), Val::Int(3)), None);
+    }
+}

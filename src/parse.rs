@@ -1,1 +1,1107 @@
-//! parse stage (in progress).
+//! Reading Tstat logs (SPEC §3): the header, row splitting, malformed-row
+//! accounting, gzip, directories, and the byte threshold. Columns are found by
+//! name, rows are streamed through a reused buffer, and each kept direction is
+//! handed to a [`FlowSink`]. It never decides where documents go.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::flow::{self, Num, Val};
+
+/// Which log a file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `log_tcp_complete`.
+    Tcp,
+    /// `log_udp_complete`.
+    Udp,
+}
+
+impl Protocol {
+    /// The protocol named by a log file name (`log_tcp_complete[.gz]`).
+    pub fn from_file_name(path: &Path) -> Option<Protocol> {
+        let name = path.file_name()?.to_str()?;
+        let name = name.strip_suffix(".gz").unwrap_or(name);
+        match name {
+            "log_tcp_complete" => Some(Protocol::Tcp),
+            "log_udp_complete" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// What the flow documents carry and which flows are kept.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    /// Keep a direction when its byte count is at least this (SPEC §3.5).
+    pub threshold: u64,
+    /// `sensor_id`.
+    pub sensor: String,
+    /// `instance_id`: a string when given, the integer 0 otherwise.
+    pub instance: Option<String>,
+    /// Reproduce the reference's UDP durations (milliseconds, SPEC §4.2).
+    pub legacy_udp: bool,
+    /// Report every skipped row on stderr.
+    pub verbose: bool,
+    /// Program name for messages.
+    pub prog: String,
+}
+
+/// Receives each kept flow document (compact JSON, no newline).
+pub trait FlowSink {
+    /// Takes one document.
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()>;
+}
+
+/// Writes documents as NDJSON.
+pub struct NdjsonSink<W: Write>(pub W);
+
+impl<W: Write> FlowSink for NdjsonSink<W> {
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        self.0.write_all(doc)?;
+        self.0.write_all(b"\n")
+    }
+}
+
+/// Counts for one file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Data rows read (not counting the header, blank or skipped lines).
+    pub rows: u64,
+    /// Flow documents emitted.
+    pub flows: u64,
+    /// Lines skipped as malformed (wrong field count, bad UTF-8, repeated
+    /// header, truncated last line).
+    pub skipped_rows: u64,
+    /// Directions dropped because a value could not be computed.
+    pub dropped: u64,
+    /// Line number of the first skip or drop.
+    pub first_problem_line: Option<u64>,
+}
+
+impl FileStats {
+    /// Adds another file's counts.
+    pub fn add(&mut self, o: &FileStats) {
+        self.rows += o.rows;
+        self.flows += o.flows;
+        self.skipped_rows += o.skipped_rows;
+        self.dropped += o.dropped;
+    }
+
+    /// The end-of-file warning text, or `None` when nothing was skipped.
+    pub fn summary(&self) -> Option<String> {
+        let line = self.first_problem_line?;
+        let mut parts = Vec::new();
+        if self.skipped_rows > 0 {
+            parts.push(format!(
+                "{} malformed row{} skipped",
+                self.skipped_rows,
+                if self.skipped_rows == 1 { "" } else { "s" }
+            ));
+        }
+        if self.dropped > 0 {
+            parts.push(format!(
+                "{} flow direction{} dropped (values that cannot be computed)",
+                self.dropped,
+                if self.dropped == 1 { "" } else { "s" }
+            ));
+        }
+        Some(format!("{} (first at line {line})", parts.join(", ")))
+    }
+}
+
+/// Why a file (not a row) could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The header is missing, unsupported, or lacks a core column.
+    #[error("{path}: {msg}")]
+    Header {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A gzip stream ended early; the complete rows before it were emitted.
+    #[error("{path}: {msg}")]
+    Truncated {
+        /// The file.
+        path: String,
+        /// What happened.
+        msg: String,
+    },
+    /// The sink (stdout, a channel) failed; this ends all parsing.
+    #[error("writing output: {0}")]
+    Output(#[source] io::Error),
+    /// Neither log exists in a directory.
+    #[error("{path}: no log_tcp_complete or log_udp_complete in this directory")]
+    NoLogs {
+        /// The directory.
+        path: String,
+    },
+}
+
+impl ParseError {
+    /// True when the error comes from the output side and must stop the run.
+    pub fn is_output(&self) -> bool {
+        matches!(self, ParseError::Output(_))
+    }
+}
+
+/// Longest accepted line; longer ones are skipped so memory stays bounded.
+const MAX_LINE: usize = 1 << 20;
+const READ_CHUNK: usize = 1 << 18;
+
+/// The columns a TCP direction needs (`None` = missing from the header).
+#[derive(Clone, Debug)]
+struct TcpDir {
+    ip: usize,
+    port: usize,
+    bytes: usize,
+    pkts: usize,
+    pkts_retx: Option<usize>,
+    fields: Vec<(&'static [u8], Option<usize>, Extra)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Extra {
+    Col,
+    RexmitRate,
+    Mss,
+    Sack,
+}
+
+/// JSON key and column suffix (after `c_`/`s_`) of the TCP fields, in order.
+const TCP_FIELDS: &[(&str, &str, Extra)] = &[
+    ("tcp_rexmit_bytes", "bytes_retx", Extra::Col),
+    ("tcp_rexmit_pkts", "pkts_retx", Extra::Col),
+    ("tcp_rexmit_rate", "", Extra::RexmitRate),
+    ("tcp_syn_cnt", "syn_cnt", Extra::Col),
+    ("tcp_rtt_avg", "rtt_avg", Extra::Col),
+    ("tcp_rtt_min", "rtt_min", Extra::Col),
+    ("tcp_rtt_max", "rtt_max", Extra::Col),
+    ("tcp_rtt_std", "rtt_std", Extra::Col),
+    ("tcp_pkts_rto", "pkts_rto", Extra::Col),
+    ("tcp_pkts_fs", "pkts_fs", Extra::Col),
+    ("tcp_pkts_reor", "pkts_reor", Extra::Col),
+    ("tcp_pkts_dup", "pkts_dup", Extra::Col),
+    ("tcp_pkts_unk", "pkts_unk", Extra::Col),
+    ("tcp_pkts_fc", "pkts_fc", Extra::Col),
+    ("tcp_pkts_unrto", "pkts_unrto", Extra::Col),
+    ("tcp_pkts_unfs", "pkts_unfs", Extra::Col),
+    ("tcp_cwin_min", "cwin_min", Extra::Col),
+    ("tcp_cwin_max", "cwin_max", Extra::Col),
+    ("tcp_out_seq_pkts", "pkts_ooo", Extra::Col),
+    ("tcp_window_scale", "win_scl", Extra::Col),
+    ("tcp_mss", "", Extra::Mss),
+    ("tcp_max_seg_size", "mss_max", Extra::Col),
+    ("tcp_min_seg_size", "mss_min", Extra::Col),
+    ("tcp_win_max", "cwin_max", Extra::Col),
+    ("tcp_win_min", "cwin_min", Extra::Col),
+    ("tcp_initial_cwin", "cwin_ini", Extra::Col),
+    ("tcp_sack_cnt", "", Extra::Sack),
+];
+
+#[derive(Clone, Debug)]
+struct TcpCols {
+    durat: usize,
+    first: usize,
+    last: usize,
+    mss: Option<(usize, usize)>,
+    sack: Option<(usize, usize)>,
+    dirs: [TcpDir; 2],
+}
+
+#[derive(Clone, Debug)]
+struct UdpDir {
+    ip: usize,
+    port: usize,
+    first_abs: usize,
+    durat: usize,
+    bytes: usize,
+    pkts: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Layout {
+    Tcp(Box<TcpCols>),
+    Udp([UdpDir; 2]),
+}
+
+/// The parsed header: column count and the needed columns.
+#[derive(Clone, Debug)]
+struct Header {
+    ncols: usize,
+    layout: Layout,
+}
+
+/// Column names of a header line, in order; an error when the line is not a
+/// Tstat header.
+fn header_names(line: &str) -> Result<Vec<&str>, String> {
+    if !line.starts_with('#') {
+        return Err("no header line: the first line does not start with '#' \
+                    (Tstat before 2.4 wrote headerless logs; they are not supported)"
+            .into());
+    }
+    let mut names = Vec::new();
+    for tok in line.split(' ') {
+        let name = tok.rsplit('#').next().unwrap_or(tok);
+        let name = name.split(':').next().unwrap_or(name);
+        if name.is_empty() {
+            return Err(format!("malformed header token '{tok}'"));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+impl Header {
+    fn parse(line: &str, proto: Protocol) -> Result<Header, String> {
+        let names = header_names(line)?;
+        let find = |n: &str| names.iter().position(|&x| x == n);
+        let mut missing: Vec<String> = Vec::new();
+        let mut need = |n: String| -> usize {
+            match find(&n) {
+                Some(i) => i,
+                None => {
+                    missing.push(n);
+                    0
+                }
+            }
+        };
+        let layout = match proto {
+            Protocol::Tcp => {
+                if find("first_abs").is_some() {
+                    return Err(
+                        "this is a Tstat 2.4 log (its header has 'first_abs'; 'first' \
+                                and 'last' are relative times): Tstat 2.4 logs are not supported"
+                            .into(),
+                    );
+                }
+                let durat = need("durat".into());
+                let first = need("first".into());
+                let last = need("last".into());
+                let mut dir = |p: &str| TcpDir {
+                    ip: need(format!("{p}_ip")),
+                    port: need(format!("{p}_port")),
+                    bytes: need(format!("{p}_bytes_uniq")),
+                    pkts: need(format!("{p}_pkts_data")),
+                    pkts_retx: find(&format!("{p}_pkts_retx")),
+                    fields: TCP_FIELDS
+                        .iter()
+                        .map(|&(key, suffix, extra)| {
+                            let col = if extra == Extra::Col {
+                                find(&format!("{p}_{suffix}"))
+                            } else {
+                                None
+                            };
+                            (key.as_bytes(), col, extra)
+                        })
+                        .collect(),
+                };
+                let dirs = [dir("c"), dir("s")];
+                let pair = |a: &str, b: &str| Some((find(a)?, find(b)?));
+                Layout::Tcp(Box::new(TcpCols {
+                    durat,
+                    first,
+                    last,
+                    mss: pair("c_mss", "s_mss"),
+                    sack: pair("c_sack_cnt", "s_sack_cnt"),
+                    dirs,
+                }))
+            }
+            Protocol::Udp => {
+                let mut dir = |p: &str| UdpDir {
+                    ip: need(format!("{p}_ip")),
+                    port: need(format!("{p}_port")),
+                    first_abs: need(format!("{p}_first_abs")),
+                    durat: need(format!("{p}_durat")),
+                    bytes: need(format!("{p}_bytes_all")),
+                    pkts: need(format!("{p}_pkts_all")),
+                };
+                Layout::Udp([dir("c"), dir("s")])
+            }
+        };
+        if !missing.is_empty() {
+            return Err(format!(
+                "header lacks column{} {} needed for {} flows",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                proto.as_str()
+            ));
+        }
+        Ok(Header {
+            ncols: names.len(),
+            layout,
+        })
+    }
+}
+
+/// Turns log files into flow documents. One parser can read many files; its
+/// buffers are reused so no row allocates.
+pub struct Parser {
+    opts: ParseOptions,
+    /// `,"protocol":"tcp","sensor_id":…,"flow_type":"tstat"},"start":`
+    tail_tcp: Vec<u8>,
+    tail_udp: Vec<u8>,
+    buf: Vec<u8>,
+    doc: Vec<u8>,
+    fields: Vec<(u32, u32)>,
+}
+
+const DOC_HEAD: &[u8] = br#"{"type":"flow","interval":600,"values":{"duration":"#;
+
+impl Parser {
+    /// A parser with these options.
+    pub fn new(opts: ParseOptions) -> Parser {
+        let tail = |proto: &str| {
+            let mut t = Vec::new();
+            t.extend_from_slice(b",\"protocol\":\"");
+            t.extend_from_slice(proto.as_bytes());
+            t.extend_from_slice(b"\",\"sensor_id\":");
+            flow::write_str(&mut t, &opts.sensor);
+            t.extend_from_slice(b",\"instance_id\":");
+            match &opts.instance {
+                Some(i) => flow::write_str(&mut t, i),
+                None => t.push(b'0'),
+            }
+            t.extend_from_slice(b",\"flow_type\":\"tstat\"},\"start\":");
+            t
+        };
+        Parser {
+            tail_tcp: tail("tcp"),
+            tail_udp: tail("udp"),
+            opts,
+            buf: Vec::with_capacity(READ_CHUNK * 2),
+            doc: Vec::with_capacity(2048),
+            fields: Vec::with_capacity(160),
+        }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &ParseOptions {
+        &self.opts
+    }
+
+    /// Parses one log file (plain or `.gz`).
+    pub fn parse_file<S: FlowSink>(
+        &mut self,
+        path: &Path,
+        proto: Protocol,
+        sink: &mut S,
+    ) -> Result<FileStats, ParseError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| ParseError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        if path.extension().is_some_and(|e| e == "gz") {
+            let gz =
+                flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(READ_CHUNK, file));
+            self.parse_reader(gz, &name, proto, sink)
+        } else {
+            self.parse_reader(file, &name, proto, sink)
+        }
+    }
+
+    /// Parses a log from any reader; `name` is used in messages.
+    pub fn parse_reader<R: Read, S: FlowSink>(
+        &mut self,
+        mut reader: R,
+        name: &str,
+        proto: Protocol,
+        sink: &mut S,
+    ) -> Result<FileStats, ParseError> {
+        let mut stats = FileStats::default();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut header: Option<Header> = None;
+        let mut lineno: u64 = 0;
+        let mut start = 0usize;
+        let mut discarding = false;
+        let mut eof = false;
+        let mut read_error: Option<io::Error> = None;
+        let result = loop {
+            // Refill: keep the unfinished line, read more after it.
+            if start > 0 {
+                buf.drain(..start);
+            }
+            if !eof {
+                let old = buf.len();
+                buf.resize(old + READ_CHUNK, 0);
+                match read_full(&mut reader, &mut buf[old..]) {
+                    Ok(0) => {
+                        buf.truncate(old);
+                        eof = true;
+                    }
+                    Ok(n) => buf.truncate(old + n),
+                    Err(e) => {
+                        buf.truncate(old);
+                        eof = true;
+                        read_error = Some(e);
+                    }
+                }
+            }
+            let mut pos = 0usize;
+            while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
+                let line = &buf[pos..pos + nl];
+                pos += nl + 1;
+                lineno += 1;
+                if discarding {
+                    discarding = false;
+                    continue;
+                }
+                if let Err(e) = self.line(line, lineno, name, proto, &mut header, &mut stats, sink)
+                {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            }
+            start = pos;
+            let pending = buf.len() - start;
+            if eof {
+                if pending > 0 && !discarding {
+                    lineno += 1;
+                    if header.is_none() && read_error.is_none() {
+                        // A file of just a header without its newline.
+                        let line = buf[start..].to_vec();
+                        if let Err(e) =
+                            self.line(&line, lineno, name, proto, &mut header, &mut stats, sink)
+                        {
+                            self.buf = buf;
+                            return Err(e);
+                        }
+                    } else {
+                        self.skip(
+                            name,
+                            lineno,
+                            "incomplete last line (no newline at end of file)",
+                            &mut stats,
+                        );
+                    }
+                }
+                break Ok(());
+            }
+            if pending > MAX_LINE {
+                if !discarding {
+                    // Its line number is counted when its newline arrives.
+                    self.skip(name, lineno + 1, "line longer than 1 MiB", &mut stats);
+                }
+                discarding = true;
+                buf.truncate(start);
+            }
+        };
+        self.buf = buf;
+        result?;
+        if let Some(e) = read_error {
+            let msg = if e.kind() == io::ErrorKind::UnexpectedEof {
+                format!(
+                    "compressed stream ends early (Tstat may still be writing it); \
+                     kept the {} complete rows before line {}",
+                    stats.rows,
+                    lineno + 1
+                )
+            } else {
+                format!("read error after line {lineno}: {e}")
+            };
+            return Err(ParseError::Truncated {
+                path: name.to_string(),
+                msg,
+            });
+        }
+        if header.is_none() {
+            // Empty file: nothing to do, not an error (Tstat creates logs empty).
+            return Ok(stats);
+        }
+        Ok(stats)
+    }
+
+    fn skip(&self, name: &str, lineno: u64, why: &str, stats: &mut FileStats) {
+        stats.skipped_rows += 1;
+        stats.first_problem_line.get_or_insert(lineno);
+        if self.opts.verbose {
+            eprintln!("{}: {name}: line {lineno}: {why}", self.opts.prog);
+        }
+    }
+
+    fn drop_dir(&self, name: &str, lineno: u64, why: &str, n: u64, stats: &mut FileStats) {
+        stats.dropped += n;
+        stats.first_problem_line.get_or_insert(lineno);
+        if self.opts.verbose {
+            eprintln!("{}: {name}: line {lineno}: {why}", self.opts.prog);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn line<S: FlowSink>(
+        &mut self,
+        line: &[u8],
+        lineno: u64,
+        name: &str,
+        proto: Protocol,
+        header: &mut Option<Header>,
+        stats: &mut FileStats,
+        sink: &mut S,
+    ) -> Result<(), ParseError> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        let Some(h) = header.as_ref() else {
+            let text = std::str::from_utf8(line).map_err(|_| ParseError::Header {
+                path: name.to_string(),
+                msg: "the first line is not valid UTF-8, so it is no Tstat header".into(),
+            })?;
+            let h = Header::parse(text, proto).map_err(|msg| ParseError::Header {
+                path: name.to_string(),
+                msg,
+            })?;
+            *header = Some(h);
+            return Ok(());
+        };
+        if line[0] == b'#' {
+            self.skip(name, lineno, "repeated header line", stats);
+            return Ok(());
+        }
+        self.fields.clear();
+        let mut s = 0usize;
+        for sp in memchr::memchr_iter(b' ', line) {
+            self.fields.push((s as u32, sp as u32));
+            s = sp + 1;
+        }
+        self.fields.push((s as u32, line.len() as u32));
+        if self.fields.len() != h.ncols {
+            let why = format!("expected {} fields, got {}", h.ncols, self.fields.len());
+            self.skip(name, lineno, &why, stats);
+            return Ok(());
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.skip(name, lineno, "not valid UTF-8", stats);
+            return Ok(());
+        };
+        stats.rows += 1;
+        let row = Row {
+            text,
+            fields: &self.fields,
+        };
+        let threshold = self.opts.threshold;
+        let mut doc = std::mem::take(&mut self.doc);
+        let r = match &h.layout {
+            Layout::Tcp(cols) => {
+                self.tcp_row(&row, cols, threshold, &mut doc, sink, name, lineno, stats)
+            }
+            Layout::Udp(dirs) => {
+                self.udp_row(&row, dirs, threshold, &mut doc, sink, name, lineno, stats)
+            }
+        };
+        self.doc = doc;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_row<S: FlowSink>(
+        &self,
+        row: &Row<'_>,
+        cols: &TcpCols,
+        threshold: u64,
+        doc: &mut Vec<u8>,
+        sink: &mut S,
+        name: &str,
+        lineno: u64,
+        stats: &mut FileStats,
+    ) -> Result<(), ParseError> {
+        // Cheap threshold check first: most rows are rejected here.
+        let keep = [0, 1].map(|d| keeps(row.val(cols.dirs[d].bytes), threshold));
+        if keep == [Keep::No, Keep::No] {
+            return Ok(());
+        }
+        let shared = (|| {
+            let durat = row.val(cols.durat).num()?;
+            let first = row.val(cols.first).num()?;
+            let last = row.val(cols.last).num()?;
+            let secs = durat.as_f64() / 1000.0;
+            let duration = flow::round_to(secs, 2);
+            let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
+            let end = flow::trunc(Num::Float(last.as_f64() / 1000.0))?;
+            let mss = match cols.mss {
+                Some((c, s)) => Some(flow::min_pref_second(row.val(s), row.val(c))?),
+                None => None,
+            };
+            let sack = match cols.sack {
+                Some((c, s)) => Some(flow::max_pref_second(row.val(s), row.val(c))?),
+                None => None,
+            };
+            duration
+                .is_finite()
+                .then_some((durat, secs, duration, start, end, mss, sack))
+        })();
+        let Some((durat, secs, duration, start, end, mss, sack)) = shared else {
+            let n = keep.iter().filter(|k| **k != Keep::No).count() as u64;
+            self.drop_dir(
+                name,
+                lineno,
+                "durat, first, last, mss or sack_cnt cannot be computed",
+                n,
+                stats,
+            );
+            return Ok(());
+        };
+        for d in 0..2 {
+            match keep[d] {
+                Keep::No => continue,
+                Keep::Bad => {
+                    self.drop_dir(name, lineno, "bytes_uniq is not a number", 1, stats);
+                    continue;
+                }
+                Keep::Yes => {}
+            }
+            let me = &cols.dirs[d];
+            let other = &cols.dirs[1 - d];
+            doc.clear();
+            let ok = (|| {
+                let bytes = row.val(me.bytes).num()?;
+                let pkts = row.val(me.pkts).num()?;
+                let bits = flow::times8(bytes)?;
+                doc.extend_from_slice(DOC_HEAD);
+                flow::write_f64(doc, duration);
+                doc.extend_from_slice(b",\"num_bits\":");
+                flow::write_num(doc, bits).then_some(())?;
+                doc.extend_from_slice(b",\"num_packets\":");
+                flow::write_num(doc, pkts).then_some(())?;
+                doc.extend_from_slice(b",\"bits_per_second\":");
+                let rate = |x: Num| -> Option<Num> {
+                    if durat.is_zero() {
+                        Some(Num::Int(0))
+                    } else {
+                        Some(Num::Float(flow::round_to(x.as_f64() / secs, 2)))
+                    }
+                };
+                flow::write_num(doc, rate(bits)?).then_some(())?;
+                doc.extend_from_slice(b",\"packets_per_second\":");
+                flow::write_num(doc, rate(pkts)?).then_some(())?;
+                for &(key, col, extra) in &me.fields {
+                    doc.extend_from_slice(b",\"");
+                    doc.extend_from_slice(key);
+                    doc.extend_from_slice(b"\":");
+                    let written = match extra {
+                        Extra::Col => match col {
+                            Some(i) => flow::write_raw(doc, row.raw(i)),
+                            None => {
+                                doc.extend_from_slice(b"null");
+                                true
+                            }
+                        },
+                        Extra::RexmitRate => {
+                            let retx = me.pkts_retx.map(|i| row.val(i));
+                            let rate = match retx {
+                                None => None,
+                                Some(r) => {
+                                    let falsy = |v: Val<'_>| v.num().is_some_and(Num::is_zero);
+                                    if falsy(row.val(me.pkts)) || falsy(r) {
+                                        Some(Num::Int(0))
+                                    } else {
+                                        Some(Num::Float(flow::div(r.num()?, pkts)?))
+                                    }
+                                }
+                            };
+                            match rate {
+                                Some(n) => flow::write_num(doc, n),
+                                None => {
+                                    doc.extend_from_slice(b"null");
+                                    true
+                                }
+                            }
+                        }
+                        Extra::Mss | Extra::Sack => {
+                            match if extra == Extra::Mss { mss } else { sack } {
+                                Some(v) => flow::write_val(doc, v),
+                                None => {
+                                    doc.extend_from_slice(b"null");
+                                    true
+                                }
+                            }
+                        }
+                    };
+                    written.then_some(())?;
+                }
+                doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
+                self.endpoints(doc, row, (me.ip, me.port), (other.ip, other.port))?;
+                doc.extend_from_slice(&self.tail_tcp);
+                flow::write_int(doc, start);
+                doc.extend_from_slice(b",\"end\":");
+                flow::write_int(doc, end);
+                doc.push(b'}');
+                Some(())
+            })();
+            if ok.is_some() {
+                sink.flow(doc).map_err(ParseError::Output)?;
+                stats.flows += 1;
+            } else {
+                self.drop_dir(
+                    name,
+                    lineno,
+                    "a value of this direction cannot be computed",
+                    1,
+                    stats,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `src_ip…dst_port` (after the opening `"src_ip":`).
+    fn endpoints(
+        &self,
+        doc: &mut Vec<u8>,
+        row: &Row<'_>,
+        src: (usize, usize),
+        dst: (usize, usize),
+    ) -> Option<()> {
+        flow::write_raw(doc, row.raw(src.0)).then_some(())?;
+        doc.extend_from_slice(b",\"src_port\":");
+        flow::write_raw(doc, row.raw(src.1)).then_some(())?;
+        doc.extend_from_slice(b",\"dst_ip\":");
+        flow::write_raw(doc, row.raw(dst.0)).then_some(())?;
+        doc.extend_from_slice(b",\"dst_port\":");
+        flow::write_raw(doc, row.raw(dst.1)).then_some(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn udp_row<S: FlowSink>(
+        &self,
+        row: &Row<'_>,
+        dirs: &[UdpDir; 2],
+        threshold: u64,
+        doc: &mut Vec<u8>,
+        sink: &mut S,
+        name: &str,
+        lineno: u64,
+        stats: &mut FileStats,
+    ) -> Result<(), ParseError> {
+        for d in 0..2 {
+            let me = &dirs[d];
+            let other = &dirs[1 - d];
+            match keeps(row.val(me.bytes), threshold) {
+                Keep::No => continue,
+                Keep::Bad => {
+                    self.drop_dir(name, lineno, "bytes_all is not a number", 1, stats);
+                    continue;
+                }
+                Keep::Yes => {}
+            }
+            doc.clear();
+            let ok = (|| {
+                let durat = row.val(me.durat).num()?;
+                let bytes = row.val(me.bytes).num()?;
+                let pkts = row.val(me.pkts).num()?;
+                let first = row.val(me.first_abs).num()?;
+                let secs = if self.opts.legacy_udp {
+                    Num::Float(durat.as_f64() / 1000.0)
+                } else {
+                    durat
+                };
+                let duration = flow::round2(secs);
+                let bits = flow::times8(bytes)?;
+                let rate = |x: Num| -> Option<Num> {
+                    if durat.is_zero() {
+                        Some(Num::Int(0))
+                    } else {
+                        Some(Num::Float(flow::round_to(flow::div(x, secs)?, 2)))
+                    }
+                };
+                let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
+                let end = flow::trunc(flow::add(Num::Int(start), duration))?;
+                doc.extend_from_slice(DOC_HEAD);
+                flow::write_num(doc, duration).then_some(())?;
+                doc.extend_from_slice(b",\"num_bits\":");
+                flow::write_num(doc, bits).then_some(())?;
+                doc.extend_from_slice(b",\"num_packets\":");
+                flow::write_num(doc, pkts).then_some(())?;
+                doc.extend_from_slice(b",\"bits_per_second\":");
+                flow::write_num(doc, rate(bits)?).then_some(())?;
+                doc.extend_from_slice(b",\"packets_per_second\":");
+                flow::write_num(doc, rate(pkts)?).then_some(())?;
+                doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
+                self.endpoints(doc, row, (me.ip, me.port), (other.ip, other.port))?;
+                doc.extend_from_slice(&self.tail_udp);
+                flow::write_int(doc, start);
+                doc.extend_from_slice(b",\"end\":");
+                flow::write_int(doc, end);
+                doc.push(b'}');
+                Some(())
+            })();
+            if ok.is_some() {
+                sink.flow(doc).map_err(ParseError::Output)?;
+                stats.flows += 1;
+            } else {
+                self.drop_dir(
+                    name,
+                    lineno,
+                    "a value of this direction cannot be computed",
+                    1,
+                    stats,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Keep {
+    Yes,
+    No,
+    /// The byte count is not a number: the direction is dropped and counted.
+    Bad,
+}
+
+/// The threshold test `bytes × 8 / 8 ≥ N`.
+fn keeps(bytes: Val<'_>, threshold: u64) -> Keep {
+    match bytes {
+        Val::Int(b) => {
+            if b >= threshold as i128 {
+                Keep::Yes
+            } else {
+                Keep::No
+            }
+        }
+        Val::Float(f) if f.is_finite() => {
+            if f * 8.0 / 8.0 >= threshold as f64 {
+                Keep::Yes
+            } else {
+                Keep::No
+            }
+        }
+        _ => Keep::Bad,
+    }
+}
+
+/// One split row.
+struct Row<'a> {
+    text: &'a str,
+    fields: &'a [(u32, u32)],
+}
+
+impl<'a> Row<'a> {
+    fn raw(&self, i: usize) -> &'a str {
+        let (s, e) = self.fields[i];
+        &self.text[s as usize..e as usize]
+    }
+
+    fn val(&self, i: usize) -> Val<'a> {
+        flow::cast(self.raw(i))
+    }
+}
+
+/// Reads until the buffer is full or the input ends.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if n > 0 {
+                    // Hand back what was read; the error repeats on the next call.
+                    return Ok(n);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The log files of a tstat directory, TCP first; a `.gz` log is used when
+/// the plain one is absent.
+pub fn dir_logs(dir: &Path) -> Vec<(PathBuf, Protocol)> {
+    let mut out = Vec::new();
+    for (name, proto) in [
+        ("log_tcp_complete", Protocol::Tcp),
+        ("log_udp_complete", Protocol::Udp),
+    ] {
+        let plain = dir.join(name);
+        let gz = dir.join(format!("{name}.gz"));
+        if plain.is_file() {
+            out.push((plain, proto));
+        } else if gz.is_file() {
+            out.push((gz, proto));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(threshold: u64) -> ParseOptions {
+        ParseOptions {
+            threshold,
+            sensor: "s".into(),
+            instance: None,
+            legacy_udp: false,
+            verbose: false,
+            prog: "test".into(),
+        }
+    }
+
+    #[test]
+    fn header_names_are_cut_at_colon_and_hash() {
+        let names = header_names("#15#c_ip:1 c_port:2 durat:31").unwrap();
+        assert_eq!(names, ["c_ip", "c_port", "durat"]);
+        assert!(header_names("1.2.3.4 80").is_err());
+    }
+
+    #[test]
+    fn tstat_24_is_refused() {
+        let e = Header::parse(
+            "#c_ip:1 durat:89 first:90 last:91 first_abs:98",
+            Protocol::Tcp,
+        )
+        .unwrap_err();
+        assert!(e.contains("2.4"), "{e}");
+    }
+
+    #[test]
+    fn missing_core_columns_are_named() {
+        let e = Header::parse("#c_ip:1 c_port:2", Protocol::Udp).unwrap_err();
+        assert!(e.contains("s_ip") && e.contains("c_durat"), "{e}");
+    }
+
+    #[test]
+    fn reader_handles_lines_across_chunks() {
+        let hdr = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\n";
+        let row = "10.0.0.1 5353 1000000.5 2.5 100 2 10.0.0.2 53 1000001.0 1.0 0 0\n";
+        let mut text = hdr.to_string();
+        for _ in 0..20_000 {
+            text.push_str(row);
+        }
+        let mut p = Parser::new(opts(1));
+        let mut out = NdjsonSink(Vec::new());
+        let st = p
+            .parse_reader(text.as_bytes(), "x", Protocol::Udp, &mut out)
+            .unwrap();
+        assert_eq!(st.rows, 20_000);
+        assert_eq!(st.flows, 20_000);
+        assert_eq!(out.0.iter().filter(|&&b| b == b'\n').count(), 20_000);
+    }
+}
+
+/// What parsing one argument (a directory or a file) gave.
+#[derive(Debug, Default)]
+pub struct PathOutcome {
+    /// Counts over its files.
+    pub stats: FileStats,
+    /// File-level errors (already reported on stderr); the other files of
+    /// the argument were still parsed.
+    pub errors: Vec<ParseError>,
+}
+
+impl Parser {
+    /// Parses a tstat directory (TCP log, then UDP log) or a single log file,
+    /// printing each file's skip summary and errors on stderr. Only an output
+    /// error is returned as `Err`: it must stop the whole run.
+    pub fn parse_path<S: FlowSink>(
+        &mut self,
+        path: &Path,
+        protocol: Option<Protocol>,
+        sink: &mut S,
+    ) -> Result<PathOutcome, ParseError> {
+        let mut outcome = PathOutcome::default();
+        let files = if path.is_dir() {
+            let logs = dir_logs(path);
+            if logs.is_empty() {
+                let e = ParseError::NoLogs {
+                    path: path.display().to_string(),
+                };
+                crate::cli::error(&self.opts.prog, &e);
+                outcome.errors.push(e);
+            }
+            logs
+        } else {
+            match protocol.or_else(|| Protocol::from_file_name(path)) {
+                Some(p) => vec![(path.to_path_buf(), p)],
+                None if !path.exists() => {
+                    let e = ParseError::Io {
+                        path: path.display().to_string(),
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "no such file or directory",
+                        ),
+                    };
+                    crate::cli::error(&self.opts.prog, &e);
+                    outcome.errors.push(e);
+                    vec![]
+                }
+                None => {
+                    let e = ParseError::Header {
+                        path: path.display().to_string(),
+                        msg: "cannot tell TCP from UDP by the file name; use --protocol tcp|udp"
+                            .into(),
+                    };
+                    crate::cli::error(&self.opts.prog, &e);
+                    outcome.errors.push(e);
+                    vec![]
+                }
+            }
+        };
+        for (file, proto) in files {
+            match self.parse_file(&file, proto, sink) {
+                Ok(st) => {
+                    self.report(&file.display().to_string(), &st);
+                    outcome.stats.add(&st);
+                }
+                Err(e) if e.is_output() => return Err(e),
+                Err(e) => {
+                    crate::cli::error(&self.opts.prog, &e);
+                    outcome.errors.push(e);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Parses a log read from stdin.
+    pub fn parse_stdin<S: FlowSink>(
+        &mut self,
+        protocol: Protocol,
+        sink: &mut S,
+    ) -> Result<PathOutcome, ParseError> {
+        let mut outcome = PathOutcome::default();
+        let stdin = io::stdin();
+        match self.parse_reader(stdin.lock(), "<stdin>", protocol, sink) {
+            Ok(st) => {
+                self.report("<stdin>", &st);
+                outcome.stats = st;
+            }
+            Err(e) if e.is_output() => return Err(e),
+            Err(e) => {
+                crate::cli::error(&self.opts.prog, &e);
+                outcome.errors.push(e);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn report(&self, name: &str, st: &FileStats) {
+        if let Some(s) = st.summary() {
+            crate::cli::warning(&self.opts.prog, format!("{name}: {s}"));
+        }
+    }
+}

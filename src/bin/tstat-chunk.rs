@@ -1,0 +1,78 @@
+//! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (SPEC §5).
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tstat_transport::chunk::{self, Chunker};
+use tstat_transport::cli;
+
+const PROG: &str = "tstat-chunk";
+
+/// Group NDJSON objects from stdin into JSON arrays, one compact array per line.
+#[derive(clap::Parser, Debug)]
+#[command(name = PROG, version)]
+struct Cli {
+    /// Objects per array.
+    #[arg(short = 'n', long, default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    size: u64,
+    /// Largest array in bytes (K, M, Ki, Mi … suffixes accepted).
+    #[arg(long, value_name = "BYTES", default_value = "8Mi", value_parser = cli::bytes_arg)]
+    max_bytes: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    cli::finish(PROG, run(cli.size as usize, cli.max_bytes as usize))
+}
+
+fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
+    let mut chunker = Chunker::new(size, max_bytes, |a: &[u8]| {
+        out.write_all(a)?;
+        out.write_all(b"\n")
+    });
+    let stdin = io::stdin();
+    let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
+    let mut line = Vec::with_capacity(4096);
+    let mut lineno = 0u64;
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
+        lineno += 1;
+        let doc = match chunk::check_object(&line) {
+            Ok(d) => d,
+            Err(why) => {
+                chunker.flush()?;
+                drop(chunker);
+                out.flush()?;
+                cli::error(PROG, format!("stdin: line {lineno}: {why}"));
+                return Ok(ExitCode::from(cli::EXIT_FAILURE));
+            }
+        };
+        if let Err(e) = chunker.push(doc) {
+            if e.kind() == io::ErrorKind::InvalidData {
+                chunker.flush()?;
+                drop(chunker);
+                out.flush()?;
+                cli::error(PROG, format!("stdin: line {lineno}: {e}"));
+                return Ok(ExitCode::from(cli::EXIT_FAILURE));
+            }
+            return Err(e.into());
+        }
+    }
+    chunker.flush()?;
+    drop(chunker);
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

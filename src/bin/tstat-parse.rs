@@ -1,0 +1,120 @@
+//! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tstat_transport::cli;
+use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+
+const PROG: &str = "tstat-parse";
+
+/// Turn Tstat log rows into flow documents, one JSON object per line.
+///
+/// Each PATH is a tstat directory (its log_tcp_complete, then its
+/// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
+/// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
+/// one per line, so `tstat-find ROOT | tstat-parse` works.
+#[derive(clap::Parser, Debug)]
+#[command(name = PROG, version)]
+struct Cli {
+    /// Tstat directories or log files.
+    paths: Vec<PathBuf>,
+    /// Keep flows of at least this many bytes: 1000, 25G, 25Gb, 1.5G, 10GiB …
+    /// [default: 25Gb]
+    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
+    bytes: Option<u64>,
+    /// Keep flows of at least this many megabytes (10^6 bytes).
+    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
+    threshold: Option<u64>,
+    /// Sensor id in every document [default: the host name].
+    #[arg(short = 'S', long, value_name = "ID")]
+    sensor: Option<String>,
+    /// Instance id (a JSON string when given; the integer 0 otherwise).
+    #[arg(short = 'I', long, value_name = "ID")]
+    instance: Option<String>,
+    /// Reproduce the original tool's UDP durations (1000× too small).
+    #[arg(long)]
+    legacy_udp_duration: bool,
+    /// Protocol of a log file whose name does not tell (or of stdin `-`).
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolArg>,
+    /// Report every skipped row with its file and line number.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProtocolArg {
+    Tcp,
+    Udp,
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let protocol = cli.protocol.map(|p| match p {
+        ProtocolArg::Tcp => Protocol::Tcp,
+        ProtocolArg::Udp => Protocol::Udp,
+    });
+    if cli.paths.iter().any(|p| p.as_os_str() == "-") && protocol.is_none() {
+        return cli::usage_error(
+            PROG,
+            "reading a log from stdin ('-') needs --protocol tcp|udp",
+        );
+    }
+    let opts = ParseOptions {
+        threshold: cli
+            .threshold
+            .or(cli.bytes)
+            .unwrap_or(tstat_transport::bytesize::DEFAULT_BYTES),
+        sensor: cli.sensor.unwrap_or_else(cli::hostname),
+        instance: cli.instance,
+        legacy_udp: cli.legacy_udp_duration,
+        verbose: cli.verbose,
+        prog: PROG.into(),
+    };
+    cli::finish(PROG, run(cli.paths, protocol, opts))
+}
+
+fn run(
+    paths: Vec<PathBuf>,
+    protocol: Option<Protocol>,
+    opts: ParseOptions,
+) -> anyhow::Result<ExitCode> {
+    let mut parser = Parser::new(opts);
+    let stdout = io::stdout();
+    let mut sink = NdjsonSink(io::BufWriter::with_capacity(1 << 17, stdout.lock()));
+    let mut failed = false;
+    let mut one =
+        |parser: &mut Parser, path: PathBuf, sink: &mut NdjsonSink<_>| -> Result<(), ParseError> {
+            let outcome = if path.as_os_str() == "-" {
+                parser.parse_stdin(protocol.unwrap_or(Protocol::Tcp), sink)?
+            } else {
+                parser.parse_path(&path, protocol, sink)?
+            };
+            failed |= !outcome.errors.is_empty();
+            Ok(())
+        };
+    if paths.is_empty() {
+        for line in io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            one(&mut parser, PathBuf::from(line), &mut sink)?;
+        }
+    } else {
+        for path in paths {
+            one(&mut parser, path, &mut sink)?;
+        }
+    }
+    sink.0.flush()?;
+    Ok(if failed {
+        ExitCode::from(cli::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
