@@ -31,7 +31,7 @@ struct Cli {
 
     /// Keep processed directories for this many hours (fractions allowed).
     #[arg(short = 't', long, value_name = "HOURS", default_value = "48",
-          value_parser = cull::parse_ttl_hours)]
+          value_parser = cull::parse_ttl_hours, allow_negative_numbers = true)]
     ttl: Duration,
 
     /// Print what would be removed, remove nothing.
