@@ -234,6 +234,10 @@ fn usage_errors_exit_2() {
         let got = run(&args.iter().map(|a| a.as_ref()).collect::<Vec<_>>());
         assert_eq!(got.code, Some(2), "{args:?}: {}", got.stderr);
         assert!(got.stdout.is_empty(), "{args:?}");
-        assert!(!got.stderr.is_empty(), "{args:?}");
+        assert!(
+            got.stderr.starts_with("tstat-cull: error: "),
+            "{args:?}: {}",
+            got.stderr
+        );
     }
 }

@@ -480,6 +480,10 @@ fn usage_errors_exit_2() {
         let out = tstat_find().args(args).output().expect("run tstat-find");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
-        assert!(!out.stderr.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("tstat-find: error: "),
+            "{args:?}: {stderr}"
+        );
     }
 }

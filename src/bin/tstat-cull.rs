@@ -44,7 +44,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     cli::finish(PROG, run(&cli))
 }
 

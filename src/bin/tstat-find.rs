@@ -55,7 +55,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     if cli.mark {
         return mark(&cli.paths);
     }
