@@ -60,10 +60,10 @@ pub fn parse_megabytes(s: &str) -> Result<u64, String> {
 
 /// Multiplies without float noise when the number is an integer.
 fn exact_product(text: &str, value: f64, mult: f64) -> f64 {
-    if let Ok(i) = text.parse::<u64>() {
-        if let Some(p) = i.checked_mul(mult as u64).filter(|_| mult.fract() == 0.0) {
-            return p as f64;
-        }
+    if let Ok(i) = text.parse::<u64>()
+        && let Some(p) = i.checked_mul(mult as u64).filter(|_| mult.fract() == 0.0)
+    {
+        return p as f64;
     }
     value * mult
 }

@@ -70,19 +70,6 @@ pub fn hostname() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broken_pipe_found_in_chain() {
-        let e = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
-        assert!(is_broken_pipe(e.as_ref()));
-        let e = anyhow::anyhow!("other");
-        assert!(!is_broken_pipe(e.as_ref()));
-    }
-}
-
 /// Parses the command line; on a usage error prints it as
 /// `prog: error: …` and returns exit status 2 (0 for --help/--version).
 pub fn parse_args<T: clap::Parser>(prog: &str) -> Result<T, ExitCode> {
@@ -111,4 +98,17 @@ pub fn bytes_arg(s: &str) -> Result<u64, String> {
 /// clap value parser for megabytes (`-T/--threshold`).
 pub fn megabytes_arg(s: &str) -> Result<u64, String> {
     crate::bytesize::parse_megabytes(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_pipe_found_in_chain() {
+        let e = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(e.as_ref()));
+        let e = anyhow::anyhow!("other");
+        assert!(!is_broken_pipe(e.as_ref()));
+    }
 }

@@ -660,8 +660,8 @@ impl Parser {
             );
             return Ok(());
         };
-        for d in 0..2 {
-            match keep[d] {
+        for (d, &k) in keep.iter().enumerate() {
+            match k {
                 Keep::No => continue,
                 Keep::Bad => {
                     self.drop_dir(name, lineno, "bytes_uniq is not a number", 1, stats);
