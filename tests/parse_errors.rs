@@ -1,0 +1,510 @@
+//! One test per kind of bad input (SPEC §3.3, §4.1): what is emitted, what
+//! is skipped, and what stderr says about it.
+
+#[path = "support/docs.rs"]
+mod docs;
+
+use std::path::{Path, PathBuf};
+
+use docs::{col, ndjson, parse, tcp_sample, udp_sample, with};
+use serde_json::Value;
+
+/// Writes a tstat directory with the given log texts.
+fn tree(tcp: Option<&[u8]>, udp: Option<&[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("2026_01_01_00_00.out");
+    std::fs::create_dir(&dir).unwrap();
+    if let Some(t) = tcp {
+        std::fs::write(dir.join("log_tcp_complete"), t).unwrap();
+    }
+    if let Some(u) = udp {
+        std::fs::write(dir.join("log_udp_complete"), u).unwrap();
+    }
+    (tmp, dir)
+}
+
+struct Run {
+    code: i32,
+    docs: Vec<Value>,
+    stderr: String,
+}
+
+fn run_on(path: &Path, extra: &[&str]) -> Run {
+    let p = path.display().to_string();
+    let mut args = vec!["--bytes", "0", "-S", "s"];
+    args.extend_from_slice(extra);
+    args.push(&p);
+    let out = parse(&args);
+    Run {
+        code: out.status.code().unwrap(),
+        docs: ndjson(&String::from_utf8(out.stdout).unwrap()),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn tcp_log(rows: &[String]) -> Vec<u8> {
+    let (h, _) = tcp_sample();
+    let mut s = h + "\n";
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn good_row() -> String {
+    tcp_sample().1.join(" ")
+}
+
+fn udp_log(rows: &[String]) -> Vec<u8> {
+    let (h, _) = udp_sample();
+    let mut s = h + "\n";
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn values(doc: &Value) -> &serde_json::Map<String, Value> {
+    doc["values"].as_object().unwrap()
+}
+
+#[test]
+fn row_too_short_is_skipped_and_reported() {
+    let short: String = good_row()
+        .split(' ')
+        .take(100)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (_t, dir) = tree(Some(&tcp_log(&[good_row(), short, good_row()])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 4, "two good rows, two directions each");
+    assert!(
+        r.stderr
+            .contains("log_tcp_complete: 1 malformed row skipped (first at line 3)"),
+        "{}",
+        r.stderr
+    );
+    let v = run_on(&dir, &["--verbose"]);
+    assert!(
+        v.stderr.contains("line 3: expected 130 fields, got 100"),
+        "{}",
+        v.stderr
+    );
+}
+
+#[test]
+fn row_too_long_is_skipped() {
+    let long = format!("{} extra 1 2", good_row());
+    let (_t, dir) = tree(Some(&tcp_log(&[long, good_row()])), None);
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 2);
+    assert!(
+        r.stderr.contains("line 2: expected 130 fields, got 133"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("1 malformed row skipped (first at line 2)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn repeated_header_is_skipped() {
+    let (h, _) = tcp_sample();
+    let (_t, dir) = tree(Some(&tcp_log(&[good_row(), h, good_row()])), None);
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 4);
+    assert!(
+        r.stderr.contains("line 3: repeated header line"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn blank_lines_are_ignored_silently() {
+    let (_t, dir) = tree(
+        Some(&tcp_log(&[
+            good_row(),
+            String::new(),
+            String::new(),
+            good_row(),
+        ])),
+        None,
+    );
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 4);
+    assert_eq!(r.stderr, "", "blank lines are not malformed rows");
+}
+
+#[test]
+fn non_utf8_row_is_skipped() {
+    let mut log = tcp_log(&[good_row()]);
+    let bad = good_row().replacen("-", "\u{fffd}", 1).into_bytes();
+    // Replace the marker's UTF-8 with a lone invalid byte.
+    let mut bad_bytes = Vec::new();
+    let marker = "\u{fffd}".as_bytes();
+    let at = bad
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("row has a '-' field");
+    bad_bytes.extend_from_slice(&bad[..at]);
+    bad_bytes.push(0xff);
+    bad_bytes.extend_from_slice(&bad[at + marker.len()..]);
+    log.extend_from_slice(&bad_bytes);
+    log.push(b'\n');
+    log.extend_from_slice(good_row().as_bytes());
+    log.push(b'\n');
+    let (_t, dir) = tree(Some(&log), None);
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 4);
+    assert!(r.stderr.contains("line 3: not valid UTF-8"), "{}", r.stderr);
+}
+
+#[test]
+fn truncated_last_line_without_newline_is_skipped() {
+    let mut log = tcp_log(&[good_row()]);
+    let row = good_row();
+    log.extend_from_slice(&row.as_bytes()[..row.len() / 2]);
+    let (_t, dir) = tree(Some(&log), None);
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 2);
+    assert!(
+        r.stderr.contains("line 3: incomplete last line"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("1 malformed row skipped (first at line 3)"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A dash in a shared TCP column drops both directions of that row only.
+#[test]
+fn dash_in_shared_tcp_columns_drops_the_row() {
+    let (h, row) = tcp_sample();
+    for name in ["durat", "first", "c_mss"] {
+        let bad = with(&h, &row, &[(name, "-")]);
+        let (_t, dir) = tree(Some(&tcp_log(&[bad, good_row()])), None);
+        let r = run_on(&dir, &["-v"]);
+        assert_eq!(r.code, 0, "{name}");
+        assert_eq!(r.docs.len(), 2, "{name}: only the good row remains");
+        assert!(
+            r.stderr.contains("2 flow directions dropped"),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("line 2:"), "{name}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn dash_in_c_bytes_uniq_drops_only_the_in_direction() {
+    let (h, row) = tcp_sample();
+    let bad = with(&h, &row, &[("c_bytes_uniq", "-")]);
+    let (_t, dir) = tree(Some(&tcp_log(&[bad])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 1);
+    assert_eq!(
+        r.docs[0]["meta"]["src_ip"],
+        Value::from(row[col(&h, "s_ip")].as_str()),
+        "the out direction stays"
+    );
+    assert!(
+        r.stderr.contains("1 flow direction dropped"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn dash_in_udp_c_durat_drops_only_that_direction() {
+    let (h, row) = udp_sample();
+    let bad = with(&h, &row, &[("c_durat", "-")]);
+    let (_t, dir) = tree(None, Some(&udp_log(&[bad])));
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 1);
+    assert_eq!(
+        r.docs[0]["meta"]["src_ip"],
+        Value::from(row[col(&h, "s_ip")].as_str())
+    );
+    assert_eq!(r.docs[0]["meta"]["protocol"], "udp");
+    assert!(
+        r.stderr.contains("1 flow direction dropped"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn zero_durat_gives_integer_zero_rates_and_float_zero_duration() {
+    let (h, row) = tcp_sample();
+    let zero = with(&h, &row, &[("durat", "0")]);
+    let (_t, dir) = tree(Some(&tcp_log(&[zero])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 2);
+    for d in &r.docs {
+        let v = values(d);
+        assert!(
+            v["duration"].is_f64() && v["duration"].as_f64() == Some(0.0),
+            "{d}"
+        );
+        assert!(
+            v["bits_per_second"].is_u64() && v["bits_per_second"] == 0,
+            "{d}"
+        );
+        assert!(
+            v["packets_per_second"].is_u64() && v["packets_per_second"] == 0,
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn zero_pkts_data_with_retransmissions_gives_integer_zero_rate() {
+    let (h, row) = tcp_sample();
+    let r0 = with(
+        &h,
+        &row,
+        &[
+            ("c_pkts_data", "0"),
+            ("c_pkts_retx", "5"),
+            ("s_pkts_data", "10"),
+            ("s_pkts_retx", "3"),
+        ],
+    );
+    let (_t, dir) = tree(Some(&tcp_log(&[r0])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.docs.len(), 2);
+    let rate_in = &values(&r.docs[0])["tcp_rexmit_rate"];
+    assert!(rate_in.is_u64() && *rate_in == 0, "{rate_in}");
+    let rate_out = &values(&r.docs[1])["tcp_rexmit_rate"];
+    assert_eq!(rate_out.as_f64(), Some(0.3));
+    assert!(rate_out.is_f64());
+}
+
+#[test]
+fn header_lacking_c_bytes_uniq_fails_that_file_only() {
+    let (h, row) = tcp_sample();
+    let h2 = h.replace("c_bytes_uniq:7", "c_bytes_xxx:7");
+    let log = format!("{h2}\n{}\n", row.join(" "));
+    let (_t, dir) = tree(
+        Some(log.as_bytes()),
+        Some(&udp_log(&[udp_sample().1.join(" ")])),
+    );
+    let (_t2, other) = tree(Some(&tcp_log(&[good_row()])), None);
+    let p1 = dir.display().to_string();
+    let p2 = other.display().to_string();
+    let out = parse(&["--bytes", "0", &p1, &p2]);
+    assert_eq!(out.status.code(), Some(1));
+    let docs = ndjson(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(
+        docs.len(),
+        4,
+        "the UDP log of the same dir and the other dir are still parsed"
+    );
+    assert_eq!(docs[0]["meta"]["protocol"], "udp");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("tstat-parse: error: ")
+            && err.contains("log_tcp_complete: header lacks column c_bytes_uniq"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_path_is_named() {
+    let (_t, dir) = tree(Some(&tcp_log(&[good_row()])), None);
+    let p = dir.display().to_string();
+    let out = parse(&["--bytes", "0", "/no/such/2026.out", &p]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(ndjson(&String::from_utf8(out.stdout).unwrap()).len(), 2);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("tstat-parse: error: /no/such/2026.out: no such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_with_only_a_header_gives_nothing_quietly() {
+    let (_t, dir) = tree(Some(&tcp_log(&[])), Some(&udp_log(&[])));
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert!(r.docs.is_empty());
+    assert_eq!(r.stderr, "");
+}
+
+#[test]
+fn directory_without_logs_is_an_error() {
+    let (_t, dir) = tree(None, None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no log_tcp_complete or log_udp_complete"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn headerless_log_is_refused() {
+    let (_t, dir) = tree(Some(format!("{}\n", good_row()).as_bytes()), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.docs.is_empty());
+    assert!(
+        r.stderr.contains("no header line") && r.stderr.contains("before 2.4"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn tstat_24_log_is_refused() {
+    let h =
+        "#c_ip:1 c_port:2 c_bytes_uniq:7 s_ip:45 s_port:46 durat:89 first:90 last:91 first_abs:98";
+    let (_t, dir) = tree(Some(format!("{h}\n").as_bytes()), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Tstat 2.4") && r.stderr.contains("not supported"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `#03#` logs (Core+E2E+Layer7, 82 columns) lack the Options block: its
+/// fields are null, tcp_mss and tcp_sack_cnt included, the rest is computed.
+#[test]
+fn layout_03_gives_nulls_for_missing_columns() {
+    let (h, row) = tcp_sample();
+    let names: Vec<&str> = h.split(' ').collect();
+    // Drop P2P (59-64) and Options (65-110) of the 130-column layout.
+    let keep: Vec<usize> = (0..names.len())
+        .filter(|&i| !(58..110).contains(&i))
+        .collect();
+    let h03: Vec<String> = keep
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let name = names[i]
+                .rsplit('#')
+                .next()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
+            if n == 0 {
+                format!("#03#{name}:1")
+            } else {
+                format!("{name}:{}", n + 1)
+            }
+        })
+        .collect();
+    let r03: Vec<&str> = keep.iter().map(|&i| row[i].as_str()).collect();
+    assert_eq!(h03.len(), 78);
+    let log = format!("{}\n{}\n", h03.join(" "), r03.join(" "));
+    let (_t, dir) = tree(Some(log.as_bytes()), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.docs.len(), 2);
+    let v = values(&r.docs[0]);
+    for k in [
+        "tcp_mss",
+        "tcp_sack_cnt",
+        "tcp_window_scale",
+        "tcp_cwin_min",
+        "tcp_pkts_rto",
+        "tcp_initial_cwin",
+    ] {
+        assert!(v[k].is_null(), "{k}: {}", v[k]);
+    }
+    assert!(
+        v["tcp_rtt_avg"].is_number() && v["num_bits"].is_u64() && v["tcp_rexmit_bytes"].is_u64()
+    );
+    // Every other value equals the full layout's.
+    let full_dir = tree(Some(&tcp_log(&[good_row()])), None);
+    let full = run_on(&full_dir.1, &[]);
+    let fv = values(&full.docs[0]);
+    for (k, val) in v {
+        if !val.is_null() {
+            assert_eq!(val, &fv[k], "{k}");
+        }
+    }
+    assert_eq!(r.docs[0]["meta"], full.docs[0]["meta"]);
+}
+
+#[test]
+fn single_file_and_stdin_with_protocol() {
+    let (_t, dir) = tree(None, Some(&udp_log(&[udp_sample().1.join(" ")])));
+    let f = dir.join("log_udp_complete");
+    let r = run_on(&f, &[]);
+    assert_eq!((r.code, r.docs.len()), (0, 2));
+    let renamed = dir.join("udp.log");
+    std::fs::copy(&f, &renamed).unwrap();
+    let r = run_on(&renamed, &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--protocol"), "{}", r.stderr);
+    let r = run_on(&renamed, &["--protocol", "udp"]);
+    assert_eq!((r.code, r.docs.len()), (0, 2));
+    let input = std::fs::read(&f).unwrap();
+    let out = docs::run(
+        env!("CARGO_BIN_EXE_tstat-parse"),
+        &["-b", "0", "--protocol", "udp", "-"],
+        Some(&input),
+    );
+    assert!(out.status.success());
+    assert_eq!(ndjson(&String::from_utf8(out.stdout).unwrap()).len(), 2);
+    let out = docs::run(
+        env!("CARGO_BIN_EXE_tstat-parse"),
+        &["-b", "0", "-"],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(2), "stdin needs --protocol");
+}
+
+#[test]
+fn truncated_gzip_keeps_complete_rows_and_fails() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let rows: Vec<String> = (0..2000).map(|_| good_row()).collect();
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    enc.write_all(&tcp_log(&rows)).unwrap();
+    let gz = enc.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("2026_01_01_00_00.out");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("log_tcp_complete.gz"), &gz[..gz.len() * 2 / 3]).unwrap();
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        !r.docs.is_empty() && r.docs.len() < 4000 && r.docs.len() % 2 == 0,
+        "{}",
+        r.docs.len()
+    );
+    assert!(
+        r.stderr
+            .contains("log_tcp_complete.gz: compressed stream ends early"),
+        "{}",
+        r.stderr
+    );
+}
