@@ -1,0 +1,272 @@
+//! `tstat-rabbit`: one message body per stdin line, published to RabbitMQ
+//! with publisher confirms (SPEC §6). Exits 0 only when every line was
+//! confirmed; 1 on a runtime failure; 2 on a usage or config error.
+
+use std::io::{self, BufRead};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tstat_transport::cli;
+use tstat_transport::config;
+use tstat_transport::publish::{Notice, PublishError, PublishOptions, Publisher};
+
+const PROG: &str = "tstat-rabbit";
+
+/// Publish one message per stdin line to RabbitMQ and wait for every confirm.
+#[derive(clap::Parser, Debug)]
+#[command(name = PROG, version)]
+struct Cli {
+    /// The config.ini with the [rabbit] section.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: PathBuf,
+    /// Most unconfirmed messages in flight.
+    #[arg(long, value_name = "N", default_value = "256")]
+    window: NonZeroUsize,
+    /// Reconnect-and-resend rounds after a failure before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retries: u32,
+    /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
+    #[arg(long, value_name = "PREFIX")]
+    message_id_prefix: Option<String>,
+    /// Record the count of confirmed lines here; skip that many on start.
+    #[arg(long, value_name = "FILE")]
+    progress: Option<PathBuf>,
+    /// Seconds allowed to connect to one host (TCP, TLS, AMQP login).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = seconds)]
+    connect_timeout: Duration,
+    /// Seconds to wait for a confirm, and for a broker that blocks publishers.
+    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
+    confirm_timeout: Duration,
+    /// AMQP heartbeat interval in whole seconds (0: off).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    heartbeat: u16,
+    /// Print the checked config (password hidden), connections and a summary.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("expected seconds, e.g. 10 or 0.5, got {s:?}"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("seconds must be > 0 and at most 86400, got {s}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(cli.verbose);
+
+    let checked = match config::load_with_env(&cli.config, &config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                cli::error(PROG, line);
+            }
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    for w in &checked.warnings {
+        cli::warning(PROG, w);
+    }
+    let cfg = checked.config;
+    for w in tstat_transport::publish::config_warnings(&cfg) {
+        cli::warning(PROG, w);
+    }
+    if cli.verbose {
+        eprintln!("{PROG}: config: {cfg:?}");
+    }
+
+    let verbose = cli.verbose;
+    let opts = PublishOptions {
+        window: cli.window,
+        retries: cli.retries,
+        connect_timeout: cli.connect_timeout,
+        confirm_timeout: cli.confirm_timeout,
+        heartbeat: Duration::from_secs(u64::from(cli.heartbeat)),
+        notices: Some(Arc::new(move |n: &Notice| match n {
+            Notice::Connected { .. } => {
+                if verbose {
+                    eprintln!("{PROG}: {n}");
+                }
+            }
+            _ => cli::warning(PROG, n),
+        })),
+        ..PublishOptions::default()
+    };
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            cli::error(PROG, format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
+
+    // Lines are read on their own thread so publishing never waits on a
+    // slow producer while confirms are due; the channel bounds memory.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(cli.window.get().max(64));
+    let reader = thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_lines(tx));
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            cli::error(PROG, format!("cannot start the stdin reader: {e}"));
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let result = runtime.block_on(async {
+        let signal = tokio::spawn(watch_signals(stop_tx));
+        let result = async {
+            let mut publisher = Publisher::connect(&cfg, &opts).await?;
+            let report = publisher
+                .publish_stream(
+                    cli.message_id_prefix.as_deref(),
+                    cli.progress.as_deref(),
+                    rx,
+                    stop_rx,
+                )
+                .await;
+            publisher.close().await;
+            report
+        }
+        .await;
+        let signal_code = if signal.is_finished() {
+            signal.await.ok().flatten()
+        } else {
+            signal.abort();
+            None
+        };
+        (result, signal_code)
+    });
+
+    match result {
+        (Ok(report), _) => {
+            // The publisher saw the end of input; was it a real end?
+            match reader.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    cli::error(
+                        PROG,
+                        format!(
+                            "reading stdin: {e} (the {} lines before were confirmed)",
+                            report.confirmed
+                        ),
+                    );
+                    return ExitCode::from(cli::EXIT_FAILURE);
+                }
+                Err(_) => {
+                    cli::error(PROG, "reading stdin: the reader thread panicked");
+                    return ExitCode::from(cli::EXIT_FAILURE);
+                }
+            }
+            if verbose {
+                eprintln!(
+                    "{PROG}: {} lines confirmed ({} skipped from progress, {} published, {} resent, {} bytes, {} reconnects)",
+                    report.confirmed,
+                    report.skipped,
+                    report.published,
+                    report.resent,
+                    report.bytes,
+                    report.reconnects
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        (Err(PublishError::Interrupted { confirmed }), code) => {
+            cli::error(
+                PROG,
+                format!("interrupted: {confirmed} lines confirmed, progress saved"),
+            );
+            ExitCode::from(code.unwrap_or(cli::EXIT_SIGINT))
+        }
+        (Err(e), _) => {
+            cli::error(PROG, e);
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+    }
+}
+
+/// Sends each stdin line (without its `\n` or `\r\n`) to the publisher.
+/// Stops quietly when the publisher is gone.
+fn read_lines(tx: mpsc::Sender<Vec<u8>>) -> io::Result<u64> {
+    let stdin = io::stdin();
+    let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
+    let mut count = 0u64;
+    loop {
+        let mut line = Vec::new();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(count);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if tx.blocking_send(line).is_err() {
+            return Ok(count);
+        }
+        count += 1;
+    }
+}
+
+/// Turns SIGINT/SIGTERM into the shutdown signal and returns the exit code
+/// that goes with it; a second signal exits at once.
+async fn watch_signals(stop: watch::Sender<bool>) -> Option<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return None;
+    };
+    let code = tokio::select! {
+        _ = int.recv() => cli::EXIT_SIGINT,
+        _ = term.recv() => cli::EXIT_SIGTERM,
+    };
+    cli::warning(
+        PROG,
+        "stopping: waiting for outstanding confirms (signal again to quit at once)",
+    );
+    stop.send_replace(true);
+    let again = tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => std::process::exit(i32::from(cli::EXIT_SIGINT)),
+            _ = term.recv() => std::process::exit(i32::from(cli::EXIT_SIGTERM)),
+        }
+    });
+    drop(again);
+    Some(code)
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose {
+        "tstat_transport=debug,lapin=off,amq_protocol=off"
+    } else {
+        "tstat_transport=warn,lapin=off,amq_protocol=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
