@@ -11,5 +11,8 @@ pub mod config;
 pub mod cull;
 pub mod find;
 pub mod flow;
+pub mod metrics;
 pub mod parse;
 pub mod publish;
+pub mod runtime;
+pub mod send;

@@ -1,0 +1,225 @@
+//! `tstat_send`: the standard job in one process (SPEC §8): find the ready
+//! directories, parse, keep the big flows, batch them and publish them with
+//! confirms, then mark each directory `.processed`.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tstat_transport::cli;
+use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
+use tstat_transport::parse::ParseOptions;
+use tstat_transport::publish::{Notice, PublishOptions};
+use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
+use tstat_transport::{bytesize, chunk, runtime};
+
+const PROG: &str = "tstat_send";
+
+/// Ship every finished Tstat directory under DIRECTORY to RabbitMQ, exactly once.
+#[derive(clap::Parser, Debug)]
+#[command(name = PROG, version)]
+struct Cli {
+    /// The Tstat output tree.
+    #[arg(short = 'd', long, value_name = "ROOT")]
+    directory: PathBuf,
+    /// The config.ini with the [rabbit] section (not read with -N).
+    #[arg(short = 'c', long, value_name = "FILE", default_value = "./config.ini")]
+    config: PathBuf,
+    /// Keep flows of at least this many bytes (25G, 1.5G, 10GiB, 0 …) [default: 25Gb].
+    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
+    bytes: Option<u64>,
+    /// Keep flows of at least this many megabytes (10^6 bytes).
+    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
+    threshold: Option<u64>,
+    /// Where arrays go.
+    #[arg(short = 't', long, value_enum, default_value = "rabbit")]
+    transport: TransportArg,
+    /// Print the arrays on stdout and mark nothing (= --transport stdout).
+    #[arg(short = 'N', long)]
+    no_transport: bool,
+    /// Stop after the first directory that yielded data.
+    #[arg(short = 's', long)]
+    single: bool,
+    /// Sensor id [default: the host name].
+    #[arg(short = 'S', long, value_name = "ID")]
+    sensor: Option<String>,
+    /// Instance id (a JSON string when given; the integer 0 otherwise).
+    #[arg(short = 'I', long, value_name = "ID")]
+    instance: Option<String>,
+    /// Reproduce the original tool's UDP durations (1000× too small).
+    #[arg(long)]
+    legacy_udp_duration: bool,
+    /// Ship every directory that is not done, even the one Tstat may still write.
+    #[arg(long)]
+    all: bool,
+    /// Seconds without a write after which a directory without a newer sibling counts as finished.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SETTLE.as_secs())]
+    settle: u64,
+    /// Keep running: one pass every SECONDS, reusing the connection.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    watch: Option<Duration>,
+    /// Write Prometheus metrics here after every pass (atomically).
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+    /// Objects per message.
+    #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_size: u64,
+    /// Most unconfirmed messages in flight.
+    #[arg(long, value_name = "N", default_value = "256")]
+    window: NonZeroUsize,
+    /// Reconnect-and-resend rounds after a broker failure before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retries: u32,
+    /// Seconds allowed to connect to one broker.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = seconds)]
+    connect_timeout: Duration,
+    /// Seconds to wait for a confirm, and for a broker that blocks publishers.
+    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
+    confirm_timeout: Duration,
+    /// Report each directory and connection.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Debug logging.
+    #[arg(short = 'D', long)]
+    debug: bool,
+    /// No summary line and no progress bar.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TransportArg {
+    Rabbit,
+    Stdout,
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e7 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("expected a positive number of seconds, got '{s}'")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    runtime::init_logging(cli.verbose, cli.debug);
+    if !cli.directory.is_dir() {
+        return cli::usage_error(
+            PROG,
+            format!("{}: not a directory", cli.directory.display()),
+        );
+    }
+    let stdout = cli.no_transport || cli.transport == TransportArg::Stdout;
+    let transport = if stdout {
+        Transport::Stdout
+    } else {
+        let config = match runtime::load_config(PROG, &cli.config) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        if cli.verbose {
+            eprintln!(
+                "{PROG}: config {}:\n{}",
+                cli.config.display(),
+                config.describe()
+            );
+        }
+        let verbose = cli.verbose;
+        let publish = PublishOptions {
+            window: cli.window,
+            retries: cli.retries,
+            connect_timeout: cli.connect_timeout,
+            confirm_timeout: cli.confirm_timeout,
+            notices: Some(Arc::new(move |n: &Notice| match n {
+                Notice::Connected { .. } => {
+                    if verbose {
+                        eprintln!("{PROG}: {n}");
+                    }
+                }
+                _ => cli::warning(PROG, n),
+            })),
+            ..PublishOptions::default()
+        };
+        Transport::Rabbit {
+            config: Box::new(config),
+            publish,
+        }
+    };
+    let opts = SendOptions {
+        root: cli.directory,
+        find: FindOptions {
+            all: cli.all,
+            settle: Duration::from_secs(cli.settle),
+            ..FindOptions::default()
+        },
+        parse: ParseOptions {
+            threshold: cli
+                .threshold
+                .or(cli.bytes)
+                .unwrap_or(bytesize::DEFAULT_BYTES),
+            sensor: cli.sensor.unwrap_or_else(cli::hostname),
+            instance: cli.instance,
+            legacy_udp: cli.legacy_udp_duration,
+            // Each skipped row is listed only with -D; -v gives per-file summaries.
+            verbose: cli.debug,
+            prog: PROG.into(),
+        },
+        chunk_size: cli.chunk_size as usize,
+        max_bytes: chunk::DEFAULT_MAX_BYTES,
+        single: cli.single,
+        watch: cli.watch,
+        metrics_file: cli.metrics_file,
+        progress_bar: !cli.quiet,
+        prog: PROG,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            cli::error(PROG, format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
+    let started = Instant::now();
+    let quiet = cli.quiet;
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let signals = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
+        let mut sender = Sender::new(opts, transport);
+        let result = sender.run(stop_rx).await;
+        let summary = sender.summary.clone();
+        sender.close().await;
+        let signal = if signals.is_finished() {
+            signals.await.ok().flatten()
+        } else {
+            None
+        };
+        if !quiet {
+            eprintln!("{PROG}: {}", summary.line(started.elapsed().as_secs_f64()));
+        }
+        match result {
+            Ok(()) => match signal {
+                Some(code) => ExitCode::from(code),
+                None => ExitCode::SUCCESS,
+            },
+            Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+            Err(e @ SendError::Interrupted { .. }) => {
+                cli::error(PROG, &e);
+                ExitCode::from(signal.unwrap_or(cli::EXIT_SIGINT))
+            }
+            Err(e) => {
+                cli::error(PROG, &e);
+                ExitCode::from(cli::EXIT_FAILURE)
+            }
+        }
+    })
+}

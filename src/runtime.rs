@@ -1,0 +1,79 @@
+//! What the broker-facing programs share around the library: loading the
+//! config with the one error format, logging to stderr, and turning
+//! SIGINT/SIGTERM into a shutdown signal. It never touches data.
+
+use std::path::Path;
+
+use tokio::sync::watch;
+
+use crate::cli;
+use crate::config::{self, RabbitConfig};
+
+/// Loads and validates `config.ini`, printing every problem as
+/// `prog: error: FILE: [section] key: problem` and every warning; `Err` holds
+/// exit status 2.
+pub fn load_config(prog: &str, path: &Path) -> Result<RabbitConfig, std::process::ExitCode> {
+    let checked = match config::load_with_env(path, &config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                cli::error(prog, line);
+            }
+            return Err(std::process::ExitCode::from(cli::EXIT_USAGE));
+        }
+    };
+    for w in &checked.warnings {
+        cli::warning(prog, w);
+    }
+    for w in crate::publish::config_warnings(&checked.config) {
+        cli::warning(prog, w);
+    }
+    Ok(checked.config)
+}
+
+/// Sends tracing output to stderr: warnings by default, `info` with
+/// `verbose`, `debug` with `debug`; `RUST_LOG` overrides.
+pub fn init_logging(verbose: bool, debug: bool) {
+    let default = if debug {
+        "tstat_transport=debug,lapin=info,amq_protocol=off"
+    } else if verbose {
+        "tstat_transport=info,lapin=off,amq_protocol=off"
+    } else {
+        "tstat_transport=warn,lapin=off,amq_protocol=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Turns the first SIGINT/SIGTERM into `stop = true` and returns the exit
+/// status that goes with it (130/143); a second signal exits at once.
+pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Option<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return None;
+    };
+    let code = tokio::select! {
+        _ = int.recv() => cli::EXIT_SIGINT,
+        _ = term.recv() => cli::EXIT_SIGTERM,
+    };
+    cli::warning(
+        prog,
+        "stopping: waiting for outstanding confirms (signal again to quit at once)",
+    );
+    stop.send_replace(true);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => std::process::exit(i32::from(cli::EXIT_SIGINT)),
+            _ = term.recv() => std::process::exit(i32::from(cli::EXIT_SIGTERM)),
+        }
+    });
+    Some(code)
+}
