@@ -551,7 +551,7 @@ impl From<PublishError> for Stop {
 
 enum Step {
     Shutdown(bool),
-    Confirm(Result<lapin::Result<Confirmation>, tokio::time::error::Elapsed>),
+    Confirm(Box<Result<lapin::Result<Confirmation>, tokio::time::error::Elapsed>>),
     Body(Option<Vec<u8>>),
     DrainExpired,
     Idle,
@@ -847,7 +847,7 @@ impl Publisher {
                     changed = shutdown.changed(), if !st.shutdown_gone && st.stopping.is_none() => {
                         Step::Shutdown(changed.is_ok())
                     }
-                    r = confirm => Step::Confirm(r),
+                    r = confirm => Step::Confirm(Box::new(r)),
                     b = bodies.recv(), if want_input => Step::Body(b),
                     _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => Step::DrainExpired,
                     else => Step::Idle,
@@ -901,7 +901,7 @@ impl Publisher {
                     };
                     slot.confirm = None;
                     let index = slot.index;
-                    match self.judge(index, r) {
+                    match self.judge(index, *r) {
                         Ok(()) => {
                             slot.acked = true;
                             slot.body = Vec::new();

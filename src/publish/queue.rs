@@ -296,11 +296,11 @@ mod tests {
         let t = arguments(&opts);
         let inner = t.inner();
         assert_eq!(
-            inner.get(&"x-queue-type".into()),
+            inner.get(&lapin::types::ShortString::from("x-queue-type")),
             Some(&AMQPValue::LongString("quorum".into()))
         );
         assert_eq!(
-            inner.get(&"x-max-length".into()),
+            inner.get(&lapin::types::ShortString::from("x-max-length")),
             Some(&AMQPValue::LongLongInt(10))
         );
     }

@@ -1,0 +1,721 @@
+//! A private RabbitMQ node per test (see ../shared/rabbitmq-node.md): the
+//! OS package's Erlang scripts run directly, on free ports, with their own
+//! epmd, data and logs in a temp dir, so a test may stop, block or restart
+//! its broker without touching the system one (127.0.0.1:5672, epmd 4369).
+//!
+//! The node is stopped in `Drop` (also on panic); a watchdog process stops
+//! it too if the test process dies or never drops it (a node shared through
+//! a `OnceLock` static is never dropped).
+//!
+//! Also here: running `tstat-rabbit` with stdin fed from a thread and a hard
+//! deadline, and reading messages back with lapin.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::tls::TlsFiles;
+use lapin::options::BasicGetOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+const MISSING: &str =
+    "rabbitmq-server is not installed: run scripts/test.sh or apt-get install rabbitmq-server";
+
+/// How long a node may take to boot on a busy 2-core machine.
+const BOOT_DEADLINE: Duration = Duration::from_secs(90);
+/// Bound on one rabbitmqctl call.
+const CTL_DEADLINE: Duration = Duration::from_secs(60);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A TLS listener for the node; its certificates are generated into the
+/// node's directory (see [`RabbitNode::certs`]).
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    /// Refuse clients without a certificate.
+    pub fail_if_no_peer_cert: bool,
+}
+
+/// Settings for [`RabbitNode::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Also listen for AMQPS.
+    pub tls: Option<TlsListener>,
+    /// Erlang cookie (cluster members must share it).
+    pub cookie: Option<String>,
+    /// Use this (already chosen) epmd port instead of a fresh one; cluster
+    /// members share one private epmd so they can find each other.
+    pub epmd_port: Option<u16>,
+    /// Name prefix, e.g. `tA` (a unique suffix is added).
+    pub name_prefix: Option<String>,
+}
+
+/// One private node.
+pub struct RabbitNode {
+    /// `tNNN@localhost`.
+    pub name: String,
+    /// Plain AMQP port on 127.0.0.1.
+    pub port: u16,
+    /// AMQPS port when a TLS listener was asked for.
+    pub tls_port: Option<u16>,
+    /// Erlang distribution port.
+    pub dist_port: u16,
+    /// The generated certificates when the node has a TLS listener.
+    pub certs: Option<TlsFiles>,
+    /// The private epmd's port.
+    pub epmd_port: u16,
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    watchdog: Option<Child>,
+    owns_epmd: bool,
+    env: Vec<(String, String)>,
+}
+
+/// A message read back from a queue.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Body.
+    pub body: Vec<u8>,
+    /// AMQP properties.
+    pub properties: BasicProperties,
+}
+
+impl Received {
+    /// The `message_id` property, or "".
+    pub fn message_id(&self) -> String {
+        self.properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Picks `n` distinct free TCP ports on 127.0.0.1 (all bound at once so
+/// they differ, then released for the node to take).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// Panics with the install hint when the broker package is missing.
+pub fn require_rabbitmq() {
+    if !Path::new(SERVER).exists() || !Path::new(CTL).exists() {
+        panic!("{MISSING}");
+    }
+}
+
+impl RabbitNode {
+    /// Starts a plain node and waits until it accepts connections.
+    pub fn start() -> RabbitNode {
+        RabbitNode::start_with(NodeOptions::default())
+    }
+
+    /// Starts a node with `opts` and waits until it is up.
+    pub fn start_with(opts: NodeOptions) -> RabbitNode {
+        require_rabbitmq();
+        let ports = free_ports(4);
+        let (port, dist_port, tls_port) = (ports[0], ports[1], ports[2]);
+        let (epmd_port, owns_epmd) = match opts.epmd_port {
+            Some(p) => (p, false),
+            None => (ports[3], true),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tstat-rabbit-node.")
+            .tempdir()
+            .expect("temp dir for the node");
+        let d = dir.path();
+        let prefix = opts.name_prefix.as_deref().unwrap_or("t");
+        let name = format!(
+            "{prefix}{}x{}@localhost",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+
+        let mut conf = format!(
+            "loopback_users = none\nlisteners.tcp.default = 127.0.0.1:{port}\n\
+             log.file.level = info\nlog.console = false\n"
+        );
+        let certs = opts
+            .tls
+            .as_ref()
+            .map(|_| TlsFiles::generate(&d.join("certs")));
+        let tls_port = opts.tls.as_ref().zip(certs.as_ref()).map(|(t, c)| {
+            conf.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = {}\n",
+                c.ca.display(),
+                c.server_cert.display(),
+                c.server_key.display(),
+                t.fail_if_no_peer_cert
+            ));
+            tls_port
+        });
+        fs::write(d.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
+        fs::write(d.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
+        // Our own (empty) env file, so /etc/rabbitmq/rabbitmq-env.conf
+        // cannot point the node at the system broker's settings.
+        fs::write(d.join("rabbitmq-env.conf"), "").expect("write rabbitmq-env.conf");
+        if let Some(cookie) = &opts.cookie {
+            let p = d.join(".erlang.cookie");
+            fs::write(&p, cookie).expect("write cookie");
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).expect("chmod cookie");
+        }
+
+        let s = |p: &Path| p.display().to_string();
+        let env: Vec<(String, String)> = vec![
+            ("HOME".into(), s(d)),
+            ("RABBITMQ_NODENAME".into(), name.clone()),
+            ("RABBITMQ_NODE_PORT".into(), port.to_string()),
+            ("RABBITMQ_DIST_PORT".into(), dist_port.to_string()),
+            ("ERL_EPMD_PORT".into(), epmd_port.to_string()),
+            ("RABBITMQ_MNESIA_BASE".into(), s(&d.join("mnesia"))),
+            ("RABBITMQ_LOG_BASE".into(), s(&d.join("log"))),
+            ("RABBITMQ_PID_FILE".into(), s(&d.join("pid"))),
+            (
+                "RABBITMQ_ENABLED_PLUGINS_FILE".into(),
+                s(&d.join("enabled_plugins")),
+            ),
+            ("RABBITMQ_CONFIG_FILE".into(), s(&d.join("rabbitmq"))),
+            (
+                "RABBITMQ_CONF_ENV_FILE".into(),
+                s(&d.join("rabbitmq-env.conf")),
+            ),
+            (
+                "RABBITMQ_ADVANCED_CONFIG_FILE".into(),
+                s(&d.join("advanced.config")),
+            ),
+        ];
+
+        let out = fs::File::create(d.join("server.out")).expect("server.out");
+        let err = out.try_clone().expect("clone server.out");
+        let server = Command::new(SERVER)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{MISSING} (spawning {SERVER}: {e})"));
+
+        let mut node = RabbitNode {
+            name,
+            port,
+            tls_port,
+            dist_port,
+            certs,
+            epmd_port,
+            dir,
+            server: Some(server),
+            watchdog: None,
+            owns_epmd,
+            env,
+        };
+        node.watchdog = node.spawn_watchdog();
+        node.await_startup();
+        node
+    }
+
+    /// A process that outlives us: once the test process is gone it stops
+    /// the node (or kills it), kills our epmd and removes the directory.
+    fn spawn_watchdog(&self) -> Option<Child> {
+        let d = self.dir.path().display().to_string();
+        let epmd = if self.owns_epmd {
+            format!("epmd -port {} -kill >/dev/null 2>&1", self.epmd_port)
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             timeout 60 {CTL} -n {name} stop >/dev/null 2>&1 || kill -9 $(cat {d}/pid) 2>/dev/null; \
+             {epmd}; rm -rf {d}",
+            pid = std::process::id(),
+            name = self.name,
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    }
+
+    /// The node's directory (logs in `log/`, console output in `server.out`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `rabbitmqctl -n NODE args…` with the node's environment.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(CTL);
+        cmd.arg("-n").arg(&self.name).args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        run_with_deadline(cmd, None, CTL_DEADLINE)
+            .unwrap_or_else(|e| panic!("rabbitmqctl {args:?} on {}: {e}", self.name))
+    }
+
+    /// Like [`ctl`](Self::ctl) but panics unless it succeeds.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} on {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `await_startup` until it succeeds (the node registered with
+    /// epmd and booted) or the deadline passes.
+    pub fn await_startup(&mut self) {
+        let deadline = Instant::now() + BOOT_DEADLINE;
+        loop {
+            if let Some(server) = self.server.as_mut()
+                && let Ok(Some(status)) = server.try_wait()
+            {
+                panic!(
+                    "rabbitmq-server {} exited during boot ({status}):\n{}",
+                    self.name,
+                    self.server_output()
+                );
+            }
+            let out = self.ctl(&["await_startup", "--timeout", "10"]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "rabbitmq node {} did not start within {:?}: {}\n{}",
+                    self.name,
+                    BOOT_DEADLINE,
+                    String::from_utf8_lossy(&out.stderr),
+                    self.server_output()
+                );
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn server_output(&self) -> String {
+        let text = fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:PORT/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// A `config.ini` for this node publishing straight to `queue` through
+    /// the default exchange, with `extra` appended (more sections).
+    pub fn config(&self, queue: &str, extra: &str) -> String {
+        format!(
+            "[rabbit]\nhost = 127.0.0.1\nport = {}\nusername = guest\npassword = guest\n\
+             queue = {queue}\nrouting_key = {queue}\nexchange =\n{extra}",
+            self.port
+        )
+    }
+
+    /// The broker down with its data kept (`stop_app`).
+    pub fn stop_app(&self) {
+        self.ctl_ok(&["stop_app"]);
+    }
+
+    /// The broker back up (`start_app`), waiting until it has booted.
+    pub fn start_app(&mut self) {
+        self.ctl_ok(&["start_app"]);
+        self.await_startup();
+    }
+
+    /// Closes every client connection.
+    pub fn close_all_connections(&self) {
+        self.ctl_ok(&["close_all_connections", "test"]);
+    }
+
+    /// Raises the memory alarm: publishers get blocked.
+    pub fn set_memory_alarm(&self) {
+        self.ctl_ok(&["set_vm_memory_high_watermark", "0.0000001"]);
+    }
+
+    /// Clears the memory alarm.
+    pub fn clear_memory_alarm(&self) {
+        self.ctl_ok(&["set_vm_memory_high_watermark", "0.4"]);
+    }
+
+    /// Adds a user with full permissions on `/`.
+    pub fn add_user(&self, user: &str, password: &str) {
+        self.ctl_ok(&["add_user", user, password]);
+        self.ctl_ok(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"]);
+    }
+
+    /// `list_queues` with the given columns, one row per queue.
+    pub fn list_queues(&self, columns: &[&str]) -> Vec<Vec<String>> {
+        let mut args = vec!["list_queues", "-q", "--no-table-headers"];
+        args.extend_from_slice(columns);
+        table(&self.ctl_ok(&args))
+    }
+
+    /// `list_connections` with the given columns.
+    pub fn list_connections(&self, columns: &[&str]) -> Vec<Vec<String>> {
+        let mut args = vec!["list_connections", "-q", "--no-table-headers"];
+        args.extend_from_slice(columns);
+        table(&self.ctl_ok(&args))
+    }
+
+    /// Reads every message in `queue` (basic_get, auto-ack) until the queue
+    /// is empty; panics after `deadline`.
+    pub fn drain(&self, queue: &str, deadline: Duration) -> Vec<Received> {
+        read_queue(&self.url(), queue, None, deadline)
+    }
+
+    /// Reads exactly `n` messages from `queue`, waiting for them up to
+    /// `deadline`.
+    pub fn get_n(&self, queue: &str, n: usize, deadline: Duration) -> Vec<Received> {
+        read_queue(&self.url(), queue, Some(n), deadline)
+    }
+
+    /// Stops the node now (also done on drop).
+    pub fn stop(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let stopped = self.ctl(&["stop"]).status.success();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match server.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if stopped && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(100))
+                }
+                _ => {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    break;
+                }
+            }
+        }
+        // The beam process may outlive the script we spawned.
+        if let Ok(pid) = fs::read_to_string(self.dir.path().join("pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+            && !stopped
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.stop();
+        if self.owns_epmd {
+            let _ = Command::new("epmd")
+                .args(["-port", &self.epmd_port.to_string(), "-kill"])
+                .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// Two nodes joined into one cluster (same cookie, one private epmd).
+pub struct RabbitCluster {
+    /// Node 1 (owns the epmd) then node 2.
+    pub nodes: Vec<RabbitNode>,
+}
+
+impl RabbitCluster {
+    /// Starts `n` nodes and joins nodes 2..n to node 1.
+    pub fn start(n: usize) -> RabbitCluster {
+        assert!(n >= 2, "a cluster needs two nodes");
+        let cookie = format!(
+            "TSTATCOOKIE{}X{}",
+            std::process::id(),
+            COUNTER.load(Ordering::SeqCst)
+        );
+        let first = RabbitNode::start_with(NodeOptions {
+            cookie: Some(cookie.clone()),
+            name_prefix: Some("tA".into()),
+            ..NodeOptions::default()
+        });
+        let epmd_port = first.epmd_port;
+        let mut nodes = vec![first];
+        for _ in 1..n {
+            let node = RabbitNode::start_with(NodeOptions {
+                cookie: Some(cookie.clone()),
+                epmd_port: Some(epmd_port),
+                name_prefix: Some("tB".into()),
+                ..NodeOptions::default()
+            });
+            node.ctl_ok(&["stop_app"]);
+            node.ctl_ok(&["join_cluster", &nodes[0].name]);
+            node.ctl_ok(&["start_app"]);
+            nodes.push(node);
+        }
+        for node in &mut nodes {
+            node.await_startup();
+        }
+        RabbitCluster { nodes }
+    }
+
+    /// `host = 127.0.0.1:p1,127.0.0.1:p2…` for the config.
+    pub fn hosts(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        // Later nodes first: the first one owns the epmd they all use.
+        while let Some(node) = self.nodes.pop() {
+            drop(node);
+        }
+    }
+}
+
+fn table(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+/// Reads messages with basic_get until `want` are read (or, without `want`,
+/// until the queue is empty).
+pub fn read_queue(
+    url: &str,
+    queue: &str,
+    want: Option<usize>,
+    deadline: Duration,
+) -> Vec<Received> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let end = Instant::now() + deadline;
+    rt.block_on(async {
+        let conn = tokio::time::timeout(
+            deadline,
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        .expect("connect to read back: timed out")
+        .expect("connect to read back");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut got = Vec::new();
+        loop {
+            if want.is_some_and(|n| got.len() >= n) {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "read {} of {want:?} messages from {queue} before the deadline",
+                got.len()
+            );
+            let msg = tokio::time::timeout(
+                Duration::from_secs(10),
+                channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }),
+            )
+            .await
+            .expect("basic_get timed out")
+            .expect("basic_get");
+            match msg {
+                Some(m) => got.push(Received {
+                    body: m.delivery.data,
+                    properties: m.delivery.properties,
+                }),
+                None if want.is_none() => break,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+        got
+    })
+}
+
+/// Runs `cmd` with `stdin` fed from a thread, killing it after `deadline`.
+pub fn run_with_deadline(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Result<Output, String> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+    let feeder = stdin.and_then(|data| {
+        child.stdin.take().map(|mut pipe| {
+            thread::spawn(move || {
+                // The program may stop reading early (a failure): fine.
+                let _ = pipe.write_all(&data);
+            })
+        })
+    });
+    let out_reader = child.stdout.take().map(|mut s| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let err_reader = child.stderr.take().map(|mut s| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    });
+    let end = Instant::now() + deadline;
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("still running after {deadline:?}, killed"));
+            }
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    };
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    let stdout = out_reader
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    let stderr = err_reader
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// A running tstat-rabbit (for tests that act on the broker meanwhile).
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().map(|v| v.clone()).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Waits for the exit (killing it after `deadline`) and returns status
+    /// and the whole stderr.
+    pub fn wait(mut self, deadline: Duration) -> (ExitStatus, String) {
+        let end = Instant::now() + deadline;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "tstat-rabbit still running after {deadline:?}; stderr:\n{}",
+                        self.stderr_so_far()
+                    );
+                }
+            }
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status, self.stderr_so_far())
+    }
+}
+
+/// Starts `program args…` with `stdin` fed from a thread; stderr is
+/// collected as it comes so a test can poll it.
+pub fn spawn_with_stdin(program: &str, args: &[&str], stdin: Vec<u8>) -> Running {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tstat-rabbit");
+    let mut readers = Vec::new();
+    if let Some(mut pipe) = child.stdin.take() {
+        readers.push(thread::spawn(move || {
+            let _ = pipe.write_all(&stdin);
+        }));
+    }
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    if let Some(mut s) = child.stderr.take() {
+        let sink = stderr.clone();
+        readers.push(thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Ok(mut v) = sink.lock() {
+                            v.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    Running {
+        child,
+        stderr,
+        readers,
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after
+/// `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
