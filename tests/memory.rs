@@ -1,0 +1,341 @@
+//! Peak memory stays bounded whatever the directory size (SPEC §3.8, §10):
+//! `tstat-parse` and `tstat-chunk` stream rows, they never collect them.
+//!
+//! One test generates a large directory (300k TCP + 100k UDP rows, ~200 MB, by
+//! default; `TSTAT_MEMORY_TCP_ROWS` / `TSTAT_MEMORY_UDP_ROWS` change it) with
+//! the same generator as `examples/gen-tree.rs`, then runs, one after the
+//! other so the measurements do not disturb each other:
+//!
+//! - `tstat-parse --bytes 0 DIR | tstat-chunk` (this process sits between the
+//!   two, counting lines): every row gives two documents, every 100 documents
+//!   one array;
+//! - `tstat-parse --bytes 25G DIR`: exactly the directions the generator made
+//!   at or above 25 GB;
+//!
+//! and asserts each program's peak resident set stays at or under 32 MiB.
+//! The peak is the kernel's own figure: `/usr/bin/time -f %M` (wait4
+//! rusage) when present, else `VmHWM` from `/proc/PID/status` polled while
+//! the program runs (`TSTAT_MEMORY_POLL=1` forces the latter).
+
+#[path = "support/gentree.rs"]
+mod gentree;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
+const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
+
+/// SPEC §10: peak RSS ≤ 32 MB for any directory size.
+const RSS_LIMIT_KIB: u64 = 32 * 1024;
+
+const GNU_TIME: &str = "/usr/bin/time";
+
+fn env_rows(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a row count")),
+        Err(_) => default,
+    }
+}
+
+/// A child program whose peak RSS we record.
+struct Measured {
+    name: String,
+    child: Child,
+    /// `/usr/bin/time -o` output, when wrapped.
+    time_file: Option<PathBuf>,
+    stderr_file: PathBuf,
+    /// Highest VmHWM seen by polling (KiB), when not wrapped.
+    polled_kib: u64,
+    status: Option<ExitStatus>,
+}
+
+impl Measured {
+    /// Starts `bin args` with piped stdout, the given stdin, stderr to a file
+    /// in `tmp`.
+    fn spawn(tmp: &Path, name: &str, bin: &str, args: &[&str], stdin: Stdio) -> Measured {
+        let stderr_file = tmp.join(format!("{name}.stderr"));
+        let time_file = tmp.join(format!("{name}.time"));
+        // TSTAT_MEMORY_POLL=1 forces the /proc fallback (to test it).
+        let wrap = Path::new(GNU_TIME).exists() && std::env::var_os("TSTAT_MEMORY_POLL").is_none();
+        let mut cmd = if wrap {
+            let mut c = Command::new(GNU_TIME);
+            c.arg("-f").arg("%M").arg("-o").arg(&time_file).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_file).unwrap());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        Measured {
+            name: name.to_string(),
+            child,
+            time_file: wrap.then_some(time_file),
+            stderr_file,
+            polled_kib: 0,
+            status: None,
+        }
+    }
+
+    fn take_stdout(&mut self) -> ChildStdout {
+        self.child.stdout.take().unwrap()
+    }
+
+    /// Polls once; true when the program has exited.
+    fn poll(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        if self.time_file.is_none()
+            && let Some(kib) = vm_hwm_kib(self.child.id())
+        {
+            self.polled_kib = self.polled_kib.max(kib);
+        }
+        if let Some(st) = self.child.try_wait().unwrap() {
+            self.status = Some(st);
+            return true;
+        }
+        false
+    }
+
+    fn peak_kib(&self) -> u64 {
+        match &self.time_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                // GNU time puts "Command exited with non-zero status N" first
+                // when the program fails; the figure is the last line.
+                text.lines()
+                    .rev()
+                    .find_map(|l| l.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("{}: no RSS figure in {text:?}", self.name))
+            }
+            None => self.polled_kib,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+}
+
+/// `VmHWM` (peak resident set, KiB) of a live process.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for every program (polling their RSS every few ms), with a deadline.
+fn wait_all(procs: &mut [&mut Measured], limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let mut done = true;
+        for p in procs.iter_mut() {
+            done &= p.poll();
+        }
+        if done {
+            return;
+        }
+        if t0.elapsed() > limit {
+            for p in procs.iter_mut() {
+                let _ = p.child.kill();
+            }
+            panic!("programs still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads `from` to the end, counting lines, copying to `to` when given.
+fn count_lines(mut from: impl Read, mut to: Option<ChildStdin>) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut lines = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        if let Some(w) = to.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+    }
+    // Dropping `to` closes the next program's stdin: its end of input.
+    drop(to);
+    Ok(lines)
+}
+
+fn assert_ok(p: &Measured) {
+    let st = p.status.expect("waited");
+    assert!(st.success(), "{} failed: {st}\n{}", p.name, p.stderr());
+}
+
+fn assert_bounded(p: &Measured, what: &str) {
+    let kib = p.peak_kib();
+    eprintln!("memory: {what}: peak RSS {:.1} MiB", kib as f64 / 1024.0);
+    assert!(
+        kib > 0,
+        "{what}: no RSS measured (no /usr/bin/time and /proc unreadable?)"
+    );
+    assert!(
+        kib <= RSS_LIMIT_KIB,
+        "{what}: peak RSS {kib} KiB exceeds {RSS_LIMIT_KIB} KiB (SPEC §10: ≤ 32 MB for any directory size)"
+    );
+}
+
+#[test]
+fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
+    let tcp = env_rows("TSTAT_MEMORY_TCP_ROWS", 300_000);
+    let udp = env_rows("TSTAT_MEMORY_UDP_ROWS", 100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let t0 = Instant::now();
+    let cfg = gentree::GenConfig {
+        tcp_rows: tcp,
+        udp_rows: udp,
+        seed: 42,
+        ..Default::default()
+    };
+    let sum = gentree::generate_tree(&root, &cfg).unwrap();
+    eprintln!(
+        "memory: generated {} rows, {:.1} MB in {:.1?}",
+        sum.rows(),
+        sum.bytes as f64 / 1e6,
+        t0.elapsed()
+    );
+    let dir = sum.dirs[0].to_str().unwrap().to_string();
+    let limit = Duration::from_secs(900);
+
+    // Full output, piped through tstat-chunk by way of this process.
+    let t0 = Instant::now();
+    let mut parse = Measured::spawn(
+        tmp.path(),
+        "parse-bytes0",
+        PARSE,
+        &["--bytes", "0", "-S", "s", &dir],
+        Stdio::null(),
+    );
+    let mut chunk = Measured::spawn(tmp.path(), "chunk", CHUNK, &[], Stdio::piped());
+    let chunk_in = chunk.child.stdin.take().unwrap();
+    let parse_out = parse.take_stdout();
+    let chunk_out = chunk.take_stdout();
+    let tee = thread::spawn(move || count_lines(parse_out, Some(chunk_in)));
+    let sink = thread::spawn(move || count_lines(chunk_out, None));
+    wait_all(&mut [&mut parse, &mut chunk], limit);
+    let docs = tee.join().unwrap().unwrap();
+    let arrays = sink.join().unwrap().unwrap();
+    eprintln!(
+        "memory: parse --bytes 0 | chunk: {docs} documents, {arrays} arrays in {:.1?}",
+        t0.elapsed()
+    );
+    assert_ok(&parse);
+    assert_ok(&chunk);
+    assert_eq!(docs, 2 * sum.rows(), "two documents per row");
+    assert_eq!(arrays, docs.div_ceil(100), "arrays of 100 documents");
+    assert_bounded(&parse, "tstat-parse --bytes 0");
+    assert_bounded(&chunk, "tstat-chunk");
+
+    // Filter path: only the elephants' big directions come out.
+    let mut parse = Measured::spawn(
+        tmp.path(),
+        "parse-bytes25G",
+        PARSE,
+        &["--bytes", "25G", "-S", "s", &dir],
+        Stdio::null(),
+    );
+    let mut out = parse.take_stdout();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).map(|_| s)
+    });
+    wait_all(&mut [&mut parse], limit);
+    let text = reader.join().unwrap().unwrap();
+    assert_ok(&parse);
+    let kept: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        kept.len() as u64,
+        sum.docs_at_default_threshold,
+        "--bytes 25G keeps exactly the generated directions of ≥ 25 GB"
+    );
+    assert!(sum.docs_at_default_threshold > 0 || sum.rows() < 10_000);
+    for d in &kept {
+        let bits = d["values"]["num_bits"].as_u64().expect("integer num_bits");
+        assert!(bits / 8 >= gentree::DEFAULT_THRESHOLD, "{d}");
+    }
+    assert_bounded(&parse, "tstat-parse --bytes 25G");
+}
+
+/// The generator's headers are the real Tstat 3.0 ones of the fixtures, so
+/// the large tree tests the layout operators have.
+#[test]
+fn generated_headers_match_the_fixture_headers() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let first_line = |p: PathBuf| {
+        let text = std::fs::read_to_string(&p).unwrap();
+        text.lines().next().unwrap().to_string()
+    };
+    assert_eq!(
+        first_line(fx.join("netsage/parse_data.out/log_tcp_complete")),
+        gentree::TCP_HEADER
+    );
+    assert_eq!(
+        first_line(fx.join("synthetic/2026_03_01_00_00.out/log_udp_complete")),
+        gentree::UDP_HEADER
+    );
+}
+
+/// Every generated row has the header's field count, and the same seed gives
+/// the same bytes.
+#[test]
+fn generated_rows_are_well_formed_and_deterministic() {
+    let gen_once = || {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = gentree::GenConfig {
+            dirs: 2,
+            tcp_rows: 2000,
+            udp_rows: 1000,
+            seed: 9,
+            ..Default::default()
+        };
+        let sum = gentree::generate_tree(tmp.path(), &cfg).unwrap();
+        let names: Vec<String> = sum
+            .dirs
+            .iter()
+            .map(|d| d.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["2026_03_01_00_00.out", "2026_03_01_01_00.out"]);
+        let mut all = Vec::new();
+        for d in &sum.dirs {
+            for (file, cols) in [
+                ("log_tcp_complete", gentree::TCP_COLUMNS),
+                ("log_udp_complete", gentree::UDP_COLUMNS),
+            ] {
+                let text = std::fs::read_to_string(d.join(file)).unwrap();
+                for (i, l) in text.lines().enumerate() {
+                    assert_eq!(l.split(' ').count(), cols, "{file}:{}: {l}", i + 1);
+                }
+                assert!(text.ends_with('\n'));
+                all.extend_from_slice(text.as_bytes());
+            }
+        }
+        assert_eq!(all.len() as u64, sum.bytes);
+        all
+    };
+    assert!(gen_once() == gen_once(), "same seed, same bytes");
+}
