@@ -349,7 +349,7 @@ pub enum PublishError {
         timeout: Duration,
     },
     /// The connection or channel broke while messages were unconfirmed.
-    #[error("connection lost with {} unconfirmed: {reason}", line(*.index))]
+    #[error("connection lost at {}: {reason}", line(*.index))]
     ConnectionLost {
         /// 0-based line index of the first unconfirmed message.
         index: u64,
@@ -464,6 +464,8 @@ struct Link {
     endpoint: String,
     /// The broker's reason while it blocks publishers.
     blocked: watch::Receiver<Option<String>>,
+    /// The last connection error the events reported.
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
     events: tokio::task::JoinHandle<()>,
 }
 
@@ -954,9 +956,27 @@ impl Publisher {
             Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::NotRequested { index }),
             Ok(Err(e)) => Err(PublishError::ConnectionLost {
                 index,
-                reason: describe(&e),
+                reason: self.lost_reason(&e),
             }),
             Err(_) => Err(self.stalled(index)),
+        }
+    }
+
+    /// Why an operation failed: a "channel is closed" error says little, so
+    /// prefer what the broker or the socket reported (e.g. "broker forced
+    /// connection closure with reason 'shutdown'").
+    fn lost_reason(&self, e: &lapin::Error) -> String {
+        let state_error = matches!(
+            e.kind(),
+            ErrorKind::InvalidChannelState(..) | ErrorKind::InvalidConnectionState(..)
+        );
+        let last = self
+            .link
+            .as_ref()
+            .and_then(|l| l.last_error.lock().ok().and_then(|g| g.clone()));
+        match last {
+            Some(last) if state_error => last,
+            _ => describe(e),
         }
     }
 
@@ -1017,7 +1037,7 @@ impl Publisher {
             Ok(Ok(confirm)) => Ok((confirm, Instant::now() + self.opts.confirm_timeout)),
             Ok(Err(e)) => Err(PublishError::ConnectionLost {
                 index: slot.index,
-                reason: describe(&e),
+                reason: self.lost_reason(&e),
             }),
             Err(_) => Err(self.stalled(slot.index)),
         }
@@ -1174,9 +1194,17 @@ impl Publisher {
         let mut events = Box::pin(conn.events_listener());
         let sink = self.opts.notices.clone();
         let wait = self.opts.confirm_timeout;
+        let last_error = Arc::new(std::sync::Mutex::new(None));
+        let last = last_error.clone();
         let events = tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 let notice = match event {
+                    Event::Error(e) => {
+                        if let Ok(mut g) = last.lock() {
+                            *g = Some(describe(&e));
+                        }
+                        continue;
+                    }
                     Event::ConnectionBlocked(reason) => {
                         tx.send_replace(Some(reason.clone()));
                         Notice::Blocked { reason, wait }
@@ -1220,6 +1248,7 @@ impl Publisher {
             channel,
             endpoint: endpoint.to_string(),
             blocked,
+            last_error,
             events,
         })
     }
