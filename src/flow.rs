@@ -65,29 +65,115 @@ fn parse_float(s: &str) -> Option<f64> {
 
 /// Rounds to `digits` decimals, half to even on the exact binary value, like
 /// Python's `round(x, digits)`.
-pub fn round_to(x: f64, digits: i32) -> f64 {
-    if !x.is_finite() {
-        return x;
+pub fn round_to(x: f64, digits: u32) -> f64 {
+    match round_parts(x, digits) {
+        // k and 10^digits are exact, so one division gives the nearest double
+        // to the decimal k / 10^digits, which is what Python returns.
+        Some(k) => signed_zero(k as f64 / POW10[digits as usize], k, x),
+        None => slow_round(x, digits),
     }
-    let scale = 10f64.powi(digits);
-    let y = x * scale;
-    if y.abs() < 4.0e15 {
-        let f = y.floor();
-        let frac = y - f;
-        // Decide directly unless the scaled value is too close to a tie for
-        // the product's rounding error to be ruled out.
-        let margin = 1e-6;
-        if (frac - 0.5).abs() > margin {
-            let k = if frac > 0.5 { f + 1.0 } else { f };
-            // k and scale are exact, so one division gives the nearest double
-            // to the decimal k / 10^digits, which is what Python returns.
-            return k / scale;
-        }
-    }
-    slow_round(x, digits)
 }
 
-fn slow_round(x: f64, digits: i32) -> f64 {
+const POW10: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
+
+/// `-0.0` where Python keeps the sign of a negative value rounded to zero.
+fn signed_zero(r: f64, k: i64, x: f64) -> f64 {
+    if k == 0 && x.is_sign_negative() {
+        -0.0
+    } else {
+        r
+    }
+}
+
+/// The integer k with `round(x, digits) == k / 10^digits`, computed exactly
+/// from the binary value (half to even), when |k| < 2^53 so that `k / 10^d`
+/// is one correctly rounded division; `None` sends the caller to the slow path.
+fn round_parts(x: f64, digits: u32) -> Option<i64> {
+    const POW10_INT: [u128; 4] = [1, 10, 100, 1000];
+    let bits = x.to_bits();
+    let neg = bits >> 63 == 1;
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    if exp == 0x7ff {
+        return None;
+    }
+    // x = m × 2^e exactly.
+    let (m, e) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp - 1075)
+    };
+    let p = u128::from(m) * POW10_INT[digits as usize];
+    let k: u128 = if e >= 0 {
+        if e > 10 {
+            return None;
+        }
+        p << e
+    } else {
+        let shift = (-e) as u32;
+        if shift >= 127 {
+            0
+        } else {
+            let q = p >> shift;
+            let r = p & ((1u128 << shift) - 1);
+            let half = 1u128 << (shift - 1);
+            if r > half || (r == half && q & 1 == 1) {
+                q + 1
+            } else {
+                q
+            }
+        }
+    };
+    if k >= 1u128 << 53 {
+        return None;
+    }
+    let k = k as i64;
+    Some(if neg { -k } else { k })
+}
+
+/// Writes `round(x, digits)` as JSON and returns it; `None` (nothing
+/// written) when `x` is NaN or infinite.
+pub fn write_rounded(out: &mut Vec<u8>, x: f64, digits: u32) -> Option<f64> {
+    if !x.is_finite() {
+        return None;
+    }
+    let Some(k) = round_parts(x, digits) else {
+        let r = slow_round(x, digits);
+        write_f64(out, r);
+        return Some(r);
+    };
+    let r = signed_zero(k as f64 / POW10[digits as usize], k, x);
+    if k.unsigned_abs() >= 1_000_000_000_000_000 {
+        // Beyond 15 digits a shorter text may read back as r: let ryu choose.
+        write_f64(out, r);
+        return Some(r);
+    }
+    if r.is_sign_negative() {
+        out.push(b'-');
+    }
+    // With at most 15 significant digits, the decimal k / 10^digits is the
+    // shortest text that reads back as r, so it is what ryu would print.
+    let mut b = itoa::Buffer::new();
+    let s = b.format(k.unsigned_abs()).as_bytes();
+    let d = digits as usize;
+    if s.len() > d {
+        out.extend_from_slice(&s[..s.len() - d]);
+    } else {
+        out.push(b'0');
+    }
+    out.push(b'.');
+    let mut frac = [b'0'; 3];
+    let n = s.len().min(d);
+    frac[d - n..d].copy_from_slice(&s[s.len() - n..]);
+    let mut keep = d;
+    while keep > 1 && frac[keep - 1] == b'0' {
+        keep -= 1;
+    }
+    out.extend_from_slice(&frac[..keep]);
+    Some(r)
+}
+
+fn slow_round(x: f64, digits: u32) -> f64 {
     let s = format!("{:.*}", digits as usize, x);
     s.parse().unwrap_or(x)
 }
@@ -206,7 +292,10 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 /// Appends an integer as JSON.
 pub fn write_int(out: &mut Vec<u8>, i: i128) {
     let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b.format(i).as_bytes());
+    match i64::try_from(i) {
+        Ok(small) => out.extend_from_slice(b.format(small).as_bytes()),
+        Err(_) => out.extend_from_slice(b.format(i).as_bytes()),
+    }
 }
 
 /// Appends a JSON string literal.
@@ -271,6 +360,11 @@ pub fn write_raw(out: &mut Vec<u8>, field: &str) -> bool {
         return true;
     }
     if fast_decimal3(out, b) {
+        return true;
+    }
+    // Addresses (a colon, or a second dot) can be neither int nor float.
+    if b.contains(&b':') || b.iter().filter(|&&c| c == b'.').count() > 1 {
+        write_str(out, field);
         return true;
     }
     write_val(out, cast(field))
@@ -372,10 +466,26 @@ mod tests {
         assert_eq!(round_to(2.675, 2), 2.67);
         assert_eq!(round_to(0.0005, 3), 0.001);
         assert_eq!(round_to(1772324365123.4567, 3), 1772324365123.457);
+        assert!(round_to(-0.001, 2).is_sign_negative());
         for i in 0..200_000u32 {
             let x = i as f64 * 0.000731 + (i % 7) as f64 * 1e3;
             let s: f64 = format!("{x:.3}").parse().unwrap();
             assert_eq!(round_to(x, 3), s, "{x}");
+        }
+        // Every exact tie at 3 and 2 places, and timestamps in epoch ms.
+        for i in 0..20_000i64 {
+            for (x, d) in [
+                (i as f64 / 16.0, 3),
+                (i as f64 / 8.0, 2),
+                (1.7e12 + i as f64 * 0.000244140625, 3),
+                (-(i as f64) / 64.0, 3),
+            ] {
+                assert_eq!(
+                    round_to(x, d).to_bits(),
+                    slow_round(x, d).to_bits(),
+                    "{x} {d}"
+                );
+            }
         }
     }
 
@@ -421,6 +531,30 @@ mod tests {
             let s = format!("{x:.6}");
             assert_eq!(raw(&s), slow(&s), "{s}");
             x *= 1.0137;
+        }
+    }
+
+    #[test]
+    fn write_rounded_equals_ryu_of_round() {
+        let mut x = -5.0f64;
+        while x < 1e13 {
+            for d in [2u32, 3] {
+                let mut fast = Vec::new();
+                let r = write_rounded(&mut fast, x, d).unwrap();
+                let mut slow = Vec::new();
+                write_f64(&mut slow, slow_round(x, d));
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(slow).unwrap(),
+                    "{x} {d}"
+                );
+                assert_eq!(r.to_bits(), slow_round(x, d).to_bits(), "{x}");
+            }
+            x = if x < 0.0 {
+                x + 0.0371
+            } else {
+                x * 1.0007 + 0.00013
+            };
         }
     }
 

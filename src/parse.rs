@@ -175,7 +175,8 @@ struct TcpDir {
     bytes: usize,
     pkts: usize,
     pkts_retx: Option<usize>,
-    fields: Vec<(&'static [u8], Option<usize>, Extra)>,
+    /// `,"key":` ready to copy, the column, and how the value is made.
+    fields: Vec<(Box<[u8]>, Option<usize>, Extra)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -247,6 +248,8 @@ enum Layout {
 #[derive(Clone, Debug)]
 struct Header {
     ncols: usize,
+    /// Fields needed for the threshold test (both byte columns).
+    filter_upto: usize,
     layout: Layout,
 }
 
@@ -310,7 +313,11 @@ impl Header {
                             } else {
                                 None
                             };
-                            (key.as_bytes(), col, extra)
+                            (
+                                format!(",\"{key}\":").into_bytes().into_boxed_slice(),
+                                col,
+                                extra,
+                            )
                         })
                         .collect(),
                 };
@@ -345,8 +352,13 @@ impl Header {
                 proto.as_str()
             ));
         }
+        let filter_upto = match &layout {
+            Layout::Tcp(c) => c.dirs[0].bytes.max(c.dirs[1].bytes) + 1,
+            Layout::Udp(d) => d[0].bytes.max(d[1].bytes) + 1,
+        };
         Ok(Header {
             ncols: names.len(),
+            filter_upto,
             layout,
         })
     }
@@ -458,6 +470,10 @@ impl Parser {
                 }
             }
             let mut pos = 0usize;
+            // One check for the whole chunk; lines are checked one by one
+            // only when it holds invalid bytes somewhere.
+            let utf8 = memchr::memrchr(b'\n', &buf)
+                .is_none_or(|end| std::str::from_utf8(&buf[..end]).is_ok());
             while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
                 let line = &buf[pos..pos + nl];
                 pos += nl + 1;
@@ -466,8 +482,16 @@ impl Parser {
                     discarding = false;
                     continue;
                 }
-                if let Err(e) = self.line(line, lineno, name, proto, &mut header, &mut stats, sink)
-                {
+                if let Err(e) = self.line(
+                    line,
+                    utf8,
+                    lineno,
+                    name,
+                    proto,
+                    &mut header,
+                    &mut stats,
+                    sink,
+                ) {
                     self.buf = buf;
                     return Err(e);
                 }
@@ -480,9 +504,16 @@ impl Parser {
                     if header.is_none() && read_error.is_none() {
                         // A file of just a header without its newline.
                         let line = buf[start..].to_vec();
-                        if let Err(e) =
-                            self.line(&line, lineno, name, proto, &mut header, &mut stats, sink)
-                        {
+                        if let Err(e) = self.line(
+                            &line,
+                            false,
+                            lineno,
+                            name,
+                            proto,
+                            &mut header,
+                            &mut stats,
+                            sink,
+                        ) {
                             self.buf = buf;
                             return Err(e);
                         }
@@ -551,6 +582,7 @@ impl Parser {
     fn line<S: FlowSink>(
         &mut self,
         line: &[u8],
+        utf8_checked: bool,
         lineno: u64,
         name: &str,
         proto: Protocol,
@@ -577,22 +609,47 @@ impl Parser {
             self.skip(name, lineno, "repeated header line", stats);
             return Ok(());
         }
-        self.fields.clear();
-        let mut s = 0usize;
-        for sp in memchr::memchr_iter(b' ', line) {
-            self.fields.push((s as u32, sp as u32));
-            s = sp + 1;
-        }
-        self.fields.push((s as u32, line.len() as u32));
-        if self.fields.len() != h.ncols {
-            let why = format!("expected {} fields, got {}", h.ncols, self.fields.len());
+        let nfields = count_fields(line);
+        if nfields != h.ncols {
+            let why = format!("expected {} fields, got {nfields}", h.ncols);
             self.skip(name, lineno, &why, stats);
             return Ok(());
         }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.skip(name, lineno, "not valid UTF-8", stats);
-            return Ok(());
+        let text = if utf8_checked {
+            // SAFETY: the whole chunk holding this line is valid UTF-8 and
+            // the line ends at a newline, which is a character boundary.
+            unsafe { std::str::from_utf8_unchecked(line) }
+        } else {
+            match std::str::from_utf8(line) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.skip(name, lineno, "not valid UTF-8", stats);
+                    return Ok(());
+                }
+            }
         };
+        let threshold = self.opts.threshold;
+        if threshold > 0 {
+            // Most rows fall below the threshold: decide on the byte columns
+            // before splitting the rest of the row.
+            split_fields(line, &mut self.fields, h.filter_upto);
+            let row = Row {
+                text,
+                fields: &self.fields,
+            };
+            let bytes = match &h.layout {
+                Layout::Tcp(c) => [c.dirs[0].bytes, c.dirs[1].bytes],
+                Layout::Udp(d) => [d[0].bytes, d[1].bytes],
+            };
+            if bytes
+                .iter()
+                .all(|&i| keeps(row.val(i), threshold) == Keep::No)
+            {
+                stats.rows += 1;
+                return Ok(());
+            }
+        }
+        split_fields(line, &mut self.fields, usize::MAX);
         stats.rows += 1;
         let row = Row {
             text,
@@ -634,7 +691,6 @@ impl Parser {
             let first = row.val(cols.first).num()?;
             let last = row.val(cols.last).num()?;
             let secs = durat.as_f64() / 1000.0;
-            let duration = flow::round_to(secs, 2);
             let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
             let end = flow::trunc(Num::Float(last.as_f64() / 1000.0))?;
             let mss = match cols.mss {
@@ -645,11 +701,10 @@ impl Parser {
                 Some((c, s)) => Some(flow::max_pref_second(row.val(s), row.val(c))?),
                 None => None,
             };
-            duration
-                .is_finite()
-                .then_some((durat, secs, duration, start, end, mss, sack))
+            secs.is_finite()
+                .then_some((durat, secs, start, end, mss, sack))
         })();
-        let Some((durat, secs, duration, start, end, mss, sack)) = shared else {
+        let Some((durat, secs, start, end, mss, sack)) = shared else {
             let n = keep.iter().filter(|k| **k != Keep::No).count() as u64;
             self.drop_dir(
                 name,
@@ -677,26 +732,26 @@ impl Parser {
                 let pkts = row.val(me.pkts).num()?;
                 let bits = flow::times8(bytes)?;
                 doc.extend_from_slice(DOC_HEAD);
-                flow::write_f64(doc, duration);
+                flow::write_rounded(doc, secs, 2)?;
                 doc.extend_from_slice(b",\"num_bits\":");
                 flow::write_num(doc, bits).then_some(())?;
                 doc.extend_from_slice(b",\"num_packets\":");
                 flow::write_num(doc, pkts).then_some(())?;
                 doc.extend_from_slice(b",\"bits_per_second\":");
-                let rate = |x: Num| -> Option<Num> {
+                let rate = |doc: &mut Vec<u8>, x: Num| -> Option<()> {
                     if durat.is_zero() {
-                        Some(Num::Int(0))
+                        doc.push(b'0');
                     } else {
-                        Some(Num::Float(flow::round_to(x.as_f64() / secs, 2)))
+                        flow::write_rounded(doc, x.as_f64() / secs, 2)?;
                     }
+                    Some(())
                 };
-                flow::write_num(doc, rate(bits)?).then_some(())?;
+                rate(doc, bits)?;
                 doc.extend_from_slice(b",\"packets_per_second\":");
-                flow::write_num(doc, rate(pkts)?).then_some(())?;
-                for &(key, col, extra) in &me.fields {
-                    doc.extend_from_slice(b",\"");
+                rate(doc, pkts)?;
+                for (key, col, extra) in &me.fields {
+                    let (col, extra) = (*col, *extra);
                     doc.extend_from_slice(key);
-                    doc.extend_from_slice(b"\":");
                     let written = match extra {
                         Extra::Col => match col {
                             Some(i) => flow::write_raw(doc, row.raw(i)),
@@ -907,6 +962,59 @@ impl<'a> Row<'a> {
     }
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` that is a space.
+#[inline]
+fn space_mask(w: u64) -> u64 {
+    let v = w ^ (LO * u64::from(b' '));
+    !(((v & !HI).wrapping_add(!HI)) | v | !HI)
+}
+
+/// Number of space-separated fields, eight bytes at a time.
+fn count_fields(line: &[u8]) -> usize {
+    let mut chunks = line.chunks_exact(8);
+    let mut n = 0usize;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        n += space_mask(w).count_ones() as usize;
+    }
+    n += chunks.remainder().iter().filter(|&&b| b == b' ').count();
+    n + 1
+}
+
+/// Splits `line` at spaces into at most `limit` (start, end) fields.
+fn split_fields(line: &[u8], out: &mut Vec<(u32, u32)>, limit: usize) {
+    out.clear();
+    let mut start = 0usize;
+    let mut i = 0usize;
+    while i + 8 <= line.len() {
+        let w = u64::from_le_bytes(line[i..i + 8].try_into().unwrap_or([0; 8]));
+        let mut m = space_mask(w);
+        while m != 0 {
+            let pos = i + (m.trailing_zeros() / 8) as usize;
+            out.push((start as u32, pos as u32));
+            if out.len() == limit {
+                return;
+            }
+            start = pos + 1;
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    for (j, &b) in line.iter().enumerate().skip(i) {
+        if b == b' ' {
+            out.push((start as u32, j as u32));
+            if out.len() == limit {
+                return;
+            }
+            start = j + 1;
+        }
+    }
+    out.push((start as u32, line.len() as u32));
+}
+
 /// Reads until the buffer is full or the input ends.
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -958,6 +1066,37 @@ mod tests {
             legacy_udp: false,
             verbose: false,
             prog: "test".into(),
+        }
+    }
+
+    #[test]
+    fn splitting_matches_split_on_space() {
+        for line in [
+            "",
+            "a",
+            "a b",
+            " a  b ",
+            "1 22 333 4444 55555 666666 7777777 88888888 999999999",
+            "x y z w v u t s r q p o n m",
+        ] {
+            let want: Vec<&str> = line.split(' ').collect();
+            assert_eq!(count_fields(line.as_bytes()), want.len(), "{line:?}");
+            let mut f = Vec::new();
+            split_fields(line.as_bytes(), &mut f, usize::MAX);
+            let got: Vec<&str> = f
+                .iter()
+                .map(|&(s, e)| &line[s as usize..e as usize])
+                .collect();
+            assert_eq!(got, want);
+            for limit in 1..want.len() {
+                split_fields(line.as_bytes(), &mut f, limit);
+                assert_eq!(f.len(), limit);
+                let got: Vec<&str> = f
+                    .iter()
+                    .map(|&(s, e)| &line[s as usize..e as usize])
+                    .collect();
+                assert_eq!(got, want[..limit]);
+            }
         }
     }
 
