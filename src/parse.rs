@@ -53,12 +53,24 @@ pub struct ParseOptions {
     pub verbose: bool,
     /// Program name for messages.
     pub prog: String,
+    /// Threads formatting documents of one large file (1: this thread only).
+    pub threads: usize,
 }
 
 /// Receives each kept flow document (compact JSON, no newline).
 pub trait FlowSink {
     /// Takes one document.
     fn flow(&mut self, doc: &[u8]) -> io::Result<()>;
+
+    /// Takes many documents, each followed by a newline.
+    fn flows(&mut self, ndjson: &[u8]) -> io::Result<()> {
+        let mut p = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &ndjson[p..]) {
+            self.flow(&ndjson[p..p + nl])?;
+            p += nl + 1;
+        }
+        Ok(())
+    }
 }
 
 /// Writes documents as NDJSON.
@@ -68,6 +80,10 @@ impl<W: Write> FlowSink for NdjsonSink<W> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
         self.0.write_all(doc)?;
         self.0.write_all(b"\n")
+    }
+
+    fn flows(&mut self, ndjson: &[u8]) -> io::Result<()> {
+        self.0.write_all(ndjson)
     }
 }
 
@@ -374,6 +390,8 @@ pub struct Parser {
     buf: Vec<u8>,
     doc: Vec<u8>,
     fields: Vec<(u32, u32)>,
+    /// Verbose messages kept for the caller instead of printed (workers).
+    captured: Option<std::cell::RefCell<Vec<String>>>,
 }
 
 const DOC_HEAD: &[u8] = br#"{"type":"flow","interval":600,"values":{"duration":"#;
@@ -402,6 +420,7 @@ impl Parser {
             buf: Vec::with_capacity(READ_CHUNK * 2),
             doc: Vec::with_capacity(2048),
             fields: Vec::with_capacity(160),
+            captured: None,
         }
     }
 
@@ -448,6 +467,7 @@ impl Parser {
         let mut discarding = false;
         let mut eof = false;
         let mut read_error: Option<io::Error> = None;
+        let mut pool: Option<Pool> = None;
         let result = loop {
             // Refill: keep the unfinished line, read more after it.
             if start > 0 {
@@ -469,11 +489,37 @@ impl Parser {
                     }
                 }
             }
+            // A file larger than one read gets worker threads once its
+            // header is known.
+            if pool.is_none()
+                && !eof
+                && self.opts.threads > 1
+                && let Some(h) = &header
+            {
+                pool = Some(Pool::new(self, h, name, proto));
+            }
             let mut pos = 0usize;
             // One check for the whole chunk; lines are checked one by one
             // only when it holds invalid bytes somewhere.
             let utf8 = memchr::memrchr(b'\n', &buf)
                 .is_none_or(|end| std::str::from_utf8(&buf[..end]).is_ok());
+            if let Some(p) = pool.as_mut()
+                && !discarding
+                && let Some(end) = memchr::memrchr(b'\n', &buf)
+            {
+                let region = &buf[..=end];
+                let first = lineno + 1;
+                lineno += memchr::memchr_iter(b'\n', region).count() as u64;
+                pos = end + 1;
+                if let Some(done) = p.submit(region, first, utf8) {
+                    let r = self.emit(&done, sink, &mut stats);
+                    p.recycle(done);
+                    if let Err(e) = r {
+                        self.buf = buf;
+                        return Err(e);
+                    }
+                }
+            }
             while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
                 let line = &buf[pos..pos + nl];
                 pos += nl + 1;
@@ -498,6 +544,19 @@ impl Parser {
             }
             start = pos;
             let pending = buf.len() - start;
+            if (eof || pending > MAX_LINE)
+                && let Some(p) = pool.as_mut()
+            {
+                // Keep messages in line order: finish the blocks first.
+                while let Some(done) = p.collect() {
+                    let r = self.emit(&done, sink, &mut stats);
+                    p.recycle(done);
+                    if let Err(e) = r {
+                        self.buf = buf;
+                        return Err(e);
+                    }
+                }
+            }
             if eof {
                 if pending > 0 && !discarding {
                     lineno += 1;
@@ -565,17 +624,46 @@ impl Parser {
     fn skip(&self, name: &str, lineno: u64, why: &str, stats: &mut FileStats) {
         stats.skipped_rows += 1;
         stats.first_problem_line.get_or_insert(lineno);
-        if self.opts.verbose {
-            eprintln!("{}: {name}: line {lineno}: {why}", self.opts.prog);
-        }
+        self.note(name, lineno, why);
     }
 
     fn drop_dir(&self, name: &str, lineno: u64, why: &str, n: u64, stats: &mut FileStats) {
         stats.dropped += n;
         stats.first_problem_line.get_or_insert(lineno);
-        if self.opts.verbose {
-            eprintln!("{}: {name}: line {lineno}: {why}", self.opts.prog);
+        self.note(name, lineno, why);
+    }
+
+    /// The `--verbose` line for a skip.
+    fn note(&self, name: &str, lineno: u64, why: &str) {
+        if !self.opts.verbose {
+            return;
         }
+        let msg = format!("{}: {name}: line {lineno}: {why}", self.opts.prog);
+        match &self.captured {
+            Some(c) => c.borrow_mut().push(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    /// Hands a finished block's documents, messages and counts on, in order.
+    fn emit<S: FlowSink>(
+        &self,
+        done: &Done,
+        sink: &mut S,
+        stats: &mut FileStats,
+    ) -> Result<(), ParseError> {
+        for m in &done.messages {
+            eprintln!("{m}");
+        }
+        sink.flows(&done.out).map_err(ParseError::Output)?;
+        stats.rows += done.stats.rows;
+        stats.flows += done.stats.flows;
+        stats.skipped_rows += done.stats.skipped_rows;
+        stats.dropped += done.stats.dropped;
+        if stats.first_problem_line.is_none() {
+            stats.first_problem_line = done.stats.first_problem_line;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -962,6 +1050,172 @@ impl<'a> Row<'a> {
     }
 }
 
+/// Lines of a file handed to a worker, with the line number of the first.
+struct Job {
+    data: Vec<u8>,
+    out: Vec<u8>,
+    first_lineno: u64,
+    utf8: bool,
+}
+
+/// A worker's result: documents as NDJSON, verbose messages, counts.
+struct Done {
+    data: Vec<u8>,
+    out: Vec<u8>,
+    stats: FileStats,
+    messages: Vec<String>,
+}
+
+/// Worker threads formatting blocks of one file; blocks go round-robin and
+/// come back in the same order, so output order is input order.
+struct Pool {
+    jobs: Vec<std::sync::mpsc::SyncSender<Job>>,
+    done: Vec<std::sync::mpsc::Receiver<Done>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    submitted: usize,
+    collected: usize,
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Pool {
+    fn new(parser: &Parser, header: &Header, name: &str, proto: Protocol) -> Pool {
+        let n = parser.opts.threads.clamp(1, 16);
+        let mut pool = Pool {
+            jobs: Vec::new(),
+            done: Vec::new(),
+            handles: Vec::new(),
+            submitted: 0,
+            collected: 0,
+            spare: Vec::new(),
+        };
+        for _ in 0..n {
+            let (jtx, jrx) = std::sync::mpsc::sync_channel::<Job>(1);
+            let (dtx, drx) = std::sync::mpsc::sync_channel::<Done>(1);
+            let mut worker = Parser::new(parser.opts.clone());
+            worker.captured = Some(std::cell::RefCell::new(Vec::new()));
+            let header = header.clone();
+            let name = name.to_string();
+            let spawned = std::thread::Builder::new()
+                .name("parse-worker".into())
+                .spawn(move || worker.work(header, &name, proto, jrx, dtx));
+            match spawned {
+                Ok(h) => {
+                    pool.jobs.push(jtx);
+                    pool.done.push(drx);
+                    pool.handles.push(h);
+                }
+                Err(_) => break,
+            }
+        }
+        pool
+    }
+
+    /// Queues a block; returns the oldest finished one when the pool is full.
+    fn submit(&mut self, region: &[u8], first_lineno: u64, utf8: bool) -> Option<Done> {
+        let n = self.jobs.len();
+        let ready = if self.submitted - self.collected >= 2 * n {
+            self.collect()
+        } else {
+            None
+        };
+        let (mut data, out) = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(region);
+        let job = Job {
+            data,
+            out,
+            first_lineno,
+            utf8,
+        };
+        if self.jobs[self.submitted % n].send(job).is_ok() {
+            self.submitted += 1;
+        }
+        ready
+    }
+
+    /// The oldest block still out, waiting for it; `None` when none is.
+    fn collect(&mut self) -> Option<Done> {
+        if self.collected == self.submitted {
+            return None;
+        }
+        let d = self.done[self.collected % self.jobs.len()].recv().ok();
+        self.collected += 1;
+        d
+    }
+
+    fn recycle(&mut self, done: Done) {
+        self.spare.push((done.data, done.out));
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        self.done.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Parser {
+    /// A worker's loop: format each block it is given.
+    fn work(
+        mut self,
+        header: Header,
+        name: &str,
+        proto: Protocol,
+        jobs: std::sync::mpsc::Receiver<Job>,
+        done: std::sync::mpsc::SyncSender<Done>,
+    ) {
+        let mut header = Some(header);
+        while let Ok(job) = jobs.recv() {
+            let Job {
+                data,
+                mut out,
+                first_lineno,
+                utf8,
+            } = job;
+            out.clear();
+            let mut stats = FileStats::default();
+            let mut sink = NdjsonSink(&mut out);
+            let mut lineno = first_lineno;
+            let mut p = 0;
+            while let Some(nl) = memchr::memchr(b'\n', &data[p..]) {
+                // Writing to a Vec cannot fail, and the header is known.
+                let _ = self.line(
+                    &data[p..p + nl],
+                    utf8,
+                    lineno,
+                    name,
+                    proto,
+                    &mut header,
+                    &mut stats,
+                    &mut sink,
+                );
+                p += nl + 1;
+                lineno += 1;
+            }
+            let messages = self
+                .captured
+                .as_ref()
+                .map(|c| std::mem::take(&mut *c.borrow_mut()))
+                .unwrap_or_default();
+            if done
+                .send(Done {
+                    data,
+                    out,
+                    stats,
+                    messages,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
@@ -1066,6 +1320,7 @@ mod tests {
             legacy_udp: false,
             verbose: false,
             prog: "test".into(),
+            threads: 1,
         }
     }
 
@@ -1098,6 +1353,41 @@ mod tests {
                 assert_eq!(got, want[..limit]);
             }
         }
+    }
+
+    #[test]
+    fn worker_threads_give_the_same_output_and_counts() {
+        let hdr = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\n";
+        let mut text = hdr.to_string();
+        for i in 0..60_000u32 {
+            match i % 997 {
+                5 => text.push_str("short row\n"),
+                9 => text.push_str(hdr),
+                _ => text.push_str(&format!(
+                    "10.0.0.1 {i} 1000000.5 2.5 {} 2 10.0.0.2 53 1000001.0 1.0 0 0\n",
+                    i % 50
+                )),
+            }
+        }
+        text.push_str("10.0.0.1 1 2");
+        let run = |threads: usize| {
+            let mut o = opts(10);
+            o.threads = threads;
+            let mut p = Parser::new(o);
+            let mut out = NdjsonSink(Vec::new());
+            let st = p
+                .parse_reader(text.as_bytes(), "x", Protocol::Udp, &mut out)
+                .unwrap();
+            (st, out.0)
+        };
+        let (s1, o1) = run(1);
+        for t in [2, 3] {
+            let (s2, o2) = run(t);
+            assert_eq!(s1, s2);
+            assert!(o1 == o2, "output differs with {t} threads");
+        }
+        assert_eq!(s1.skipped_rows, 2 * 61 + 1);
+        assert_eq!(s1.first_problem_line, Some(7));
     }
 
     #[test]

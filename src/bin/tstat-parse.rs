@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         legacy_udp: cli.legacy_udp_duration,
         verbose: cli.verbose,
         prog: PROG.into(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     cli::finish(PROG, run(cli.paths, protocol, opts))
 }
