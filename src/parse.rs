@@ -881,46 +881,64 @@ impl Parser {
                     };
                     written.then_some(())?;
                 }
-                doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
-                self.endpoints(doc, row, (me.ip, me.port), (other.ip, other.port))?;
-                doc.extend_from_slice(&self.tail_tcp);
-                flow::write_int(doc, start);
-                doc.extend_from_slice(b",\"end\":");
-                flow::write_int(doc, end);
-                doc.push(b'}');
-                Some(())
+                let ends = ((me.ip, me.port), (other.ip, other.port));
+                self.finish_doc(doc, row, ends, &self.tail_tcp, start, end)
             })();
-            if ok.is_some() {
-                sink.flow(doc).map_err(ParseError::Output)?;
-                stats.flows += 1;
-            } else {
-                self.drop_dir(
-                    name,
-                    lineno,
-                    "a value of this direction cannot be computed",
-                    1,
-                    stats,
-                );
-            }
+            self.deliver(ok, doc, sink, stats, name, lineno)?;
         }
         Ok(())
     }
 
-    /// Writes `src_ip…dst_port` (after the opening `"src_ip":`).
-    fn endpoints(
+    /// Writes the rest of a document after its values: the endpoints, the
+    /// metadata tail, start and end.
+    fn finish_doc(
         &self,
         doc: &mut Vec<u8>,
         row: &Row<'_>,
-        src: (usize, usize),
-        dst: (usize, usize),
+        (src, dst): ((usize, usize), (usize, usize)),
+        tail: &[u8],
+        start: i128,
+        end: i128,
     ) -> Option<()> {
+        doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
         flow::write_raw(doc, row.raw(src.0)).then_some(())?;
         doc.extend_from_slice(b",\"src_port\":");
         flow::write_raw(doc, row.raw(src.1)).then_some(())?;
         doc.extend_from_slice(b",\"dst_ip\":");
         flow::write_raw(doc, row.raw(dst.0)).then_some(())?;
         doc.extend_from_slice(b",\"dst_port\":");
-        flow::write_raw(doc, row.raw(dst.1)).then_some(())
+        flow::write_raw(doc, row.raw(dst.1)).then_some(())?;
+        doc.extend_from_slice(tail);
+        flow::write_int(doc, start);
+        doc.extend_from_slice(b",\"end\":");
+        flow::write_int(doc, end);
+        doc.push(b'}');
+        Some(())
+    }
+
+    /// Hands a finished document on, or counts its direction as dropped.
+    fn deliver<S: FlowSink>(
+        &self,
+        ok: Option<()>,
+        doc: &[u8],
+        sink: &mut S,
+        stats: &mut FileStats,
+        name: &str,
+        lineno: u64,
+    ) -> Result<(), ParseError> {
+        if ok.is_some() {
+            sink.flow(doc).map_err(ParseError::Output)?;
+            stats.flows += 1;
+        } else {
+            self.drop_dir(
+                name,
+                lineno,
+                "a value of this direction cannot be computed",
+                1,
+                stats,
+            );
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -978,27 +996,10 @@ impl Parser {
                 flow::write_num(doc, rate(bits)?).then_some(())?;
                 doc.extend_from_slice(b",\"packets_per_second\":");
                 flow::write_num(doc, rate(pkts)?).then_some(())?;
-                doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
-                self.endpoints(doc, row, (me.ip, me.port), (other.ip, other.port))?;
-                doc.extend_from_slice(&self.tail_udp);
-                flow::write_int(doc, start);
-                doc.extend_from_slice(b",\"end\":");
-                flow::write_int(doc, end);
-                doc.push(b'}');
-                Some(())
+                let ends = ((me.ip, me.port), (other.ip, other.port));
+                self.finish_doc(doc, row, ends, &self.tail_udp, start, end)
             })();
-            if ok.is_some() {
-                sink.flow(doc).map_err(ParseError::Output)?;
-                stats.flows += 1;
-            } else {
-                self.drop_dir(
-                    name,
-                    lineno,
-                    "a value of this direction cannot be computed",
-                    1,
-                    stats,
-                );
-            }
+            self.deliver(ok, doc, sink, stats, name, lineno)?;
         }
         Ok(())
     }
