@@ -1185,7 +1185,32 @@ impl Publisher {
         match tokio::time::timeout_at(deadline, connect).await {
             Err(_) => Err(timed_out()),
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(classify_connect_error(&e, timeout)),
+            Ok(Err(e)) => {
+                let mut err = classify_connect_error(&e, timeout);
+                // With TLS 1.3 a broker that wants a client certificate
+                // refuses it after the handshake; the alert often loses the
+                // race with the TCP reset, so say what it probably was.
+                let no_client_cert = self.cfg.tls.as_ref().is_some_and(|t| t.certfile.is_none());
+                if let ConnectError::Other { reason, permanent } = &mut err
+                    && no_client_cert
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::IOError(io) if matches!(
+                            io.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::UnexpectedEof
+                                | std::io::ErrorKind::BrokenPipe
+                        )
+                    )
+                {
+                    reason.push_str(
+                        " right after the TLS handshake (does the broker require a client \
+                         certificate? set certfile and keyfile in [ssl_options])",
+                    );
+                    *permanent = false;
+                }
+                Err(err)
+            }
         }
     }
 

@@ -237,13 +237,25 @@ impl RabbitNode {
     fn spawn_watchdog(&self) -> Option<Child> {
         let d = self.dir.path().display().to_string();
         let epmd = if self.owns_epmd {
-            format!("epmd -port {} -kill >/dev/null 2>&1", self.epmd_port)
+            // epmd refuses -kill while a node is registered, so retry.
+            format!(
+                "for i in 1 2 3 4 5 6 7 8 9 10; do \
+                 epmd -port {p} -kill >/dev/null 2>&1; \
+                 epmd -port {p} -names >/dev/null 2>&1 || break; sleep 1; done",
+                p = self.epmd_port
+            )
         } else {
-            String::new()
+            ":".to_string()
         };
+        // Stop the node, wait for its beam to go (kill it after 30 s), then
+        // our epmd, then the directory.
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             timeout 60 {CTL} -n {name} stop >/dev/null 2>&1 || kill -9 $(cat {d}/pid) 2>/dev/null; \
+             beam=$(cat {d}/pid 2>/dev/null); \
+             timeout 60 {CTL} -n {name} stop >/dev/null 2>&1; \
+             i=0; while [ -n \"$beam\" ] && kill -0 \"$beam\" 2>/dev/null && [ $i -lt 60 ]; do \
+             sleep 0.5; i=$((i+1)); done; \
+             [ -n \"$beam\" ] && kill -9 \"$beam\" 2>/dev/null; \
              {epmd}; rm -rf {d}",
             pid = std::process::id(),
             name = self.name,
@@ -429,17 +441,34 @@ impl Drop for RabbitNode {
     fn drop(&mut self) {
         self.stop();
         if self.owns_epmd {
-            let _ = Command::new("epmd")
-                .args(["-port", &self.epmd_port.to_string(), "-kill"])
-                .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            kill_epmd(self.epmd_port);
         }
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.kill();
             let _ = w.wait();
         }
+    }
+}
+
+/// Kills our private epmd. It refuses while a node is still registered
+/// (the stopped node's registration goes away a moment after it exits), so
+/// retry until it no longer answers.
+fn kill_epmd(port: u16) {
+    let epmd = |arg: &str| {
+        Command::new("epmd")
+            .args(["-port", &port.to_string(), arg])
+            .env("ERL_EPMD_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for _ in 0..50 {
+        epmd("-kill");
+        if !epmd("-names") {
+            return;
+        }
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
