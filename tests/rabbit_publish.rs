@@ -490,3 +490,62 @@ fn missing_queue_is_created_durable_and_bound_to_the_exchange() {
     );
     assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 2);
 }
+
+#[test]
+fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let node = node();
+    let queue = unique("sigterm");
+    let s = Scratch::new();
+    let cfg = s.write("config.ini", &node.config(&queue, ""));
+    let progress = s.path("progress");
+    let mut child = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--progress")
+        .arg(&progress)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Ten lines, and stdin stays open: the run is waiting for more.
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all("[1]\n".repeat(10).as_bytes())
+        .expect("write stdin");
+    stdin.flush().expect("flush");
+    common::rabbit::wait_until("ten confirms", Duration::from_secs(60), || {
+        fs::read_to_string(&progress).is_ok_and(|t| t.trim() == "10")
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let end = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(Instant::now() < end, "tstat-rabbit ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(
+        err.contains("tstat-rabbit: error: interrupted: 10 lines confirmed, progress saved"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(&progress).expect("progress").trim(),
+        "10"
+    );
+    assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 10);
+}

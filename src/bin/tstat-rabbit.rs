@@ -197,6 +197,11 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code.unwrap_or(cli::EXIT_SIGINT))
         }
+        (Err(e @ PublishError::TlsSetup(_)), _) => {
+            // Unusable certificate files are a config problem.
+            cli::error(PROG, format!("{}: [ssl_options]: {e}", cfg.path.display()));
+            ExitCode::from(cli::EXIT_USAGE)
+        }
         (Err(e), _) => {
             cli::error(PROG, e);
             ExitCode::from(cli::EXIT_FAILURE)
@@ -269,4 +274,49 @@ fn init_logging(verbose: bool) {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = Cli::try_parse_from(["tstat-rabbit", "-c", "x.ini"]).expect("parse");
+        assert_eq!(c.window.get(), 256);
+        assert_eq!(c.retries, 5);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.confirm_timeout, Duration::from_secs(30));
+        assert_eq!(c.heartbeat, 60);
+        let c = Cli::try_parse_from([
+            "tstat-rabbit",
+            "-c",
+            "x.ini",
+            "--confirm-timeout",
+            "0.5",
+            "--message-id-prefix",
+            "s:d",
+        ])
+        .expect("parse");
+        assert_eq!(c.confirm_timeout, Duration::from_millis(500));
+        assert_eq!(c.message_id_prefix.as_deref(), Some("s:d"));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["tstat-rabbit"][..],
+            &["tstat-rabbit", "-c", "x", "--window", "0"],
+            &["tstat-rabbit", "-c", "x", "--confirm-timeout", "0"],
+            &["tstat-rabbit", "-c", "x", "--connect-timeout", "soon"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
 }
