@@ -549,3 +549,67 @@ fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
     );
     assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 10);
 }
+
+#[test]
+fn parse_chunk_rabbit_pipeline_delivers_the_golden_flows() {
+    use std::process::Stdio;
+    let node = node();
+    let queue = unique("pipeline");
+    let s = Scratch::new();
+    let cfg = s.write("config.ini", &node.config(&queue, ""));
+    let mut parse = Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+        .args(["--bytes", "0", "--sensor", "s", "--instance", "1"])
+        .arg("tests/fixtures/synthetic/2026_03_01_00_00.out")
+        .arg("tests/fixtures/synthetic/2026_03_01_01_00.out")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tstat-parse");
+    let mut chunk = Command::new(env!("CARGO_BIN_EXE_tstat-chunk"))
+        .stdin(Stdio::from(parse.stdout.take().expect("parse stdout")))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tstat-chunk");
+    let rabbit = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--message-id-prefix", "s:pipe"])
+        .stdin(Stdio::from(chunk.stdout.take().expect("chunk stdout")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tstat-rabbit");
+    let wait = |mut c: std::process::Child, name: &str| {
+        let end = Instant::now() + RUN_DEADLINE;
+        loop {
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                return (st, c);
+            }
+            assert!(Instant::now() < end, "{name} did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (rabbit_status, mut rabbit) = wait(rabbit, "tstat-rabbit");
+    let (parse_status, _) = wait(parse, "tstat-parse");
+    let (chunk_status, _) = wait(chunk, "tstat-chunk");
+    let mut err = String::new();
+    if let Some(mut e) = rabbit.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(parse_status.success() && chunk_status.success());
+    assert!(rabbit_status.success(), "{err}");
+
+    let (flows, lines) = golden();
+    let got = node.drain(&queue, READ_DEADLINE);
+    assert_eq!(got.len(), lines.lines().count());
+    let mut all = Vec::new();
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.message_id(), format!("s:pipe:{i}"));
+        match serde_json::from_slice(&m.body).expect("JSON body") {
+            Value::Array(items) => all.extend(items),
+            other => panic!("not an array: {other}"),
+        }
+    }
+    assert_eq!(all, flows);
+}
