@@ -58,12 +58,20 @@ pub const APP_ID: &str = "tstat-transport";
 /// The `content_type` property of every message.
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// Default bound on unconfirmed message bytes (8 MiB): with the reader's
+/// channel and the broker connection this keeps a run within 32 MB.
+pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
+
 /// Tuning of a publishing run; [`Default`] gives the documented defaults of
 /// `tstat-rabbit` (SPEC §6.1, §6.5).
 #[derive(Clone)]
 pub struct PublishOptions {
     /// Most messages published but not yet confirmed (`--window`, 256).
     pub window: NonZeroUsize,
+    /// Most bytes of message bodies published but not yet confirmed (kept
+    /// for a resend); bounds memory whatever the message size. One message
+    /// is always allowed.
+    pub window_bytes: usize,
     /// Reconnect-and-resend rounds allowed after a failure without any
     /// confirm in between (`--retries`, 5); progress resets the count.
     pub retries: u32,
@@ -91,6 +99,7 @@ impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
             window: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            window_bytes: DEFAULT_WINDOW_BYTES,
             retries: 5,
             connect_timeout: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(30),
@@ -106,6 +115,7 @@ impl fmt::Debug for PublishOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublishOptions")
             .field("window", &self.window)
+            .field("window_bytes", &self.window_bytes)
             .field("retries", &self.retries)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
@@ -531,6 +541,8 @@ struct Stream<'a> {
     prefix: Option<&'a str>,
     progress: Option<&'a Path>,
     window: VecDeque<Slot>,
+    /// Bytes of the bodies in the window not yet confirmed.
+    held: usize,
     next_index: u64,
     confirmed: u64,
     recorded: u64,
@@ -629,6 +641,7 @@ impl Publisher {
             prefix: id_prefix,
             progress,
             window: VecDeque::with_capacity(self.opts.window.get()),
+            held: 0,
             next_index: 0,
             confirmed: start,
             recorded: start,
@@ -766,6 +779,7 @@ impl Publisher {
                     futures_lite::future::poll_once(&mut confirm).await
             {
                 slot.acked = true;
+                st.held -= slot.body.len();
                 slot.body = Vec::new();
             }
         }
@@ -830,7 +844,9 @@ impl Publisher {
                     None => Ok(()),
                 };
             }
-            let want_input = !st.input_done && st.window.len() < self.opts.window.get();
+            let want_input = !st.input_done
+                && st.window.len() < self.opts.window.get()
+                && (st.held < self.opts.window_bytes || st.window.is_empty());
             let drain_deadline = st.stopping;
             let step = {
                 let front = st.window.iter_mut().find(|s| !s.acked);
@@ -889,9 +905,11 @@ impl Publisher {
                         Ok((confirm, deadline)) => {
                             slot.confirm = Some(confirm);
                             slot.deadline = deadline;
+                            st.held += slot.body.len();
                             st.window.push_back(slot);
                         }
                         Err(e) => {
+                            st.held += slot.body.len();
                             st.window.push_back(slot);
                             return Err(Stop::Fail(e));
                         }
@@ -906,6 +924,7 @@ impl Publisher {
                     match self.judge(index, *r) {
                         Ok(()) => {
                             slot.acked = true;
+                            st.held -= slot.body.len();
                             slot.body = Vec::new();
                             self.harvest(st).await?;
                         }
@@ -929,6 +948,7 @@ impl Publisher {
                     slot.confirm = None;
                     self.judge(slot.index, Ok(r))?;
                     slot.acked = true;
+                    st.held -= slot.body.len();
                     slot.body = Vec::new();
                 }
             }

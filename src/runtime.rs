@@ -77,3 +77,17 @@ pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Opt
     });
     Some(code)
 }
+
+/// Prints the publisher's notices on stderr: connections only when
+/// `verbose`, everything else (failover, retries, a blocked broker) always.
+pub fn print_notices(prog: &'static str, verbose: bool) -> crate::publish::NoticeSink {
+    use crate::publish::Notice;
+    std::sync::Arc::new(move |n: &Notice| match n {
+        Notice::Connected { .. } => {
+            if verbose {
+                eprintln!("{prog}: {n}");
+            }
+        }
+        _ => cli::warning(prog, n),
+    })
+}

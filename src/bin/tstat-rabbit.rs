@@ -6,14 +6,13 @@ use std::io::{self, BufRead};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tstat_transport::cli;
-use tstat_transport::config;
-use tstat_transport::publish::{Notice, PublishError, PublishOptions, Publisher};
+use tstat_transport::publish::{PublishError, PublishOptions, Publisher};
+use tstat_transport::runtime;
 
 const PROG: &str = "tstat-rabbit";
 
@@ -66,26 +65,18 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(cli.verbose);
+    runtime::init_logging(cli.verbose, false);
 
-    let checked = match config::load_with_env(&cli.config, &config::process_env) {
+    let cfg = match runtime::load_config(PROG, &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                cli::error(PROG, line);
-            }
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    for w in &checked.warnings {
-        cli::warning(PROG, w);
-    }
-    let cfg = checked.config;
-    for w in tstat_transport::publish::config_warnings(&cfg) {
-        cli::warning(PROG, w);
-    }
     if cli.verbose {
-        eprintln!("{PROG}: config: {cfg:?}");
+        eprintln!(
+            "{PROG}: config {}:\n{}",
+            cli.config.display(),
+            cfg.describe()
+        );
     }
 
     let verbose = cli.verbose;
@@ -95,14 +86,7 @@ fn main() -> ExitCode {
         connect_timeout: cli.connect_timeout,
         confirm_timeout: cli.confirm_timeout,
         heartbeat: Duration::from_secs(u64::from(cli.heartbeat)),
-        notices: Some(Arc::new(move |n: &Notice| match n {
-            Notice::Connected { .. } => {
-                if verbose {
-                    eprintln!("{PROG}: {n}");
-                }
-            }
-            _ => cli::warning(PROG, n),
-        })),
+        notices: Some(runtime::print_notices(PROG, verbose)),
         ..PublishOptions::default()
     };
 
@@ -119,7 +103,7 @@ fn main() -> ExitCode {
 
     // Lines are read on their own thread so publishing never waits on a
     // slow producer while confirms are due; the channel bounds memory.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(cli.window.get().max(64));
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let reader = thread::Builder::new()
         .name("stdin".into())
         .spawn(move || read_lines(tx));
@@ -133,7 +117,7 @@ fn main() -> ExitCode {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let result = runtime.block_on(async {
-        let signal = tokio::spawn(watch_signals(stop_tx));
+        let signal = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
         let result = async {
             let mut publisher = Publisher::connect(&cfg, &opts).await?;
             let report = publisher
@@ -230,93 +214,5 @@ fn read_lines(tx: mpsc::Sender<Vec<u8>>) -> io::Result<u64> {
             return Ok(count);
         }
         count += 1;
-    }
-}
-
-/// Turns SIGINT/SIGTERM into the shutdown signal and returns the exit code
-/// that goes with it; a second signal exits at once.
-async fn watch_signals(stop: watch::Sender<bool>) -> Option<u8> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return None;
-    };
-    let code = tokio::select! {
-        _ = int.recv() => cli::EXIT_SIGINT,
-        _ = term.recv() => cli::EXIT_SIGTERM,
-    };
-    cli::warning(
-        PROG,
-        "stopping: waiting for outstanding confirms (signal again to quit at once)",
-    );
-    stop.send_replace(true);
-    let again = tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => std::process::exit(i32::from(cli::EXIT_SIGINT)),
-            _ = term.recv() => std::process::exit(i32::from(cli::EXIT_SIGTERM)),
-        }
-    });
-    drop(again);
-    Some(code)
-}
-
-fn init_logging(verbose: bool) {
-    let default = if verbose {
-        "tstat_transport=debug,lapin=off,amq_protocol=off"
-    } else {
-        "tstat_transport=warn,lapin=off,amq_protocol=off"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
-
-    #[test]
-    fn flags_are_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults_and_values() {
-        let c = Cli::try_parse_from(["tstat-rabbit", "-c", "x.ini"]).expect("parse");
-        assert_eq!(c.window.get(), 256);
-        assert_eq!(c.retries, 5);
-        assert_eq!(c.connect_timeout, Duration::from_secs(10));
-        assert_eq!(c.confirm_timeout, Duration::from_secs(30));
-        assert_eq!(c.heartbeat, 60);
-        let c = Cli::try_parse_from([
-            "tstat-rabbit",
-            "-c",
-            "x.ini",
-            "--confirm-timeout",
-            "0.5",
-            "--message-id-prefix",
-            "s:d",
-        ])
-        .expect("parse");
-        assert_eq!(c.confirm_timeout, Duration::from_millis(500));
-        assert_eq!(c.message_id_prefix.as_deref(), Some("s:d"));
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        for args in [
-            &["tstat-rabbit"][..],
-            &["tstat-rabbit", "-c", "x", "--window", "0"],
-            &["tstat-rabbit", "-c", "x", "--confirm-timeout", "0"],
-            &["tstat-rabbit", "-c", "x", "--connect-timeout", "soon"],
-        ] {
-            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
-        }
     }
 }

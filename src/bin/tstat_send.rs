@@ -5,14 +5,13 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tstat_transport::cli;
 use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
 use tstat_transport::parse::ParseOptions;
-use tstat_transport::publish::{Notice, PublishOptions};
+use tstat_transport::publish::PublishOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
 use tstat_transport::{bytesize, chunk, runtime};
 
@@ -137,14 +136,7 @@ fn main() -> ExitCode {
             retries: cli.retries,
             connect_timeout: cli.connect_timeout,
             confirm_timeout: cli.confirm_timeout,
-            notices: Some(Arc::new(move |n: &Notice| match n {
-                Notice::Connected { .. } => {
-                    if verbose {
-                        eprintln!("{PROG}: {n}");
-                    }
-                }
-                _ => cli::warning(PROG, n),
-            })),
+            notices: Some(runtime::print_notices(PROG, verbose)),
             ..PublishOptions::default()
         };
         Transport::Rabbit {
