@@ -443,17 +443,23 @@ fn unreadable_subdirectory_is_reported_and_skipped() {
     let locked = tmp.path().join("locked");
     tstat_dir(&locked, "2024_01_01_00_00.out", ago(3 * HOUR));
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
-    let readable = fs::read_dir(&locked).is_ok();
-    if readable {
-        // Running as root: permissions do not stop us; nothing to test.
-        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
-        eprintln!("skipped: permissions are not enforced for this user");
-        return;
-    }
-    let out = tstat_find()
-        .arg(tmp.path())
-        .output()
-        .expect("run tstat-find");
+    // Root reads any directory: then run tstat-find as `nobody`, for whom
+    // the mode is enforced.
+    let as_root = fs::read_dir(&locked).is_ok();
+    let out = if as_root {
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tstat-find"))
+            .arg(tmp.path())
+            .output()
+            .expect("run tstat-find through setpriv (util-linux)")
+    } else {
+        tstat_find()
+            .arg(tmp.path())
+            .output()
+            .expect("run tstat-find")
+    };
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
