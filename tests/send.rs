@@ -773,7 +773,7 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         || progress_count(&dir) > 0,
     );
     node.stop_app();
-    let (st, err) = run1.wait(RUN_DEADLINE);
+    let (st, err) = run1.wait(Duration::from_secs(90));
     assert_eq!(st.code(), Some(1), "broker gone → exit 1; stderr:\n{err}");
     assert!(!is_marked(&dir), "not marked after a failure");
     let confirmed = progress_count(&dir);
@@ -801,6 +801,143 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         dups <= window,
         "{dups} ids delivered twice, more than the window of {window}"
     );
+}
+
+/// A generated directory big enough that the parser is still producing
+/// when publishing stops (far more messages than the channels between
+/// parser and publisher hold).
+fn large_tree(seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let sum = gentree::generate_tree(
+        root.path(),
+        &gentree::GenConfig {
+            dirs: 1,
+            tcp_rows: 20_000,
+            udp_rows: 10_000,
+            seed,
+            ..gentree::GenConfig::default()
+        },
+    )
+    .expect("generate tree");
+    let dir = sum.dirs[0].clone();
+    (root, dir)
+}
+
+/// Regression: when publishing a directory stopped early (broker
+/// unreachable, lost, or a signal) while its parser thread was still
+/// producing, the driver joined that thread from the async runtime before
+/// the task holding the channel's receiver was dropped: parser and runtime
+/// waited on each other for ever, and SIGTERM could not end it either.
+#[test]
+fn unreachable_broker_with_a_large_directory_fails_instead_of_hanging() {
+    let (root, dir) = large_tree(5);
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = common::rabbit::free_ports(1)[0];
+    let cfg = work.path().join("closed-port.ini");
+    fs::write(
+        &cfg,
+        format!(
+            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
+             queue = q\nrouting_key = q\nexchange =\n"
+        ),
+    )
+    .expect("write config");
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let run = Spawned::start(
+        SEND,
+        &[
+            "-d",
+            r,
+            "-c",
+            c,
+            "--all",
+            "--bytes",
+            "0",
+            "-q",
+            "--retries",
+            "0",
+            "--connect-timeout",
+            "2",
+        ],
+    );
+    let (st, err) = run.wait(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(1), "stderr:\n{err}");
+    assert!(err.contains(&port.to_string()), "names the broker:\n{err}");
+    assert!(!is_marked(&dir));
+}
+
+#[test]
+fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
+    let node = shared_node();
+    let (root, dir) = large_tree(23);
+    let work = tempfile::tempdir().expect("tempdir");
+    let queue = unique("send_term_mid");
+    let cfg = write_config(work.path(), node, &queue);
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let window = 16usize;
+    let w = window.to_string();
+    let common = [
+        "-d",
+        r,
+        "--all",
+        "--bytes",
+        "0",
+        "-S",
+        "s",
+        "--chunk-size",
+        "10",
+    ];
+    let expected = send(&[&common[..], &["-N"]].concat());
+    assert_status(&expected, 0, "-N");
+    let expected: Vec<&[u8]> = expected
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let args = [
+        &common[..],
+        &["-c", c, "-q", "--window", &w, "--confirm-timeout", "5"],
+    ]
+    .concat();
+    let mut run1 = Spawned::start(SEND, &args);
+    wait_until(
+        "the first confirms (.progress > 0)",
+        Duration::from_secs(60),
+        || progress_count(&dir) > 0,
+    );
+    assert!(run1.running(), "still publishing when signalled");
+    let signalled = Instant::now();
+    run1.term();
+    let (st, err) = run1.wait(Duration::from_secs(60));
+    let took = signalled.elapsed();
+    assert_eq!(st.code(), Some(143), "SIGTERM → 143; stderr:\n{err}");
+    assert!(took < Duration::from_secs(5 + 4), "exit took {took:?}");
+    assert!(!is_marked(&dir), "interrupted dir unmarked");
+    let confirmed = progress_count(&dir);
+    assert!(
+        confirmed > 0 && (confirmed as usize) < expected.len(),
+        ".progress {confirmed} of {}",
+        expected.len()
+    );
+
+    let out = send(&args);
+    assert_status(&out, 0, "next run");
+    assert!(is_marked(&dir));
+    assert!(!dir.join(".progress").exists());
+    let msgs = consume_all(node, &queue);
+    let (unique_msgs, dups) = dedup(&msgs);
+    assert_eq!(unique_msgs.len(), expected.len(), "every id delivered");
+    for (i, (_, index, body)) in unique_msgs.iter().enumerate() {
+        assert_eq!(*index, i as u64);
+        assert!(body.as_slice() == expected[i], "message {i} body");
+    }
+    assert!(dups <= window, "{dups} ids delivered twice");
 }
 
 #[test]
