@@ -340,7 +340,11 @@ impl Sender {
                         .await
                 }
                 .await;
+                // Let the runtime actually drop the forwarder (and the
+                // receiver it holds) before the blocking join below: a
+                // parser still sending would otherwise wait for ever.
                 forward.abort();
+                let _ = forward.await;
                 match result {
                     Ok(report) => Ok(PublishOutcome {
                         messages: report.published,
