@@ -701,7 +701,9 @@ impl Publisher {
                     self.salvage(&mut st).await;
                     self.record(&mut st, true)?;
                     let first = st.window.front().map_or(st.next_index, |s| s.index);
-                    if st.stopping.is_some() {
+                    // A signal that came while a publish was held up (a
+                    // blocked broker) is still a stop, not a failure.
+                    if st.stopping.is_some() || *shutdown.borrow() {
                         return Err(PublishError::Interrupted {
                             confirmed: st.confirmed,
                         });

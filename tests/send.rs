@@ -939,10 +939,8 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
     assert!(dups <= window, "{dups} ids delivered twice");
 }
 
-/// SPEC §8.4: SIGTERM ends the run with 143 whatever publishing waits on.
-/// Fails while src/publish.rs waits for `basic_publish` on a blocked
-/// connection without watching the shutdown signal: the publish times out
-/// after --confirm-timeout and the run ends as a failure (exit 1).
+/// SPEC §8.4: SIGTERM ends the run with 143 whatever publishing waits on,
+/// also a publish held up by a blocked broker (regression: it exited 1).
 #[test]
 fn sigterm_while_blocked_exits_143_and_next_run_completes() {
     let node = RabbitNode::start();
