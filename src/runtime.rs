@@ -3,16 +3,66 @@
 //! SIGINT/SIGTERM into a shutdown signal. It never touches data.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::cli;
 use crate::config::{self, RabbitConfig};
 
+/// The publisher's flags, shared by tstat-rabbit and tstat_send.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PublishArgs {
+    /// Most unconfirmed messages in flight.
+    #[arg(long, value_name = "N", default_value = "256")]
+    pub window: std::num::NonZeroUsize,
+    /// Reconnect-and-resend rounds after a failure before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds allowed to connect to one host (TCP, TLS, AMQP login).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = seconds)]
+    pub connect_timeout: Duration,
+    /// Seconds to wait for a confirm, and for a broker that blocks publishers.
+    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
+    pub confirm_timeout: Duration,
+    /// AMQP heartbeat interval in whole seconds (0: off).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub heartbeat: u16,
+}
+
+impl PublishArgs {
+    /// The publisher options these flags give; notices go to stderr.
+    pub fn options(&self, prog: &'static str, verbose: bool) -> crate::publish::PublishOptions {
+        crate::publish::PublishOptions {
+            window: self.window,
+            retries: self.retries,
+            connect_timeout: self.connect_timeout,
+            confirm_timeout: self.confirm_timeout,
+            heartbeat: Duration::from_secs(u64::from(self.heartbeat)),
+            notices: Some(print_notices(prog, verbose)),
+            ..crate::publish::PublishOptions::default()
+        }
+    }
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e7 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "expected a positive number of seconds, e.g. 10 or 0.5, got '{s}'"
+        )),
+    }
+}
+
 /// Loads and validates `config.ini`, printing every problem as
 /// `prog: error: FILE: [section] key: problem` and every warning; `Err` holds
 /// exit status 2.
-pub fn load_config(prog: &str, path: &Path) -> Result<RabbitConfig, std::process::ExitCode> {
+pub fn load_config(
+    prog: &str,
+    path: &Path,
+    verbose: bool,
+) -> Result<RabbitConfig, std::process::ExitCode> {
     let checked = match config::load_with_env(path, &config::process_env) {
         Ok(c) => c,
         Err(e) => {
@@ -27,6 +77,13 @@ pub fn load_config(prog: &str, path: &Path) -> Result<RabbitConfig, std::process
     }
     for w in crate::publish::config_warnings(&checked.config) {
         cli::warning(prog, w);
+    }
+    if verbose {
+        eprintln!(
+            "{prog}: config {}:\n{}",
+            path.display(),
+            checked.config.describe()
+        );
     }
     Ok(checked.config)
 }

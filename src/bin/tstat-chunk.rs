@@ -76,3 +76,21 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser as _};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from(["tstat-chunk"]).unwrap();
+        assert_eq!((c.size, c.max_bytes), (100, 8 << 20));
+        assert!(Cli::try_parse_from(["tstat-chunk", "--size", "0"]).is_err());
+    }
+}

@@ -119,3 +119,26 @@ fn run(
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser as _};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c =
+            Cli::try_parse_from(["tstat-parse", "-b", "1.5G", "-S", "s", "-I", "1", "d"]).unwrap();
+        assert_eq!(
+            (c.bytes, c.sensor.as_deref(), c.instance.as_deref()),
+            (Some(1_500_000_000), Some("s"), Some("1"))
+        );
+        assert!(Cli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
+        assert!(Cli::try_parse_from(["tstat-parse", "--bytes", "12X"]).is_err());
+    }
+}

@@ -3,15 +3,13 @@
 //! confirmed; 1 on a runtime failure; 2 on a usage or config error.
 
 use std::io::{self, BufRead};
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tstat_transport::cli;
-use tstat_transport::publish::{PublishError, PublishOptions, Publisher};
+use tstat_transport::publish::{PublishError, Publisher};
 use tstat_transport::runtime;
 
 const PROG: &str = "tstat-rabbit";
@@ -23,41 +21,17 @@ struct Cli {
     /// The config.ini with the [rabbit] section.
     #[arg(short = 'c', long, value_name = "FILE")]
     config: PathBuf,
-    /// Most unconfirmed messages in flight.
-    #[arg(long, value_name = "N", default_value = "256")]
-    window: NonZeroUsize,
-    /// Reconnect-and-resend rounds after a failure before giving up.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    retries: u32,
+    #[command(flatten)]
+    publish: runtime::PublishArgs,
     /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
     #[arg(long, value_name = "PREFIX")]
     message_id_prefix: Option<String>,
     /// Record the count of confirmed lines here; skip that many on start.
     #[arg(long, value_name = "FILE")]
     progress: Option<PathBuf>,
-    /// Seconds allowed to connect to one host (TCP, TLS, AMQP login).
-    #[arg(long, value_name = "S", default_value = "10", value_parser = seconds)]
-    connect_timeout: Duration,
-    /// Seconds to wait for a confirm, and for a broker that blocks publishers.
-    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
-    confirm_timeout: Duration,
-    /// AMQP heartbeat interval in whole seconds (0: off).
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    heartbeat: u16,
     /// Print the checked config (password hidden), connections and a summary.
     #[arg(short = 'v', long)]
     verbose: bool,
-}
-
-/// A positive number of seconds, fractions allowed (`0.5`).
-fn seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("expected seconds, e.g. 10 or 0.5, got {s:?}"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-        return Err(format!("seconds must be > 0 and at most 86400, got {s}"));
-    }
-    Ok(Duration::from_secs_f64(v))
 }
 
 fn main() -> ExitCode {
@@ -67,28 +41,13 @@ fn main() -> ExitCode {
     };
     runtime::init_logging(cli.verbose, false);
 
-    let cfg = match runtime::load_config(PROG, &cli.config) {
+    let cfg = match runtime::load_config(PROG, &cli.config, cli.verbose) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if cli.verbose {
-        eprintln!(
-            "{PROG}: config {}:\n{}",
-            cli.config.display(),
-            cfg.describe()
-        );
-    }
 
     let verbose = cli.verbose;
-    let opts = PublishOptions {
-        window: cli.window,
-        retries: cli.retries,
-        connect_timeout: cli.connect_timeout,
-        confirm_timeout: cli.confirm_timeout,
-        heartbeat: Duration::from_secs(u64::from(cli.heartbeat)),
-        notices: Some(runtime::print_notices(PROG, verbose)),
-        ..PublishOptions::default()
-    };
+    let opts = cli.publish.options(PROG, verbose);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -214,5 +173,37 @@ fn read_lines(tx: mpsc::Sender<Vec<u8>>) -> io::Result<u64> {
             return Ok(count);
         }
         count += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser as _};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from(["tstat-rabbit", "-c", "x.ini"]).unwrap();
+        assert_eq!(
+            (
+                c.publish.window.get(),
+                c.publish.retries,
+                c.publish.heartbeat
+            ),
+            (256, 5, 60)
+        );
+        assert!(
+            Cli::try_parse_from(["tstat-rabbit"]).is_err(),
+            "-c is required"
+        );
+        assert!(Cli::try_parse_from(["tstat-rabbit", "-c", "x", "--window", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tstat-rabbit", "-c", "x", "--confirm-timeout", "0"]).is_err()
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! directories, parse, keep the big flows, batch them and publish them with
 //! confirms, then mark each directory `.processed`.
 
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,7 +10,6 @@ use tokio::sync::watch;
 use tstat_transport::cli;
 use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
 use tstat_transport::parse::ParseOptions;
-use tstat_transport::publish::PublishOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
 use tstat_transport::{bytesize, chunk, runtime};
 
@@ -58,7 +56,7 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SETTLE.as_secs())]
     settle: u64,
     /// Keep running: one pass every SECONDS, reusing the connection.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
     watch: Option<Duration>,
     /// Write Prometheus metrics here after every pass (atomically).
     #[arg(long, value_name = "PATH")]
@@ -66,18 +64,8 @@ struct Cli {
     /// Objects per message.
     #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_size: u64,
-    /// Most unconfirmed messages in flight.
-    #[arg(long, value_name = "N", default_value = "256")]
-    window: NonZeroUsize,
-    /// Reconnect-and-resend rounds after a broker failure before giving up.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    retries: u32,
-    /// Seconds allowed to connect to one broker.
-    #[arg(long, value_name = "S", default_value = "10", value_parser = seconds)]
-    connect_timeout: Duration,
-    /// Seconds to wait for a confirm, and for a broker that blocks publishers.
-    #[arg(long, value_name = "S", default_value = "30", value_parser = seconds)]
-    confirm_timeout: Duration,
+    #[command(flatten)]
+    publish: runtime::PublishArgs,
     /// Report each directory and connection.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -93,14 +81,6 @@ struct Cli {
 enum TransportArg {
     Rabbit,
     Stdout,
-}
-
-/// A positive number of seconds, fractions allowed.
-fn seconds(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e7 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!("expected a positive number of seconds, got '{s}'")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -119,26 +99,11 @@ fn main() -> ExitCode {
     let transport = if stdout {
         Transport::Stdout
     } else {
-        let config = match runtime::load_config(PROG, &cli.config) {
+        let config = match runtime::load_config(PROG, &cli.config, cli.verbose) {
             Ok(c) => c,
             Err(code) => return code,
         };
-        if cli.verbose {
-            eprintln!(
-                "{PROG}: config {}:\n{}",
-                cli.config.display(),
-                config.describe()
-            );
-        }
-        let verbose = cli.verbose;
-        let publish = PublishOptions {
-            window: cli.window,
-            retries: cli.retries,
-            connect_timeout: cli.connect_timeout,
-            confirm_timeout: cli.confirm_timeout,
-            notices: Some(runtime::print_notices(PROG, verbose)),
-            ..PublishOptions::default()
-        };
+        let publish = cli.publish.options(PROG, cli.verbose);
         Transport::Rabbit {
             config: Box::new(config),
             publish,
@@ -216,4 +181,47 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser as _};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from(["tstat_send", "-d", "r"]).unwrap();
+        assert_eq!(
+            (c.bytes, c.settle, c.publish.window.get()),
+            (None, 7200, 256)
+        );
+        assert_eq!(c.config, PathBuf::from("./config.ini"));
+        let c = Cli::try_parse_from([
+            "tstat_send",
+            "-d",
+            "r",
+            "-N",
+            "-s",
+            "--watch",
+            "0.5",
+            "--confirm-timeout",
+            "3",
+        ])
+        .unwrap();
+        assert!(c.no_transport && c.single);
+        assert_eq!(
+            (c.watch, c.publish.confirm_timeout),
+            (Some(Duration::from_millis(500)), Duration::from_secs(3))
+        );
+        assert!(
+            Cli::try_parse_from(["tstat_send"]).is_err(),
+            "-d is required"
+        );
+        assert!(Cli::try_parse_from(["tstat_send", "-d", "r", "--watch", "-1"]).is_err());
+    }
 }
