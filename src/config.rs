@@ -72,6 +72,9 @@ pub struct TlsOptions {
 pub enum QueueArg {
     /// A value that parsed as an integer.
     Int(i64),
+    /// `true` or `false` (any case): RabbitMQ wants booleans for arguments
+    /// such as `x-single-active-consumer`.
+    Bool(bool),
     /// Anything else.
     Str(String),
 }
@@ -175,6 +178,7 @@ impl fmt::Display for QueueArg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             QueueArg::Int(n) => write!(f, "{n}"),
+            QueueArg::Bool(b) => write!(f, "{b}"),
             QueueArg::Str(s) => f.write_str(s),
         }
     }
@@ -909,6 +913,8 @@ fn queue_options(sec: &Section, rep: &mut Report<'_>) -> QueueOptions {
         }
         let arg = match value.parse::<i64>() {
             Ok(n) => QueueArg::Int(n),
+            Err(_) if value.eq_ignore_ascii_case("true") => QueueArg::Bool(true),
+            Err(_) if value.eq_ignore_ascii_case("false") => QueueArg::Bool(false),
             Err(_) => QueueArg::Str(value.clone()),
         };
         opts.arguments.push((key.clone(), arg));
@@ -1431,11 +1437,25 @@ cert_reqs = CERT_SOMETIMES
     }
 
     #[test]
+    fn boolean_queue_arguments_are_booleans() {
+        let c = ok(&base(
+            "[rabbit_queue_options]\nx-single-active-consumer = True\nx-other = false\n",
+        ));
+        assert_eq!(
+            c.config.queue_options.arguments,
+            vec![
+                ("x-single-active-consumer".into(), QueueArg::Bool(true)),
+                ("x-other".into(), QueueArg::Bool(false)),
+            ]
+        );
+    }
+
+    #[test]
     fn queue_argument_without_x_prefix_is_kept_with_a_warning() {
         let c = ok(&base("[rabbit_queue_options]\ndurabel = true\n"));
         assert_eq!(
             c.config.queue_options.arguments,
-            vec![("durabel".into(), QueueArg::Str("true".into()))]
+            vec![("durabel".into(), QueueArg::Bool(true))]
         );
         assert_eq!(c.warnings.len(), 1);
         assert!(

@@ -443,6 +443,34 @@ fn quorum_queue_is_declared_from_queue_options() {
     assert_exit(&run(&cfg, &[], b"[3]\n"), 0);
 }
 
+/// RabbitMQ refuses x-single-active-consumer unless it is a boolean
+/// (regression: `true` was sent as a string).
+#[test]
+fn boolean_queue_argument_is_accepted_by_the_broker() {
+    let node = node();
+    let queue = unique("sac");
+    let s = Scratch::new();
+    let cfg = s.write(
+        "config.ini",
+        &node.config(
+            &queue,
+            "[rabbit_queue_options]\ndurable = true\nx-single-active-consumer = true\n",
+        ),
+    );
+    let out = run(&cfg, &[], b"[1]\n");
+    assert_exit(&out, 0);
+    let rows = node.list_queues(&["name", "arguments"]);
+    let row = rows
+        .iter()
+        .find(|r| r.first() == Some(&queue))
+        .unwrap_or_else(|| panic!("queue {queue} not listed: {rows:?}"));
+    assert!(
+        row[1].contains("x-single-active-consumer") && row[1].contains("true"),
+        "{row:?}"
+    );
+    assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 1);
+}
+
 #[test]
 fn durable_mismatch_is_explained_with_the_config_fix() {
     let node = node();

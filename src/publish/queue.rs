@@ -177,6 +177,7 @@ pub(crate) fn arguments(opts: &QueueOptions) -> FieldTable {
     for (key, value) in &opts.arguments {
         let value = match value {
             QueueArg::Int(i) => AMQPValue::LongLongInt(*i),
+            QueueArg::Bool(b) => AMQPValue::Boolean(*b),
             QueueArg::Str(s) => AMQPValue::LongString(s.as_str().into()),
         };
         table.insert(key.as_str().into(), value);
