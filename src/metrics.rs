@@ -5,21 +5,13 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::send::Summary;
+
 /// Counters of a tstat_send process, cumulative over its passes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
-    /// Directories shipped and marked `.processed`.
-    pub directories: u64,
-    /// Data rows read.
-    pub rows: u64,
-    /// Rows skipped as malformed plus directions dropped.
-    pub skipped: u64,
-    /// Flow documents kept.
-    pub flows: u64,
-    /// Messages confirmed by the broker (or printed with `-N`).
-    pub messages: u64,
-    /// Bytes of those messages.
-    pub bytes: u64,
+    /// Directories, rows, skips, flows, messages and bytes so far.
+    pub totals: Summary,
     /// Failed passes or directories.
     pub errors: u64,
     /// Seconds the last pass took.
@@ -41,37 +33,37 @@ impl Metrics {
             "directories_total",
             "counter",
             "Tstat directories shipped and marked processed.",
-            self.directories.to_string(),
+            self.totals.directories.to_string(),
         );
         put(
             "rows_total",
             "counter",
             "Log rows read.",
-            self.rows.to_string(),
+            self.totals.rows.to_string(),
         );
         put(
             "rows_skipped_total",
             "counter",
             "Malformed rows skipped and flow directions dropped.",
-            self.skipped.to_string(),
+            self.totals.skipped.to_string(),
         );
         put(
             "flows_total",
             "counter",
             "Flow documents at or above the byte threshold.",
-            self.flows.to_string(),
+            self.totals.flows.to_string(),
         );
         put(
             "messages_total",
             "counter",
             "Messages confirmed by the broker.",
-            self.messages.to_string(),
+            self.totals.messages.to_string(),
         );
         put(
             "bytes_total",
             "counter",
             "Bytes of confirmed message bodies.",
-            self.bytes.to_string(),
+            self.totals.bytes.to_string(),
         );
         put(
             "errors_total",
@@ -130,8 +122,11 @@ mod tests {
     #[test]
     fn renders_every_metric_with_type() {
         let m = Metrics {
-            directories: 2,
-            messages: 26,
+            totals: Summary {
+                directories: 2,
+                messages: 26,
+                ..Default::default()
+            },
             last_success: 1.5,
             ..Default::default()
         };

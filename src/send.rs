@@ -113,8 +113,8 @@ impl SendError {
     }
 }
 
-/// Totals of a run for the summary line.
-#[derive(Clone, Debug, Default)]
+/// Totals of a run for the summary line and the metrics file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Directories finished (marked, or printed with `-N`).
     pub directories: u64,
@@ -232,13 +232,7 @@ impl Sender {
         let Some(path) = &self.opts.metrics_file else {
             return Ok(());
         };
-        let s = &self.summary;
-        self.metrics.directories = s.directories;
-        self.metrics.rows = s.rows;
-        self.metrics.skipped = s.skipped;
-        self.metrics.flows = s.flows;
-        self.metrics.messages = s.messages;
-        self.metrics.bytes = s.bytes;
+        self.metrics.totals = self.summary.clone();
         self.metrics.write(path).map_err(|source| SendError::Io {
             what: format!("writing metrics file {}", path.display()),
             source,
