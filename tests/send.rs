@@ -1184,6 +1184,58 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
     );
 }
 
+/// `--watch` keeps its connection between passes; when the broker restarts
+/// in between, the next directory is still shipped over a new connection.
+#[test]
+fn watch_survives_a_broker_restart_between_passes() {
+    let mut node = RabbitNode::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let staging = tempfile::tempdir().expect("tempdir");
+    let old = Some(Duration::from_secs(3 * 3600));
+    copy_dir(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
+    let work = tempfile::tempdir().expect("tempdir");
+    let queue = unique("send_watch_restart");
+    let cfg = write_config(work.path(), &node, &queue);
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let mut args = vec!["-d", r, "-c", c, "--all", "--watch", "1", "-q"];
+    args.extend(GOLDEN_FLAGS);
+    let mut run = Spawned::start(SEND, &args);
+    wait_until(
+        "the first directory marked",
+        Duration::from_secs(60),
+        || is_marked(&root.path().join(DIR0)),
+    );
+    node.stop_app();
+    node.start_app();
+    let staged = staging.path().join(DIR1);
+    copy_dir(&format!("synthetic/{DIR1}"), &staged, old);
+    fs::rename(&staged, root.path().join(DIR1)).expect("move the directory in");
+    wait_until(
+        "the second directory marked after the restart",
+        Duration::from_secs(90),
+        || is_marked(&root.path().join(DIR1)),
+    );
+    assert!(
+        run.running(),
+        "--watch keeps running after the broker restart"
+    );
+    run.term();
+    let (st, err) = run.wait(Duration::from_secs(40));
+    assert_eq!(st.code(), Some(143), "stderr:\n{err}");
+    // Durable queue, persistent messages: both directories are there once.
+    let got = consume_all(&node, &queue);
+    let (unique_msgs, dups) = dedup(&got);
+    assert_eq!(dups, 0, "nothing was sent twice");
+    assert_docs(
+        &flatten(unique_msgs.iter().map(|(_, _, b)| b.as_slice())),
+        &golden_docs(),
+        "flows after the restart",
+    );
+}
+
 #[test]
 fn metrics_file_is_prometheus_text_with_the_run_counters() {
     let node = shared_node();
