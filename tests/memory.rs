@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
 const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
+const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 
 /// SPEC §10: peak RSS ≤ 32 MB for any directory size.
 const RSS_LIMIT_KIB: u64 = 32 * 1024;
@@ -247,6 +248,28 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
     assert_eq!(arrays, docs.div_ceil(100), "arrays of 100 documents");
     assert_bounded(&parse, "tstat-parse --bytes 0");
     assert_bounded(&chunk, "tstat-chunk");
+
+    // The driver's parse → chunk path (-N prints the arrays, marks nothing).
+    let root_s = root.to_str().unwrap().to_string();
+    let mut send = Measured::spawn(
+        tmp.path(),
+        "send-N",
+        SEND,
+        &[
+            "-N", "-q", "--all", "--bytes", "0", "-S", "s", "-d", &root_s,
+        ],
+        Stdio::null(),
+    );
+    let send_out = send.take_stdout();
+    let sink = thread::spawn(move || count_lines(send_out, None));
+    wait_all(&mut [&mut send], limit);
+    assert_ok(&send);
+    assert_eq!(
+        sink.join().unwrap().unwrap(),
+        arrays,
+        "tstat_send -N gives the same arrays"
+    );
+    assert_bounded(&send, "tstat_send -N");
 
     // Filter path: only the elephants' big directions come out.
     let mut parse = Measured::spawn(
