@@ -16,16 +16,15 @@ mod gentree;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::rabbit::{RabbitNode, Received, run_with_deadline, wait_until};
+use common::rabbit::{RabbitNode, Received, run_with_deadline, spawn, wait_until};
 use futures_lite::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -336,95 +335,6 @@ fn dedup(msgs: &[Received]) -> (Vec<(String, u64, Vec<u8>)>, usize) {
     let dups = seen.values().filter(|&&c| c > 1).count();
     let list = by_id.into_iter().map(|((d, i), b)| (d, i, b)).collect();
     (list, dups)
-}
-
-/// A process whose stderr is collected as it comes, so a test can wait for
-/// a line in it.
-struct Spawned {
-    child: Child,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    reader: Option<thread::JoinHandle<()>>,
-}
-
-impl Spawned {
-    fn start(program: &str, args: &[&str]) -> Spawned {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let reader = child.stderr.take().map(|mut s| {
-            let sink = stderr.clone();
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut v) = sink.lock() {
-                        v.extend_from_slice(&buf[..n]);
-                    }
-                }
-            })
-        });
-        Spawned {
-            child,
-            stderr,
-            reader,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        text(&self.stderr.lock().map(|v| v.clone()).unwrap_or_default())
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Sends SIGTERM to this process only.
-    fn term(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the exit, killing it (and failing) after `deadline`.
-    fn wait(mut self, deadline: Duration) -> (ExitStatus, String) {
-        let end = Instant::now() + deadline;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!(
-                        "still running after {deadline:?}; stderr:\n{}",
-                        self.stderr()
-                    );
-                }
-            }
-        };
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        (status, self.stderr())
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The count in a `.progress` file (0 when missing or being replaced).
@@ -764,7 +674,7 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         ],
     ]
     .concat();
-    let run1 = Spawned::start(SEND, &publish);
+    let run1 = spawn(SEND, &publish, None);
     // Stop the broker once some messages are confirmed (so queued).
     wait_until(
         "the first confirms (.progress > 0)",
@@ -845,7 +755,7 @@ fn unreachable_broker_with_a_large_directory_fails_instead_of_hanging() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let run = Spawned::start(
+    let run = spawn(
         SEND,
         &[
             "-d",
@@ -861,6 +771,7 @@ fn unreachable_broker_with_a_large_directory_fails_instead_of_hanging() {
             "--connect-timeout",
             "2",
         ],
+        None,
     );
     let (st, err) = run.wait(Duration::from_secs(60));
     assert_eq!(st.code(), Some(1), "stderr:\n{err}");
@@ -904,7 +815,7 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
         &["-c", c, "-q", "--window", &w, "--confirm-timeout", "5"],
     ]
     .concat();
-    let mut run1 = Spawned::start(SEND, &args);
+    let mut run1 = spawn(SEND, &args, None);
     wait_until(
         "the first confirms (.progress > 0)",
         Duration::from_secs(60),
@@ -958,11 +869,11 @@ fn sigterm_while_blocked_exits_143_and_next_run_completes() {
 
     // Publishing blocks under a memory alarm: the run is caught mid-directory.
     node.set_memory_alarm();
-    let run1 = Spawned::start(SEND, &args);
+    let run1 = spawn(SEND, &args, None);
     wait_until(
         "tstat_send to report the blocked broker",
         Duration::from_secs(60),
-        || run1.stderr().contains("blocking publishers"),
+        || run1.stderr_so_far().contains("blocking publishers"),
     );
     let signalled = Instant::now();
     run1.term();
@@ -1133,7 +1044,7 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
         })
     };
 
-    let run = Spawned::start(SEND, &args);
+    let run = spawn(SEND, &args, None);
     wait_until(
         "the first directory marked",
         Duration::from_secs(60),
@@ -1202,7 +1113,7 @@ fn watch_survives_a_broker_restart_between_passes() {
     );
     let mut args = vec!["-d", r, "-c", c, "--all", "--watch", "1", "-q"];
     args.extend(GOLDEN_FLAGS);
-    let mut run = Spawned::start(SEND, &args);
+    let mut run = spawn(SEND, &args, None);
     wait_until(
         "the first directory marked",
         Duration::from_secs(60),

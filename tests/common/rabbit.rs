@@ -656,7 +656,7 @@ pub fn run_with_deadline(
     })
 }
 
-/// A running tstat-rabbit (for tests that act on the broker meanwhile).
+/// A running program (for tests that act on the broker meanwhile).
 pub struct Running {
     /// The process.
     pub child: Child,
@@ -683,7 +683,7 @@ impl Running {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     panic!(
-                        "tstat-rabbit still running after {deadline:?}; stderr:\n{}",
+                        "still running after {deadline:?}; stderr:\n{}",
                         self.stderr_so_far()
                     );
                 }
@@ -694,22 +694,56 @@ impl Running {
         }
         (status, self.stderr_so_far())
     }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM to this process only.
+    pub fn term(&self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -TERM failed");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// Starts `program args…` with `stdin` fed from a thread; stderr is
 /// collected as it comes so a test can poll it.
 pub fn spawn_with_stdin(program: &str, args: &[&str], stdin: Vec<u8>) -> Running {
+    spawn(program, args, Some(stdin))
+}
+
+/// Starts `program args…` (stdin from `input`, or none); stderr is collected
+/// as it comes so a test can poll it. The process is killed if the
+/// `Running` is dropped while it still runs.
+pub fn spawn(program: &str, args: &[&str], input: Option<Vec<u8>>) -> Running {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tstat-rabbit");
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     let mut readers = Vec::new();
-    if let Some(mut pipe) = child.stdin.take() {
+    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), input) {
         readers.push(thread::spawn(move || {
-            let _ = pipe.write_all(&stdin);
+            let _ = pipe.write_all(&input);
         }));
     }
     let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
