@@ -131,16 +131,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The one summary line of SPEC §8.5.
-    pub fn line(&self, secs: f64) -> String {
+    /// The one summary line of SPEC §8.5; `printed` for `-N`, where
+    /// messages are printed rather than confirmed.
+    pub fn line(&self, secs: f64, printed: bool) -> String {
         format!(
-            "{} director{}, {} rows read, {} rows skipped, {} flows kept, {} messages confirmed, {:.1} MB, {:.1} s",
+            "{} director{}, {} rows read, {} rows skipped, {} flows kept, {} messages {}, {:.1} MB, {:.1} s",
             self.directories,
             if self.directories == 1 { "y" } else { "ies" },
             self.rows,
             self.skipped,
             self.flows,
             self.messages,
+            if printed { "printed" } else { "confirmed" },
             self.bytes as f64 / 1e6,
             secs
         )
@@ -527,4 +529,26 @@ async fn print_all(
         source,
     })?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_names_what_happened_to_the_messages() {
+        let s = Summary {
+            directories: 1,
+            rows: 10,
+            skipped: 1,
+            flows: 18,
+            messages: 1,
+            bytes: 2_500_000,
+        };
+        assert_eq!(
+            s.line(0.25, false),
+            "1 directory, 10 rows read, 1 rows skipped, 18 flows kept, 1 messages confirmed, 2.5 MB, 0.2 s"
+        );
+        assert!(s.line(0.25, true).contains("1 messages printed"));
+    }
 }

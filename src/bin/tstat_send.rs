@@ -163,7 +163,10 @@ fn main() -> ExitCode {
             None
         };
         if !quiet {
-            eprintln!("{PROG}: {}", summary.line(started.elapsed().as_secs_f64()));
+            eprintln!(
+                "{PROG}: {}",
+                summary.line(started.elapsed().as_secs_f64(), stdout)
+            );
         }
         match result {
             Ok(()) => match signal {
