@@ -453,14 +453,28 @@ impl Parser {
     /// Parses a log from any reader; `name` is used in messages.
     pub fn parse_reader<R: Read, S: FlowSink>(
         &mut self,
+        reader: R,
+        name: &str,
+        proto: Protocol,
+        sink: &mut S,
+    ) -> Result<FileStats, ParseError> {
+        // The read buffer is kept for the next file, whatever happens.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = self.read_lines(reader, &mut buf, name, proto, sink);
+        self.buf = buf;
+        result
+    }
+
+    fn read_lines<R: Read, S: FlowSink>(
+        &mut self,
         mut reader: R,
+        buf: &mut Vec<u8>,
         name: &str,
         proto: Protocol,
         sink: &mut S,
     ) -> Result<FileStats, ParseError> {
         let mut stats = FileStats::default();
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
         let mut header: Option<Header> = None;
         let mut lineno: u64 = 0;
         let mut start = 0usize;
@@ -468,7 +482,7 @@ impl Parser {
         let mut eof = false;
         let mut read_error: Option<io::Error> = None;
         let mut pool: Option<Pool> = None;
-        let result = loop {
+        loop {
             // Refill: keep the unfinished line, read more after it.
             if start > 0 {
                 buf.drain(..start);
@@ -499,25 +513,20 @@ impl Parser {
                 pool = Some(Pool::new(self, h, name, proto));
             }
             let mut pos = 0usize;
+            let last_nl = memchr::memrchr(b'\n', buf);
             // One check for the whole chunk; lines are checked one by one
             // only when it holds invalid bytes somewhere.
-            let utf8 = memchr::memrchr(b'\n', &buf)
-                .is_none_or(|end| std::str::from_utf8(&buf[..end]).is_ok());
+            let utf8 = last_nl.is_none_or(|end| std::str::from_utf8(&buf[..end]).is_ok());
             if let Some(p) = pool.as_mut()
                 && !discarding
-                && let Some(end) = memchr::memrchr(b'\n', &buf)
+                && let Some(end) = last_nl
             {
                 let region = &buf[..=end];
                 let first = lineno + 1;
                 lineno += memchr::memchr_iter(b'\n', region).count() as u64;
                 pos = end + 1;
                 if let Some(done) = p.submit(region, first, utf8) {
-                    let r = self.emit(&done, sink, &mut stats);
-                    p.recycle(done);
-                    if let Err(e) = r {
-                        self.buf = buf;
-                        return Err(e);
-                    }
+                    self.emit(p, done, sink, &mut stats)?;
                 }
             }
             while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
@@ -528,7 +537,7 @@ impl Parser {
                     discarding = false;
                     continue;
                 }
-                if let Err(e) = self.line(
+                self.line(
                     line,
                     utf8,
                     lineno,
@@ -537,10 +546,7 @@ impl Parser {
                     &mut header,
                     &mut stats,
                     sink,
-                ) {
-                    self.buf = buf;
-                    return Err(e);
-                }
+                )?;
             }
             start = pos;
             let pending = buf.len() - start;
@@ -549,12 +555,7 @@ impl Parser {
             {
                 // Keep messages in line order: finish the blocks first.
                 while let Some(done) = p.collect() {
-                    let r = self.emit(&done, sink, &mut stats);
-                    p.recycle(done);
-                    if let Err(e) = r {
-                        self.buf = buf;
-                        return Err(e);
-                    }
+                    self.emit(p, done, sink, &mut stats)?;
                 }
             }
             if eof {
@@ -562,9 +563,9 @@ impl Parser {
                     lineno += 1;
                     if header.is_none() && read_error.is_none() {
                         // A file of just a header without its newline.
-                        let line = buf[start..].to_vec();
-                        if let Err(e) = self.line(
-                            &line,
+                        let line = &buf[start..];
+                        self.line(
+                            line,
                             false,
                             lineno,
                             name,
@@ -572,10 +573,7 @@ impl Parser {
                             &mut header,
                             &mut stats,
                             sink,
-                        ) {
-                            self.buf = buf;
-                            return Err(e);
-                        }
+                        )?;
                     } else {
                         self.skip(
                             name,
@@ -585,7 +583,7 @@ impl Parser {
                         );
                     }
                 }
-                break Ok(());
+                break;
             }
             if pending > MAX_LINE {
                 if !discarding {
@@ -595,9 +593,7 @@ impl Parser {
                 discarding = true;
                 buf.truncate(start);
             }
-        };
-        self.buf = buf;
-        result?;
+        }
         if let Some(e) = read_error {
             let msg = if e.kind() == io::ErrorKind::UnexpectedEof {
                 format!(
@@ -614,10 +610,7 @@ impl Parser {
                 msg,
             });
         }
-        if header.is_none() {
-            // Empty file: nothing to do, not an error (Tstat creates logs empty).
-            return Ok(stats);
-        }
+        // An empty file is no error: Tstat creates its logs empty.
         Ok(stats)
     }
 
@@ -645,17 +638,19 @@ impl Parser {
         }
     }
 
-    /// Hands a finished block's documents, messages and counts on, in order.
+    /// Hands a finished block's documents, messages and counts on, in order,
+    /// and gives its buffers back to the pool.
     fn emit<S: FlowSink>(
         &self,
-        done: &Done,
+        pool: &mut Pool,
+        done: Done,
         sink: &mut S,
         stats: &mut FileStats,
     ) -> Result<(), ParseError> {
         for m in &done.messages {
             eprintln!("{m}");
         }
-        sink.flows(&done.out).map_err(ParseError::Output)?;
+        let written = sink.flows(&done.out).map_err(ParseError::Output);
         stats.rows += done.stats.rows;
         stats.flows += done.stats.flows;
         stats.skipped_rows += done.stats.skipped_rows;
@@ -663,7 +658,8 @@ impl Parser {
         if stats.first_problem_line.is_none() {
             stats.first_problem_line = done.stats.first_problem_line;
         }
-        Ok(())
+        pool.recycle(done);
+        written
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -821,22 +817,7 @@ impl Parser {
                 let bits = flow::times8(bytes)?;
                 doc.extend_from_slice(DOC_HEAD);
                 flow::write_rounded(doc, secs, 2)?;
-                doc.extend_from_slice(b",\"num_bits\":");
-                flow::write_num(doc, bits).then_some(())?;
-                doc.extend_from_slice(b",\"num_packets\":");
-                flow::write_num(doc, pkts).then_some(())?;
-                doc.extend_from_slice(b",\"bits_per_second\":");
-                let rate = |doc: &mut Vec<u8>, x: Num| -> Option<()> {
-                    if durat.is_zero() {
-                        doc.push(b'0');
-                    } else {
-                        flow::write_rounded(doc, x.as_f64() / secs, 2)?;
-                    }
-                    Some(())
-                };
-                rate(doc, bits)?;
-                doc.extend_from_slice(b",\"packets_per_second\":");
-                rate(doc, pkts)?;
+                write_counts(doc, durat, Num::Float(secs), bits, pkts)?;
                 for (key, col, extra) in &me.fields {
                     let (col, extra) = (*col, *extra);
                     doc.extend_from_slice(key);
@@ -977,25 +958,11 @@ impl Parser {
                 };
                 let duration = flow::round2(secs);
                 let bits = flow::times8(bytes)?;
-                let rate = |x: Num| -> Option<Num> {
-                    if durat.is_zero() {
-                        Some(Num::Int(0))
-                    } else {
-                        Some(Num::Float(flow::round_to(flow::div(x, secs)?, 2)))
-                    }
-                };
                 let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
                 let end = flow::trunc(flow::add(Num::Int(start), duration))?;
                 doc.extend_from_slice(DOC_HEAD);
                 flow::write_num(doc, duration).then_some(())?;
-                doc.extend_from_slice(b",\"num_bits\":");
-                flow::write_num(doc, bits).then_some(())?;
-                doc.extend_from_slice(b",\"num_packets\":");
-                flow::write_num(doc, pkts).then_some(())?;
-                doc.extend_from_slice(b",\"bits_per_second\":");
-                flow::write_num(doc, rate(bits)?).then_some(())?;
-                doc.extend_from_slice(b",\"packets_per_second\":");
-                flow::write_num(doc, rate(pkts)?).then_some(())?;
+                write_counts(doc, durat, secs, bits, pkts)?;
                 let ends = ((me.ip, me.port), (other.ip, other.port));
                 self.finish_doc(doc, row, ends, &self.tail_udp, start, end)
             })();
@@ -1003,6 +970,27 @@ impl Parser {
         }
         Ok(())
     }
+}
+
+/// Writes `num_bits` … `packets_per_second` of a document: the rates are
+/// `round(x / secs, 2)`, or the integer 0 when the duration column is zero.
+fn write_counts(doc: &mut Vec<u8>, durat: Num, secs: Num, bits: Num, pkts: Num) -> Option<()> {
+    doc.extend_from_slice(b",\"num_bits\":");
+    flow::write_num(doc, bits).then_some(())?;
+    doc.extend_from_slice(b",\"num_packets\":");
+    flow::write_num(doc, pkts).then_some(())?;
+    for (key, x) in [
+        (&b",\"bits_per_second\":"[..], bits),
+        (&b",\"packets_per_second\":"[..], pkts),
+    ] {
+        doc.extend_from_slice(key);
+        if durat.is_zero() {
+            doc.push(b'0');
+        } else {
+            flow::write_rounded(doc, flow::div(x, secs)?, 2)?;
+        }
+    }
+    Some(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
