@@ -8,8 +8,6 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
@@ -287,23 +285,22 @@ impl Sender {
             .unwrap_or_default();
         tracing::info!("{}: shipping", dir.display());
         let bar = self.progress_bar(&name);
-        let produced = Arc::new(AtomicU64::new(0));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
         let producer = {
             let dir = dir.to_path_buf();
             let opts = self.opts.parse.clone();
             let (size, max) = (self.opts.chunk_size, self.opts.max_bytes);
-            let produced = produced.clone();
             let bar = bar.clone();
             std::thread::Builder::new()
                 .name("parse".into())
-                .spawn(move || produce(&dir, opts, size, max, tx, &produced, bar.as_ref()))
+                .spawn(move || produce(&dir, opts, size, max, tx, bar.as_ref()))
                 .map_err(|source| SendError::Io {
                     what: "starting the parser thread".into(),
                     source,
                 })?
         };
         let first = rx.recv().await;
+        let had_data = first.is_some();
         let outcome = match (&self.transport, first) {
             (_, None) => Ok(PublishOutcome {
                 messages: 0,
@@ -404,9 +401,7 @@ impl Sender {
             );
         }
         self.summary.directories += 1;
-        Ok(DirResult::Done {
-            had_data: produced.load(Ordering::Relaxed) > 0,
-        })
+        Ok(DirResult::Done { had_data })
     }
 
     fn progress_bar(&self, name: &str) -> Option<indicatif::ProgressBar> {
@@ -456,14 +451,12 @@ fn produce(
     size: usize,
     max_bytes: usize,
     tx: mpsc::Sender<Vec<u8>>,
-    produced: &AtomicU64,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Produced {
     let mut parser = Parser::new(opts);
     let mut chunker = Chunker::new(size, max_bytes, |a: &[u8]| {
         tx.blocking_send(a.to_vec())
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the publisher stopped"))?;
-        produced.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = bar {
             b.inc(1);
         }
