@@ -40,6 +40,8 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
     let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
     let mut line = Vec::with_capacity(4096);
     let mut lineno = 0u64;
+    // A data error ends the input; what came before is still written.
+    let mut bad_line: Option<String> = None;
     loop {
         line.clear();
         if input
@@ -50,31 +52,32 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
             break;
         }
         lineno += 1;
-        let doc = match chunk::check_object(&line) {
-            Ok(d) => d,
+        let pushed = match chunk::check_object(&line) {
+            Ok(doc) => chunker.push(doc),
             Err(why) => {
-                chunker.flush()?;
-                drop(chunker);
-                out.flush()?;
-                cli::error(PROG, format!("stdin: line {lineno}: {why}"));
-                return Ok(ExitCode::from(cli::EXIT_FAILURE));
+                bad_line = Some(why);
+                break;
             }
         };
-        if let Err(e) = chunker.push(doc) {
-            if e.kind() == io::ErrorKind::InvalidData {
-                chunker.flush()?;
-                drop(chunker);
-                out.flush()?;
-                cli::error(PROG, format!("stdin: line {lineno}: {e}"));
-                return Ok(ExitCode::from(cli::EXIT_FAILURE));
+        match pushed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                bad_line = Some(e.to_string());
+                break;
             }
-            return Err(e.into());
+            Err(e) => return Err(e.into()),
         }
     }
     chunker.flush()?;
     drop(chunker);
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match bad_line {
+        Some(why) => {
+            cli::error(PROG, format!("stdin: line {lineno}: {why}"));
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+        None => ExitCode::SUCCESS,
+    })
 }
 
 #[cfg(test)]
