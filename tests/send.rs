@@ -633,7 +633,10 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let window = 16usize;
+    // Small messages and a small window keep the run long enough (many
+    // confirm round trips) for `stop_app`, which takes a second or two to
+    // act, to land while it publishes.
+    let window = 4usize;
     let common = [
         "-d",
         r,
@@ -643,7 +646,7 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         "-S",
         "s",
         "--chunk-size",
-        "20",
+        "5",
     ];
 
     // What must arrive: the arrays of -N, in order.
