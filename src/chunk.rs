@@ -11,8 +11,9 @@ pub const DEFAULT_SIZE: usize = 100;
 /// Default largest array in bytes (8 MiB).
 pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 
-/// Groups documents into arrays and hands each finished array to `emit`.
-pub struct Chunker<F: FnMut(&[u8]) -> io::Result<()>> {
+/// Groups documents into arrays and hands each finished array, with the
+/// number of documents in it, to `emit`.
+pub struct Chunker<F: FnMut(&[u8], usize) -> io::Result<()>> {
     size: usize,
     max_bytes: usize,
     buf: Vec<u8>,
@@ -30,7 +31,7 @@ pub struct TooLarge {
     pub max: usize,
 }
 
-impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
+impl<F: FnMut(&[u8], usize) -> io::Result<()>> Chunker<F> {
     /// A chunker with `size` ≥ 1 elements and `max_bytes` per array.
     pub fn new(size: usize, max_bytes: usize, emit: F) -> Self {
         Chunker {
@@ -71,7 +72,7 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
             return Ok(());
         }
         self.buf.push(b']');
-        let r = (self.emit)(&self.buf);
+        let r = (self.emit)(&self.buf, self.count);
         self.buf.clear();
         self.count = 0;
         r
@@ -83,7 +84,7 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
     }
 }
 
-impl<F: FnMut(&[u8]) -> io::Result<()>> FlowSink for Chunker<F> {
+impl<F: FnMut(&[u8], usize) -> io::Result<()>> FlowSink for Chunker<F> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
         self.push(doc)
     }
@@ -114,7 +115,7 @@ mod tests {
 
     fn run(docs: &[&str], size: usize, max: usize) -> Vec<String> {
         let mut out = Vec::new();
-        let mut c = Chunker::new(size, max, |a: &[u8]| {
+        let mut c = Chunker::new(size, max, |a: &[u8], _n: usize| {
             out.push(String::from_utf8(a.to_vec()).unwrap());
             Ok(())
         });

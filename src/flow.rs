@@ -5,6 +5,10 @@
 
 use std::io::Write;
 
+/// Version of the flow document layout. It is one of the settings in the
+/// progress record (SPEC §8.7): a changed layout never resumes an old count.
+pub const DOCUMENT_VERSION: u32 = 1;
+
 /// A raw field after the reference's cast: an integer, a float rounded to 3
 /// decimals, or the string itself (e.g. `-`).
 #[derive(Clone, Copy, Debug, PartialEq)]

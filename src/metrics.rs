@@ -2,7 +2,7 @@
 //! text exposition format for node_exporter's textfile collector, replaced
 //! atomically so a scrape never sees half a file.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::send::Summary;
@@ -95,23 +95,10 @@ impl Metrics {
             .and_then(|v| v.trim().parse().ok())
     }
 
-    /// Writes the file atomically: a temporary file beside it, then rename.
+    /// Writes the file atomically and durably (node_exporter runs as
+    /// another user, so it is made readable: 0644).
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tstat_send-metrics")
-            .tempfile_in(dir)?;
-        tmp.write_all(self.render().as_bytes())?;
-        tmp.as_file().sync_all()?;
-        // node_exporter runs as another user: the file must be readable.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::durable::atomic_write(path, self.render().as_bytes(), Some(0o644))
     }
 }
 

@@ -337,12 +337,10 @@ fn dedup(msgs: &[Received]) -> (Vec<(String, u64, Vec<u8>)>, usize) {
     (list, dups)
 }
 
-/// The count in a `.progress` file (0 when missing or being replaced).
+/// The confirmed count in a `.progress` record (0 when missing or being
+/// replaced).
 fn progress_count(dir: &Path) -> u64 {
-    fs::read_to_string(dir.join(".progress"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
+    common::rabbit::confirmed_count(&dir.join(".progress"))
 }
 
 // ---------------------------------------------------------------------------

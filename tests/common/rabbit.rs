@@ -782,3 +782,13 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The confirmed count in a progress record (0 when missing or being
+/// replaced).
+pub fn confirmed_count(path: &Path) -> u64 {
+    fs::read(path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["confirmed"].as_u64())
+        .unwrap_or(0)
+}
