@@ -9,7 +9,6 @@ mod common;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
