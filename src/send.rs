@@ -206,7 +206,16 @@ impl Sender {
                 }
                 Err(_) => self.metrics.errors += 1,
             }
-            self.write_metrics()?;
+            // A metrics problem is reported, but a failed pass decides the
+            // outcome: its cause is what the operator must see.
+            let result = match (self.write_metrics(), result) {
+                (Ok(()), r) => r,
+                (Err(m), Ok(())) => Err(m),
+                (Err(m), Err(e)) => {
+                    cli::error(self.opts.prog, m);
+                    Err(e)
+                }
+            };
             let Some(interval) = self.opts.watch else {
                 return result;
             };

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::flows::{consume_all, dedup, flatten, queue_len};
+use common::flows::{consume_all, dedup, flatten, published_so_far, queue_len};
 use common::rabbit::{RabbitNode, Received, confirmed_count, run_with_deadline, spawn, wait_until};
 use serde_json::Value;
 
@@ -78,10 +78,14 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
-/// The flows `tstat-parse -b 0 -S s` gives for `dir`.
+/// The flows `tstat-parse -S s` gives for `dir` (`-b 0` unless `extra`
+/// sets the threshold).
 fn parsed(dir: &Path, extra: &[&str]) -> Vec<Value> {
     let d = dir.to_str().expect("utf-8");
-    let mut args = vec!["-b", "0", "-S", "s"];
+    let mut args = vec!["-S", "s"];
+    if !extra.contains(&"-b") {
+        args.extend(["-b", "0"]);
+    }
     args.extend_from_slice(extra);
     args.push(d);
     let out = run(PARSE, &args);
@@ -127,21 +131,17 @@ fn truncated_tree(root: &Path) -> Vec<u8> {
 }
 
 /// Flags that shape the stream in the truncated-log tests.
-const FLAGS: [&str; 8] = [
-    "--all",
-    "-b",
-    "0",
-    "-S",
-    "s",
-    "--chunk-size",
-    "10",
-    "-q",
-];
+const FLAGS: [&str; 8] = ["--all", "-b", "0", "-S", "s", "--chunk-size", "10", "-q"];
 
 /// Runs the first, failing run on the truncated tree and checks it left a
 /// partial record and no marker.
 fn interrupted_by_truncation(root: &Path, cfg: &Path) -> u64 {
-    let mut args = vec!["-d", root.to_str().expect("utf-8"), "-c", cfg.to_str().expect("utf-8")];
+    let mut args = vec![
+        "-d",
+        root.to_str().expect("utf-8"),
+        "-c",
+        cfg.to_str().expect("utf-8"),
+    ];
     args.extend_from_slice(&FLAGS);
     let out = run(SEND, &args);
     assert_status(&out, 1, "run on a truncated .gz");
@@ -167,7 +167,11 @@ fn truncated_gz_completed_later_delivers_every_flow_exactly_once() {
 
     let confirmed = interrupted_by_truncation(root.path(), &cfg);
     let first = consume_all(node, &queue);
-    assert_eq!(first.len() as u64, confirmed, "no partial array after the error");
+    assert_eq!(
+        first.len() as u64,
+        confirmed,
+        "no partial array after the error"
+    );
     let first_flows = flows_of(&first, DIR);
     assert_eq!(first_flows.len() as u64, confirmed * 10, "only full arrays");
     assert_flows(&first_flows, &want[..first_flows.len()], "run 1");
@@ -188,7 +192,11 @@ fn truncated_gz_completed_later_delivers_every_flow_exactly_once() {
 
     let mut all = first;
     all.extend(consume_all(node, &queue));
-    assert_flows(&flows_of(&all, DIR), &want, "every flow once (dedupe by id)");
+    assert_flows(
+        &flows_of(&all, DIR),
+        &want,
+        "every flow once (dedupe by id)",
+    );
 }
 
 #[test]
@@ -210,12 +218,26 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     );
     let base = ["-d", r, "-c", c, "--all", "-q"];
     let variants: [(&[&str], &str); 5] = [
-        (&["-b", "1000", "-S", "s", "--chunk-size", "10"], "threshold"),
+        (
+            &["-b", "1000", "-S", "s", "--chunk-size", "10"],
+            "threshold",
+        ),
         (&["-b", "0", "-S", "s", "--chunk-size", "11"], "chunk_size"),
         (&["-b", "0", "-S", "t", "--chunk-size", "10"], "sensor"),
-        (&["-b", "0", "-S", "s", "--chunk-size", "10", "-I", "7"], "instance"),
         (
-            &["-b", "0", "-S", "s", "--chunk-size", "10", "--legacy-udp-duration"],
+            &["-b", "0", "-S", "s", "--chunk-size", "10", "-I", "7"],
+            "instance",
+        ),
+        (
+            &[
+                "-b",
+                "0",
+                "-S",
+                "s",
+                "--chunk-size",
+                "10",
+                "--legacy-udp-duration",
+            ],
             "legacy_udp_duration",
         ),
     ];
@@ -236,7 +258,10 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
             "{setting}: record untouched"
         );
     }
-    assert_eq!(queue_len(node, &queue) as u64, confirmed_count(&dir.join(".progress")));
+    assert_eq!(
+        queue_len(node, &queue) as u64,
+        confirmed_count(&dir.join(".progress"))
+    );
 
     // Deliberately, with new settings: new ids, every flow.
     let d = dir.to_str().expect("utf-8");
@@ -294,16 +319,30 @@ fn two_runs_at_once_only_one_ships_and_names_the_other() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let args = ["-d", r, "-c", c, "-b", "0", "-S", "s", "-q", "--confirm-timeout", "120"];
+    let args = [
+        "-d",
+        r,
+        "-c",
+        c,
+        "-b",
+        "0",
+        "-S",
+        "s",
+        "-q",
+        "--confirm-timeout",
+        "120",
+    ];
     // The first run is held up by a blocked broker, so it is surely still
     // running when the second starts.
     node.set_memory_alarm();
     let first = spawn(SEND, &args, None);
     let lock = root.path().join(".tstat_send.lock");
     let pid = first.child.id();
-    wait_until("the first run holds the lock", Duration::from_secs(60), || {
-        fs::read_to_string(&lock).is_ok_and(|t| t.contains(&format!("pid {pid} ")))
-    });
+    wait_until(
+        "the first run holds the lock",
+        Duration::from_secs(60),
+        || fs::read_to_string(&lock).is_ok_and(|t| t.contains(&format!("pid {pid} "))),
+    );
     let second = run(SEND, &args);
     assert_status(&second, 75, "second tstat_send");
     let err = text(&second.stderr);
@@ -347,7 +386,8 @@ fn a_tree_the_user_cannot_write_gets_nothing_published() {
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).expect("chmod");
     let root = tmp.path().join("root");
     generated(&root, 1, 500, 9);
-    let mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+    let mode =
+        |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
     let (r, c) = (root.to_str().expect("utf-8"), cfg.to_str().expect("utf-8"));
     let args = ["-d", r, "-c", c, "--all", "-b", "0", "-q"];
 
@@ -356,7 +396,10 @@ fn a_tree_the_user_cannot_write_gets_nothing_published() {
     let out = as_nobody(&args);
     assert_status(&out, 1, "read-only root");
     let err = text(&out.stderr);
-    assert!(err.contains("cannot lock") && err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("cannot lock") && err.contains("Permission denied"),
+        "{err}"
+    );
 
     // The root writable, the directory not: refused before publishing.
     mode(&root, 0o777);
@@ -368,13 +411,16 @@ fn a_tree_the_user_cannot_write_gets_nothing_published() {
         "{err}"
     );
     assert!(err.contains("not marked"), "{err}");
-    let published = node
-        .list_queues(&["name", "messages"])
+    assert_eq!(published(node, &queue), 0, "nothing published");
+}
+
+/// Messages in `queue`, 0 when it was never declared.
+fn published(node: &RabbitNode, queue: &str) -> u64 {
+    node.list_queues(&["name", "messages"])
         .into_iter()
-        .find(|row| row.first() == Some(&queue))
+        .find(|row| row.first().map(String::as_str) == Some(queue))
         .and_then(|row| row.get(1).and_then(|n| n.parse::<u64>().ok()))
-        .unwrap_or(0);
-    assert_eq!(published, 0, "nothing published");
+        .unwrap_or(0)
 }
 
 /// Bytes free on the filesystem of `p`.
@@ -402,7 +448,10 @@ impl SmallFs {
             .arg(d.path())
             .status()
             .expect("mount");
-        assert!(st.success(), "mounting a tmpfs needs root (the tests run as root in CI)");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the tests run as root in CI)"
+        );
         SmallFs(d)
     }
 }
@@ -424,7 +473,20 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
     let want = generated(&root, 1, 1_500, 3);
     let (r, c) = (root.to_str().expect("utf-8"), cfg.to_str().expect("utf-8"));
     let args = [
-        "-d", r, "-c", c, "--all", "-b", "0", "-S", "s", "-q", "--chunk-size", "5", "--window", "4",
+        "-d",
+        r,
+        "-c",
+        c,
+        "--all",
+        "-b",
+        "0",
+        "-S",
+        "s",
+        "-q",
+        "--chunk-size",
+        "5",
+        "--window",
+        "4",
     ];
     let filler = small.0.path().join("filler");
     let fill_leaving = |keep: u64| {
@@ -441,7 +503,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
     let err = text(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
     assert!(!is_marked(&dir));
-    assert_eq!(queue_len(node, &queue), 0, "nothing published");
+    assert_eq!(published(node, &queue), 0, "nothing published");
 
     // Room for one record: the run stops when it can no longer record.
     fill_leaving(4096);
@@ -506,8 +568,26 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         cfg.to_str().expect("utf-8"),
     );
     let args = [
-        "-d", r, "-c", c, "--all", "-b", "0", "-S", "s", "-q", "--chunk-size", "20", "--window",
-        &w, "--retries", "2", "--connect-timeout", "5", "--confirm-timeout", "10",
+        "-d",
+        r,
+        "-c",
+        c,
+        "--all",
+        "-b",
+        "0",
+        "-S",
+        "s",
+        "-q",
+        "--chunk-size",
+        "20",
+        "--window",
+        &w,
+        "--retries",
+        "2",
+        "--connect-timeout",
+        "5",
+        "--confirm-timeout",
+        "10",
     ];
     let expected_msgs = (total_flows as u64).div_ceil(20);
 
@@ -521,11 +601,11 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     for kill_tool in events {
         let mut run1 = running.take().unwrap_or_else(|| spawn(SEND, &args, None));
         // Let it make some progress (observed in the queue) first.
-        let target = queue_len(&node, &queue) as u64 + 1 + rng.below(expected_msgs / 25);
+        let target = published_so_far(&node, &queue) as u64 + 1 + rng.below(expected_msgs / 25);
         let mut finished = false;
         wait_until("progress before the next fault", RUN_DEADLINE, || {
             finished = !run1.running();
-            finished || queue_len(&node, &queue) as u64 >= target
+            finished || published_so_far(&node, &queue) as u64 >= target
         });
         if finished {
             let (st, err) = run1.wait(RUN_DEADLINE);
@@ -545,7 +625,10 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         let (st, err) = r.wait(RUN_DEADLINE);
         assert!(matches!(st.code(), Some(0 | 1)), "{st:?}: {err}");
     }
-    assert!(interruptions >= 8, "only {interruptions} interruptions landed");
+    assert!(
+        interruptions >= 8,
+        "only {interruptions} interruptions landed"
+    );
     // Then to completion.
     let mut done = false;
     for _ in 0..3 {
@@ -573,5 +656,170 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     assert!(
         dups <= window * interruptions,
         "{dups} duplicates > window {window} × {interruptions} interruptions"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Ids unique per tree, and one directory's problem never holds back others
+
+/// ROOT/eth0/DIR0 and ROOT/eth1/DIR0 with different logs (a per-interface
+/// layout): ids carry the path relative to ROOT, so none collides.
+#[test]
+fn same_directory_name_in_two_sub_trees_gets_distinct_ids() {
+    let node = shared_node();
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let name = "2026_03_01_00_00.out";
+    for (sub, from) in [
+        ("eth0", "2026_03_01_00_00.out"),
+        ("eth1", "2026_03_01_01_00.out"),
+    ] {
+        let to = root.path().join(sub).join(name);
+        fs::create_dir_all(&to).expect("mkdir");
+        for log in ["log_tcp_complete", "log_udp_complete"] {
+            let src = docs::fixtures().join("synthetic").join(from).join(log);
+            fs::copy(src, to.join(log)).expect("copy");
+        }
+    }
+    let r = root.path().to_str().expect("utf-8");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tstat_send.sh");
+    let bin_dir = Path::new(SEND).parent().expect("bin dir");
+    for shell in [false, true] {
+        let queue = unique("subtrees");
+        let cfg = write_config(work.path(), node, &queue);
+        for sub in ["eth0", "eth1"] {
+            let _ = fs::remove_file(root.path().join(sub).join(name).join(".processed"));
+        }
+        let args = [
+            "-d",
+            r,
+            "-c",
+            cfg.to_str().expect("utf-8"),
+            "--all",
+            "-b",
+            "0",
+            "-S",
+            "s",
+            "-q",
+        ];
+        let out = if shell {
+            let mut cmd = Command::new("bash");
+            cmd.arg(&script).args(args).env("TSTAT_BIN_DIR", bin_dir);
+            run_with_deadline(cmd, None, RUN_DEADLINE).expect("tstat_send.sh")
+        } else {
+            run(SEND, &args)
+        };
+        assert_status(&out, 0, if shell { "tstat_send.sh" } else { "tstat_send" });
+        let msgs = consume_all(node, &queue);
+        for sub in ["eth0", "eth1"] {
+            let dir = root.path().join(sub).join(name);
+            let id_dir = format!("{sub}/{name}");
+            assert!(
+                msgs.iter()
+                    .any(|m| m.message_id() == format!("s:{id_dir}:0")),
+                "ids name {id_dir}"
+            );
+            assert_flows(&flows_of(&msgs, &id_dir), &parsed(&dir, &[]), &id_dir);
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_record_or_a_too_long_name_holds_back_only_its_directory() {
+    let node = shared_node();
+    let queue = unique("corrupt");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), node, &queue);
+    let want = generated(root.path(), 3, 300, 21);
+    let first = root.path().join(&want[0].0);
+    fs::write(first.join(".progress"), "").expect("empty record (power loss)");
+    // A name that leaves no room for the message id (ext4 allows 255 bytes).
+    let long = root.path().join(format!("{}.out", "x".repeat(246)));
+    fs::create_dir(&long).expect("mkdir");
+    fs::copy(
+        root.path().join(&want[1].0).join("log_tcp_complete"),
+        long.join("log_tcp_complete"),
+    )
+    .expect("copy");
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let out = run(
+        SEND,
+        &["-d", r, "-c", c, "--all", "-b", "0", "-S", "s", "-q"],
+    );
+    assert_status(&out, 1, "two directories held back");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: not marked: the progress record cannot be used: the file is empty",
+            first.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("ids must fit in 255 bytes"), "{err}");
+    assert!(!is_marked(&first) && !is_marked(&long));
+    let msgs = consume_all(node, &queue);
+    for (name, flows) in &want[1..] {
+        assert!(is_marked(&root.path().join(name)), "{name} shipped");
+        assert_flows(&flows_of(&msgs, name), flows, name);
+    }
+    assert!(flows_of(&msgs, &want[0].0).is_empty());
+
+    // A sensor id that leaves no room is a usage error.
+    let sensor = "s".repeat(260);
+    let out = run(SEND, &["-d", r, "-c", c, "--all", "-S", &sensor]);
+    assert_status(&out, 2, "long sensor");
+    assert!(
+        text(&out.stderr).contains("-S/--sensor"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    generated(root.path(), 1, 50, 2);
+    let port = common::rabbit::free_ports(1)[0];
+    let cfg = work.path().join("config.ini");
+    fs::write(
+        &cfg,
+        format!(
+            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
+             queue = q\nrouting_key = q\nexchange =\n"
+        ),
+    )
+    .expect("config");
+    let metrics = work.path().join("missing-dir").join("tstat.prom");
+    let out = run(
+        SEND,
+        &[
+            "-d",
+            root.path().to_str().expect("utf-8"),
+            "-c",
+            cfg.to_str().expect("utf-8"),
+            "--all",
+            "-b",
+            "0",
+            "-q",
+            "--metrics-file",
+            metrics.to_str().expect("utf-8"),
+            "--connect-timeout",
+            "2",
+        ],
+    );
+    assert_status(&out, 1, "unreachable broker");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot connect to RabbitMQ"),
+        "the cause:\n{err}"
+    );
+    assert!(
+        err.contains("writing metrics file"),
+        "the metrics problem:\n{err}"
     );
 }

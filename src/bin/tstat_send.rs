@@ -11,7 +11,7 @@ use tstat_transport::cli;
 use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
-use tstat_transport::{bytesize, chunk, find, lock, runtime};
+use tstat_transport::{bytesize, chunk, find, lock, resume, runtime};
 
 const PROG: &str = "tstat_send";
 
@@ -100,6 +100,11 @@ fn main() -> ExitCode {
             format!("{}: not a directory", cli.directory.display()),
         );
     }
+    let sensor = cli.sensor.clone().unwrap_or_else(cli::hostname);
+    // SENSOR:DIRNAME:INDEX must fit in an AMQP short string.
+    if let Err(e) = resume::check_id_prefix(&format!("{sensor}:d")) {
+        return cli::usage_error(PROG, format!("-S/--sensor: {e}"));
+    }
     let stdout = cli.no_transport || cli.transport == TransportArg::Stdout;
     if stdout && !cli.reship.is_empty() {
         return cli::usage_error(PROG, "--reship needs the rabbit transport");
@@ -134,7 +139,7 @@ fn main() -> ExitCode {
                 .threshold
                 .or(cli.bytes)
                 .unwrap_or(bytesize::DEFAULT_BYTES),
-            sensor: cli.sensor.unwrap_or_else(cli::hostname),
+            sensor,
             instance: cli.instance,
             legacy_udp: cli.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.

@@ -29,7 +29,11 @@ pub fn flatten<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<Value> {
 }
 
 /// Runs `f` on a fresh connection to `url` (bounded by `deadline`).
-pub fn with_channel<T>(url: &str, deadline: Duration, f: impl AsyncFnOnce(&lapin::Channel) -> T) -> T {
+pub fn with_channel<T>(
+    url: &str,
+    deadline: Duration,
+    f: impl AsyncFnOnce(&lapin::Channel) -> T,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,6 +68,22 @@ pub fn queue_len(node: &RabbitNode, queue: &str) -> u32 {
         .await
         .expect("passive declare")
         .message_count()
+    })
+}
+
+/// Messages in `queue` now; 0 while it does not exist yet.
+pub fn published_so_far(node: &RabbitNode, queue: &str) -> u32 {
+    with_channel(&node.url(), READ_DEADLINE, async |ch| {
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_or(0, |q| q.message_count())
     })
 }
 
@@ -145,4 +165,3 @@ pub fn dedup(msgs: &[Received]) -> (Vec<(String, u64, Vec<u8>)>, usize) {
     let list = by_id.into_iter().map(|((d, i), b)| (d, i, b)).collect();
     (list, dups)
 }
-
