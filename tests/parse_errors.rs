@@ -508,3 +508,112 @@ fn truncated_gzip_keeps_complete_rows_and_fails() {
         r.stderr
     );
 }
+
+/// `tstat-parse` with extra environment variables.
+fn parse_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tstat-parse")
+}
+
+/// A TCP log several read chunks long, so worker threads take part.
+fn large_tcp_log(rows: usize) -> Vec<u8> {
+    let log = tcp_log(&vec![good_row(); rows]);
+    assert!(log.len() > 4 * 256 * 1024, "{} bytes", log.len());
+    log
+}
+
+/// A worker thread that panics fails its file (exit 1, the file named),
+/// instead of the run ending with exit 0 and fewer rows.
+#[cfg(debug_assertions)]
+#[test]
+fn failing_parser_worker_is_an_error_for_its_file() {
+    let (_t, dir) = tree(Some(&large_tcp_log(3000)), None);
+    let p = dir.display().to_string();
+    let args = ["--bytes", "0", "-S", "s", &p];
+    let ok = parse_env(&args, &[("TSTAT_PARSE_THREADS", "2")]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(ndjson(&String::from_utf8(ok.stdout).unwrap()).len(), 6000);
+
+    let out = parse_env(
+        &args,
+        &[
+            ("TSTAT_PARSE_THREADS", "2"),
+            ("TSTAT_TEST_WORKER_PANIC", "1"),
+        ],
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tstat-parse: error: {p}/log_tcp_complete: a parser thread failed: panicked: forced failure"
+        )),
+        "{err}"
+    );
+    assert!(ndjson(&String::from_utf8(out.stdout).unwrap()).len() < 6000);
+}
+
+#[test]
+fn many_forced_workers_give_the_same_output() {
+    let (_t, dir) = tree(Some(&large_tcp_log(3000)), None);
+    let p = dir.display().to_string();
+    let args = ["--bytes", "0", "-S", "s", &p];
+    let one = parse_env(&args, &[("TSTAT_PARSE_THREADS", "1")]);
+    assert_eq!(one.status.code(), Some(0));
+    for n in ["2", "16", "64"] {
+        let many = parse_env(&args, &[("TSTAT_PARSE_THREADS", n)]);
+        assert_eq!(many.status.code(), Some(0), "{n}");
+        assert!(many.stdout == one.stdout, "{n} threads: output differs");
+    }
+    for bad in ["0", "x", "-1"] {
+        let out = parse_env(&args, &[("TSTAT_PARSE_THREADS", bad)]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("TSTAT_PARSE_THREADS"), "{err}");
+    }
+}
+
+/// The rows read before a `.gz` ends early still count: the end-of-file
+/// summary of the part that was read is printed with the error.
+#[test]
+fn truncated_gzip_still_reports_the_rows_before_the_cut() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut rows: Vec<String> = vec![good_row(), "short row".into()];
+    rows.extend((0..2000).map(|_| good_row()));
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    enc.write_all(&tcp_log(&rows)).unwrap();
+    let gz = enc.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("2026_01_01_00_00.out");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("log_tcp_complete.gz"), &gz[..gz.len() / 2]).unwrap();
+    for threads in ["1", "2"] {
+        let p = dir.display().to_string();
+        let out = parse_env(
+            &["--bytes", "0", "-S", "s", &p],
+            &[("TSTAT_PARSE_THREADS", threads)],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let docs = ndjson(&String::from_utf8(out.stdout).unwrap()).len();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!(
+                "log_tcp_complete.gz: compressed stream ends early (Tstat may still be writing it); kept the {} complete rows",
+                docs / 2
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "tstat-parse: warning: {p}/log_tcp_complete.gz: 1 malformed row skipped (first at line 3)"
+                    .replace("{p}", &p)
+                    .as_str()
+            ),
+            "{threads} threads: {err}"
+        );
+    }
+}

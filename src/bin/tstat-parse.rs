@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tstat_transport::cli;
-use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 
 const PROG: &str = "tstat-parse";
 
@@ -15,6 +15,9 @@ const PROG: &str = "tstat-parse";
 /// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
 /// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
 /// one per line, so `tstat-find ROOT | tstat-parse` works.
+///
+/// TSTAT_PARSE_THREADS=N sets the number of worker threads for large files
+/// (default: the number of cores).
 #[derive(clap::Parser, Debug)]
 #[command(name = PROG, version)]
 struct Cli {
@@ -65,6 +68,11 @@ fn main() -> ExitCode {
             "reading a log from stdin ('-') needs --protocol tcp|udp",
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match parse::threads_from_env(cores) {
+        Ok(n) => n,
+        Err(msg) => return cli::usage_error(PROG, msg),
+    };
     let opts = ParseOptions {
         threshold: cli
             .threshold
@@ -75,7 +83,8 @@ fn main() -> ExitCode {
         legacy_udp: cli.legacy_udp_duration,
         verbose: cli.verbose,
         prog: PROG.into(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads,
+        stop: None,
     };
     cli::finish(PROG, run(cli.paths, protocol, opts))
 }
