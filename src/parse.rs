@@ -192,6 +192,22 @@ pub enum ParseError {
     /// The sink (stdout, a channel) failed; this ends all parsing.
     #[error("writing output: {0}")]
     Output(#[source] io::Error),
+    /// A log name in a directory is not a regular file.
+    #[error("{path}: is {what}, not a regular file; a Tstat log must be a regular file")]
+    NotRegular {
+        /// The log.
+        path: String,
+        /// What it is instead.
+        what: String,
+    },
+    /// A log is a symbolic link that resolves outside its directory.
+    #[error("{path}: is a symbolic link to {target}, outside its directory; refusing to follow it")]
+    Outside {
+        /// The log.
+        path: String,
+        /// Where it resolves to.
+        target: String,
+    },
     /// Neither log exists in a directory.
     #[error("{path}: no log_tcp_complete or log_udp_complete in this directory")]
     NoLogs {
@@ -214,6 +230,8 @@ impl ParseError {
             | ParseError::Truncated { path, .. }
             | ParseError::Worker { path, .. }
             | ParseError::Interrupted { path, .. }
+            | ParseError::NotRegular { path, .. }
+            | ParseError::Outside { path, .. }
             | ParseError::NoLogs { path } => Some(path),
             ParseError::Output(_) => None,
         }
@@ -507,11 +525,22 @@ impl Parser {
         proto: Protocol,
         sink: &mut S,
     ) -> Result<FileStats, ParseError> {
-        let name = path.display().to_string();
         let file = File::open(path).map_err(|source| ParseError::Io {
-            path: name.clone(),
+            path: path.display().to_string(),
             source,
         })?;
+        self.parse_open(file, path, proto, sink)
+    }
+
+    /// Parses an opened log; `path` gives its name and whether it is gzip.
+    fn parse_open<S: FlowSink>(
+        &mut self,
+        file: File,
+        path: &Path,
+        proto: Protocol,
+        sink: &mut S,
+    ) -> Result<FileStats, ParseError> {
+        let name = path.display().to_string();
         if path.extension().is_some_and(|e| e == "gz") {
             let gz =
                 flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(READ_CHUNK, file));
@@ -1500,21 +1529,124 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The log files of a tstat directory, TCP first; a `.gz` log is used when
 /// the plain one is absent.
-pub fn dir_logs(dir: &Path) -> Vec<(PathBuf, Protocol)> {
+///
+/// A log name that is present must be a regular file: a FIFO, socket,
+/// device or directory under a log's name is an error naming what it is,
+/// never treated as absent (the directory would be marked done without that
+/// log). A symbolic link is followed only when its target, resolved, lies
+/// inside `dir` itself: this function does not know the tree's root, so a
+/// link to a sibling directory is refused as well. Nothing is opened here.
+pub fn dir_logs(dir: &Path) -> Result<Vec<(PathBuf, Protocol)>, ParseError> {
     let mut out = Vec::new();
     for (name, proto) in [
         ("log_tcp_complete", Protocol::Tcp),
         ("log_udp_complete", Protocol::Udp),
     ] {
-        let plain = dir.join(name);
-        let gz = dir.join(format!("{name}.gz"));
-        if plain.is_file() {
-            out.push((plain, proto));
-        } else if gz.is_file() {
-            out.push((gz, proto));
+        for path in [dir.join(name), dir.join(format!("{name}.gz"))] {
+            if log_present(dir, &path)? {
+                out.push((path, proto));
+                break;
+            }
         }
     }
-    out
+    Ok(out)
+}
+
+/// Whether a log name is present as a usable file (see [`dir_logs`]).
+fn log_present(dir: &Path, path: &Path) -> Result<bool, ParseError> {
+    let io_err = |source| ParseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(e)),
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(true);
+    }
+    let not_regular = |what: String| ParseError::NotRegular {
+        path: path.display().to_string(),
+        what,
+    };
+    if !kind.is_symlink() {
+        return Err(not_regular(file_kind(kind).into()));
+    }
+    let target = match std::fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(not_regular(
+                "a symbolic link whose target does not exist".into(),
+            ));
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = std::fs::metadata(&target).map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(not_regular(format!(
+            "a symbolic link to {}",
+            file_kind(meta.file_type())
+        )));
+    }
+    let base = std::fs::canonicalize(dir).map_err(io_err)?;
+    if !target.starts_with(&base) {
+        return Err(ParseError::Outside {
+            path: path.display().to_string(),
+            target: target.display().to_string(),
+        });
+    }
+    Ok(true)
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Opens a log of a directory without ever blocking (a FIFO put in its
+/// place after [`dir_logs`] looked opens at once) and checks, on the open
+/// file, that it is a regular file.
+fn open_dir_log(path: &Path) -> Result<File, ParseError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = || path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| ParseError::Io {
+            path: name(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| ParseError::Io {
+        path: name(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(ParseError::NotRegular {
+            path: name(),
+            what: file_kind(meta.file_type()).into(),
+        });
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -1762,16 +1894,25 @@ impl Parser {
         sink: &mut S,
     ) -> Result<PathOutcome, ParseError> {
         let mut outcome = PathOutcome::default();
-        let files = if path.is_dir() {
-            let logs = dir_logs(path);
-            if logs.is_empty() {
-                let e = ParseError::NoLogs {
-                    path: path.display().to_string(),
-                };
-                crate::cli::error(&self.opts.prog, &e);
-                outcome.errors.push(e);
+        let is_dir = path.is_dir();
+        let files = if is_dir {
+            let logs = dir_logs(path).and_then(|logs| {
+                if logs.is_empty() {
+                    Err(ParseError::NoLogs {
+                        path: path.display().to_string(),
+                    })
+                } else {
+                    Ok(logs)
+                }
+            });
+            match logs {
+                Ok(logs) => logs,
+                Err(e) => {
+                    crate::cli::error(&self.opts.prog, &e);
+                    outcome.errors.push(e);
+                    vec![]
+                }
             }
-            logs
         } else {
             match protocol.or_else(|| Protocol::from_file_name(path)) {
                 Some(p) => vec![(path.to_path_buf(), p)],
@@ -1800,10 +1941,17 @@ impl Parser {
             }
         };
         for (file, proto) in files {
-            let parsed = self.parse_file(&file, proto, sink);
+            // A log found in a directory must be a regular file; a file named
+            // on the command line may be anything readable (a pipe from
+            // `<(zcat …)`).
+            let parsed = if is_dir {
+                open_dir_log(&file).and_then(|f| self.parse_open(f, &file, proto, sink))
+            } else {
+                self.parse_file(&file, proto, sink)
+            };
             match parsed {
                 Ok(st) => {
-                    self.report(&file.display().to_string(), &st);
+                    self.report_file(&file.display().to_string(), &st);
                     outcome.stats.add(&st);
                 }
                 Err(e) if e.is_output() => return Err(e),
@@ -1817,7 +1965,7 @@ impl Parser {
     fn file_failed(&self, e: ParseError, outcome: &mut PathOutcome) {
         crate::cli::error(&self.opts.prog, &e);
         if let Some((name, st)) = e.path().zip(e.partial_stats()) {
-            self.report(name, st);
+            self.report_file(name, st);
             outcome.stats.add(st);
         }
         outcome.errors.push(e);
@@ -1833,7 +1981,7 @@ impl Parser {
         let stdin = io::stdin();
         match self.parse_reader(stdin.lock(), "<stdin>", protocol, sink) {
             Ok(st) => {
-                self.report("<stdin>", &st);
+                self.report_file("<stdin>", &st);
                 outcome.stats = st;
             }
             Err(e) if e.is_output() => return Err(e),
@@ -1842,7 +1990,9 @@ impl Parser {
         Ok(outcome)
     }
 
-    fn report(&self, name: &str, st: &FileStats) {
+    /// Prints a file's skip summary (`FILE: 2 malformed rows skipped …`) as a
+    /// warning on stderr, when anything was skipped or dropped.
+    pub fn report_file(&self, name: &str, st: &FileStats) {
         if let Some(s) = st.summary() {
             crate::cli::warning(&self.opts.prog, format!("{name}: {s}"));
         }

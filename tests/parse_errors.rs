@@ -617,3 +617,116 @@ fn truncated_gzip_still_reports_the_rows_before_the_cut() {
         );
     }
 }
+
+/// Runs tstat-parse on `paths`, failing the test if it does not end within
+/// a minute (a FIFO opened for reading would block forever).
+fn parse_with_deadline(paths: &[&Path]) -> Run {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+        .args(["--bytes", "0", "-S", "s"])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("tstat-parse blocked on {paths:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        docs: ndjson(&String::from_utf8(out.stdout).unwrap()),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A log name that is not a regular file fails its directory (exit 1, the
+/// file and what it is named) instead of being taken as absent; other
+/// directories are still parsed, and nothing blocks on a FIFO.
+#[test]
+fn log_that_is_not_a_regular_file_fails_its_directory() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let stray = outside
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("log_tcp_complete");
+    std::fs::write(&stray, tcp_log(&[good_row()])).unwrap();
+    type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "fifo",
+            Box::new(|p| {
+                let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }),
+            "is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "directory",
+            Box::new(|p| std::fs::create_dir(p).unwrap()),
+            "is a directory, not a regular file",
+        ),
+        (
+            "socket",
+            Box::new(|p| {
+                std::mem::forget(std::os::unix::net::UnixListener::bind(p).unwrap());
+            }),
+            "is a socket, not a regular file",
+        ),
+        (
+            "device",
+            Box::new(|p| symlink("/dev/null", p).unwrap()),
+            "is a symbolic link to a character device, not a regular file",
+        ),
+        (
+            "dangling",
+            Box::new(|p| symlink(p.with_file_name("nothing"), p).unwrap()),
+            "is a symbolic link whose target does not exist, not a regular file",
+        ),
+        (
+            "outside",
+            Box::new(|p| symlink(&stray, p).unwrap()),
+            "is a symbolic link to {stray}, outside its directory; refusing to follow it",
+        ),
+    ];
+    let (_g, good) = tree(Some(&tcp_log(&[good_row()])), None);
+    for (what, make, msg) in cases {
+        let (_t, dir) = tree(None, Some(&udp_log(&[udp_sample().1.join(" ")])));
+        let log = dir.join("log_tcp_complete");
+        make(&log);
+        // The plain name wins over a valid .gz beside it: still an error.
+        std::fs::write(dir.join("log_tcp_complete.gz"), b"").unwrap();
+        let r = parse_with_deadline(&[&dir, &good]);
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "tstat-parse: error: {}: {}",
+                log.display(),
+                msg.replace("{stray}", &stray.display().to_string())
+            )),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_eq!(r.docs.len(), 2, "{what}: only the other directory's flows");
+    }
+}
+
+/// A log that is a symbolic link inside its own directory is followed.
+#[test]
+fn log_linked_inside_its_directory_is_read() {
+    let (_t, dir) = tree(None, None);
+    std::fs::create_dir(dir.join("keep")).unwrap();
+    std::fs::write(dir.join("keep/tcp"), tcp_log(&[good_row()])).unwrap();
+    std::os::unix::fs::symlink("keep/tcp", dir.join("log_tcp_complete")).unwrap();
+    let r = parse_with_deadline(&[&dir]);
+    assert_eq!((r.code, r.docs.len()), (0, 2), "{}", r.stderr);
+}
