@@ -355,13 +355,14 @@ struct Header {
     layout: Layout,
 }
 
+const NO_HEADER: &str = "no header line: the first line does not start with '#' \
+                         (Tstat before 2.4 wrote headerless logs; they are not supported)";
+
 /// Column names of a header line, in order; an error when the line is not a
 /// Tstat header.
 fn header_names(line: &str) -> Result<Vec<&str>, String> {
     if !line.starts_with('#') {
-        return Err("no header line: the first line does not start with '#' \
-                    (Tstat before 2.4 wrote headerless logs; they are not supported)"
-            .into());
+        return Err(NO_HEADER.into());
     }
     let mut names = Vec::new();
     for tok in line.split(' ') {
@@ -685,6 +686,19 @@ impl Parser {
                 break;
             }
             if pending > MAX_LINE {
+                if header.is_none() {
+                    // No header can be this long: the answer a short
+                    // garbage line gets.
+                    let msg = if buf[start] == b'#' {
+                        "the first line is longer than 1 MiB, so it is no Tstat header".into()
+                    } else {
+                        NO_HEADER.into()
+                    };
+                    return Err(ParseError::Header {
+                        path: name.to_string(),
+                        msg,
+                    });
+                }
                 if !discarding {
                     // Its line number is counted when its newline arrives.
                     self.skip(name, lineno + 1, "line longer than 1 MiB", stats);
@@ -790,6 +804,11 @@ impl Parser {
         stats: &mut FileStats,
         sink: &mut S,
     ) -> Result<(), ParseError> {
+        // A log copied through Windows ends its lines (header too) with CRLF.
+        let line = match line {
+            [rest @ .., b'\r'] => rest,
+            _ => line,
+        };
         if line.is_empty() {
             return Ok(());
         }
@@ -1075,7 +1094,7 @@ impl Parser {
                 let duration = flow::round2(secs);
                 let bits = flow::times8(bytes)?;
                 let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
-                let end = flow::trunc(flow::add(Num::Int(start), duration))?;
+                let end = flow::trunc(flow::add(Num::Int(start), duration)?)?;
                 doc.extend_from_slice(DOC_HEAD);
                 flow::write_num(doc, duration).then_some(())?;
                 write_counts(doc, durat, secs, bits, pkts)?;

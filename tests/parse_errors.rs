@@ -730,3 +730,116 @@ fn log_linked_inside_its_directory_is_read() {
     let r = parse_with_deadline(&[&dir]);
     assert_eq!((r.code, r.docs.len()), (0, 2), "{}", r.stderr);
 }
+
+/// A value whose result does not fit an `i128` (start, end) drops that
+/// direction and counts it; it never wraps or saturates into a document.
+#[test]
+fn overflowing_values_drop_the_direction_and_are_counted() {
+    let (h, row) = udp_sample();
+    let huge_start = with(&h, &row, &[("c_first_abs", "1e300")]);
+    let huge_end = with(
+        &h,
+        &row,
+        &[("s_first_abs", "1.7e41"), ("s_durat", &"9".repeat(38))],
+    );
+    let (_t, dir) = tree(None, Some(&udp_log(&[huge_start, huge_end])));
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.docs.len(), 2, "the other direction of each row stays");
+    assert_eq!(
+        r.docs[0]["meta"]["src_ip"],
+        Value::from(row[col(&h, "s_ip")].as_str())
+    );
+    assert_eq!(
+        r.docs[1]["meta"]["src_ip"],
+        Value::from(row[col(&h, "c_ip")].as_str())
+    );
+    assert!(
+        r.stderr.contains("2 flow directions dropped"),
+        "{}",
+        r.stderr
+    );
+
+    let (h, row) = tcp_sample();
+    let bad = with(&h, &row, &[("first", "1e300")]);
+    let (_t, dir) = tree(Some(&tcp_log(&[bad, good_row()])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 2, "only the good row");
+    assert!(
+        r.stderr.contains(
+            "2 flow directions dropped (values that cannot be computed) (first at line 2)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+/// CRLF line ends (header included) give the same documents as LF.
+#[test]
+fn crlf_logs_parse_like_lf_logs() {
+    let tcp = tcp_log(&[good_row(), good_row()]);
+    let udp = udp_log(&[udp_sample().1.join(" ")]);
+    let crlf = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap().replace('\n', "\r\n");
+    let (_t1, lf_dir) = tree(Some(&tcp), Some(&udp));
+    let (_t2, crlf_dir) = tree(Some(crlf(&tcp).as_bytes()), Some(crlf(&udp).as_bytes()));
+    let lf = run_on(&lf_dir, &[]);
+    let cr = run_on(&crlf_dir, &[]);
+    assert_eq!((cr.code, cr.stderr.as_str()), (0, ""));
+    assert_eq!(cr.docs.len(), 6);
+    for (a, b) in lf.docs.iter().zip(&cr.docs) {
+        assert!(docs::same(a, b), "{a}\n{b}");
+    }
+    // A log whose last column is used: `20\r` must not become a string.
+    let small = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 \
+                 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\r\n\
+                 10.0.0.1 5353 1000000.5 2.5 100 2 10.0.0.2 53 1000001.0 1.0 300 20\r\n";
+    let (_t3, dir) = tree(None, Some(small.as_bytes()));
+    let r = run_on(&dir, &[]);
+    assert_eq!((r.code, r.stderr.as_str(), r.docs.len()), (0, "", 2));
+    assert_eq!(r.docs[1]["values"]["num_packets"], 20);
+}
+
+/// A log whose only line is longer than 1 MiB has no header, like a log
+/// whose only line is short garbage: exit 1, "no header".
+#[test]
+fn only_line_longer_than_1_mib_is_no_header() {
+    let short = b"garbage\n".to_vec();
+    let mut long = vec![b'x'; 3 << 20];
+    long.push(b'\n');
+    let mut long_hash = long.clone();
+    long_hash[0] = b'#';
+    let long_no_newline = vec![b'x'; 3 << 20];
+    for (what, log, msg) in [
+        (
+            "short",
+            short,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long",
+            long,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long without newline",
+            long_no_newline,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long '#' line",
+            long_hash,
+            "the first line is longer than 1 MiB, so it is no Tstat header",
+        ),
+    ] {
+        let (_t, dir) = tree(Some(&log), None);
+        let r = run_on(&dir, &[]);
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(r.docs.is_empty());
+        assert!(
+            r.stderr.contains(&format!("log_tcp_complete: {msg}")),
+            "{what}: {}",
+            r.stderr
+        );
+    }
+}
