@@ -9,6 +9,9 @@
 //! - `tstat-parse --bytes 0 DIR | tstat-chunk` (this process sits between the
 //!   two, counting lines): every row gives two documents, every 100 documents
 //!   one array;
+//! - `tstat-parse --bytes 0 DIR` with 16 workers forced
+//!   (`TSTAT_PARSE_THREADS=16`): every document, memory independent of the
+//!   worker count;
 //! - `tstat-parse --bytes 25G DIR`: exactly the directions the generator made
 //!   at or above 25 GB;
 //!
@@ -61,6 +64,18 @@ impl Measured {
     /// Starts `bin args` with piped stdout, the given stdin, stderr to a file
     /// in `tmp`.
     fn spawn(tmp: &Path, name: &str, bin: &str, args: &[&str], stdin: Stdio) -> Measured {
+        Measured::spawn_env(tmp, name, bin, args, &[], stdin)
+    }
+
+    /// `spawn` with extra environment variables.
+    fn spawn_env(
+        tmp: &Path,
+        name: &str,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Measured {
         let stderr_file = tmp.join(format!("{name}.stderr"));
         let time_file = tmp.join(format!("{name}.time"));
         // TSTAT_MEMORY_POLL=1 forces the /proc fallback (to test it).
@@ -73,6 +88,7 @@ impl Measured {
             Command::new(bin)
         };
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr_file).unwrap());
@@ -248,6 +264,27 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
     assert_eq!(arrays, docs.div_ceil(100), "arrays of 100 documents");
     assert_bounded(&parse, "tstat-parse --bytes 0");
     assert_bounded(&chunk, "tstat-chunk");
+
+    // Many workers forced: the blocks in flight are a fixed budget, so
+    // memory does not grow with the worker count.
+    let mut parse = Measured::spawn_env(
+        tmp.path(),
+        "parse-16-threads",
+        PARSE,
+        &["--bytes", "0", "-S", "s", &dir],
+        &[("TSTAT_PARSE_THREADS", "16")],
+        Stdio::null(),
+    );
+    let out = parse.take_stdout();
+    let sink = thread::spawn(move || count_lines(out, None));
+    wait_all(&mut [&mut parse], limit);
+    assert_ok(&parse);
+    assert_eq!(
+        sink.join().unwrap().unwrap(),
+        docs,
+        "16 workers give every document"
+    );
+    assert_bounded(&parse, "tstat-parse --bytes 0 with 16 workers");
 
     // The driver's parse → chunk path (-N prints the arrays, marks nothing).
     let root_s = root.to_str().unwrap().to_string();

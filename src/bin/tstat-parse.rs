@@ -1,11 +1,13 @@
 //! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
 
+use std::ffi::OsStr;
 use std::io::{self, BufRead, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tstat_transport::cli;
-use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 
 const PROG: &str = "tstat-parse";
 
@@ -14,7 +16,11 @@ const PROG: &str = "tstat-parse";
 /// Each PATH is a tstat directory (its log_tcp_complete, then its
 /// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
 /// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
-/// one per line, so `tstat-find ROOT | tstat-parse` works.
+/// one per line (or NUL-terminated with -0), as bytes, so
+/// `tstat-find ROOT | tstat-parse` works with any directory name.
+///
+/// TSTAT_PARSE_THREADS=N sets the number of worker threads for large files
+/// (default: the number of cores).
 #[derive(clap::Parser, Debug)]
 #[command(name = PROG, version)]
 struct Cli {
@@ -42,6 +48,9 @@ struct Cli {
     /// Report every skipped row with its file and line number.
     #[arg(short, long)]
     verbose: bool,
+    /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
+    #[arg(short = '0', long, conflicts_with = "paths")]
+    null: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -65,6 +74,11 @@ fn main() -> ExitCode {
             "reading a log from stdin ('-') needs --protocol tcp|udp",
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match parse::threads_from_env(cores) {
+        Ok(n) => n,
+        Err(msg) => return cli::usage_error(PROG, msg),
+    };
     let opts = ParseOptions {
         threshold: cli
             .threshold
@@ -75,13 +89,15 @@ fn main() -> ExitCode {
         legacy_udp: cli.legacy_udp_duration,
         verbose: cli.verbose,
         prog: PROG.into(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads,
+        stop: None,
     };
-    cli::finish(PROG, run(cli.paths, protocol, opts))
+    cli::finish(PROG, run(cli.paths, cli.null, protocol, opts))
 }
 
 fn run(
     paths: Vec<PathBuf>,
+    null: bool,
     protocol: Option<Protocol>,
     opts: ParseOptions,
 ) -> anyhow::Result<ExitCode> {
@@ -100,12 +116,23 @@ fn run(
             Ok(())
         };
     if paths.is_empty() {
-        for line in io::stdin().lock().lines() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
+        // Paths are bytes on Unix: a directory name need not be UTF-8.
+        let end = if null { b'\0' } else { b'\n' };
+        let mut input = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if input.read_until(end, &mut line)? == 0 {
+                break;
             }
-            one(&mut parser, PathBuf::from(line), &mut sink)?;
+            let path = stdin_path(&line, null);
+            if !path.is_empty() {
+                one(
+                    &mut parser,
+                    PathBuf::from(OsStr::from_bytes(path)),
+                    &mut sink,
+                )?;
+            }
         }
     } else {
         for path in paths {
@@ -118,6 +145,21 @@ fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The path in one record read from stdin: without its terminator (and a
+/// CR before a newline); empty when there is none (a blank line).
+fn stdin_path(record: &[u8], null: bool) -> &[u8] {
+    if null {
+        return record.strip_suffix(b"\0").unwrap_or(record);
+    }
+    let p = record.strip_suffix(b"\n").unwrap_or(record);
+    let p = p.strip_suffix(b"\r").unwrap_or(p);
+    if p.iter().all(u8::is_ascii_whitespace) {
+        &[]
+    } else {
+        p
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +182,17 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
         assert!(Cli::try_parse_from(["tstat-parse", "--bytes", "12X"]).is_err());
+        assert!(Cli::try_parse_from(["tstat-parse", "-0"]).unwrap().null);
+        assert!(Cli::try_parse_from(["tstat-parse", "-0", "d"]).is_err());
+    }
+
+    #[test]
+    fn stdin_records_are_bytes() {
+        assert_eq!(stdin_path(b"a\xffb\n", false), b"a\xffb");
+        assert_eq!(stdin_path(b"a b\r\n", false), b"a b");
+        assert_eq!(stdin_path(b"last", false), b"last");
+        assert_eq!(stdin_path(b"  \n", false), b"");
+        assert_eq!(stdin_path(b"a\nb\0", true), b"a\nb");
+        assert_eq!(stdin_path(b"\0", true), b"");
     }
 }

@@ -147,6 +147,7 @@ fn main() -> ExitCode {
             prog: PROG.into(),
             // The publisher has the other core; one parser thread keeps up with it.
             threads: 1,
+            stop: None,
         },
         chunk_size: cli.chunk_size as usize,
         max_bytes: chunk::DEFAULT_MAX_BYTES,
