@@ -379,7 +379,10 @@ impl Sender {
         if let Err(e) = resume::check_id_prefix(&base) {
             return Ok(self.refuse(dir, e));
         }
-        let logs = dir_logs(dir);
+        let logs = match dir_logs(dir) {
+            Ok(l) => l,
+            Err(e) => return Ok(self.refuse(dir, e)),
+        };
         if logs.is_empty() {
             return Ok(self.refuse(
                 dir,
@@ -403,12 +406,27 @@ impl Sender {
         }
         tracing::info!("{}: shipping", dir.display());
         let bar = self.progress_bar(&name);
+        // The parser stops within one read once a signal comes.
         let stop = Arc::new(AtomicBool::new(false));
+        let relay = {
+            let stop = stop.clone();
+            let mut signal = shutdown.clone();
+            tokio::spawn(async move {
+                while !*signal.borrow_and_update() {
+                    if signal.changed().await.is_err() {
+                        return;
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
         let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
         let producer = {
+            let mut opts = self.opts.parse.clone();
+            opts.stop = Some(stop.clone());
             let job = Job {
                 logs,
-                opts: self.opts.parse.clone(),
+                opts,
                 size: self.opts.chunk_size,
                 max_bytes: self.opts.max_bytes,
                 skip: plan.skip,
@@ -445,10 +463,14 @@ impl Sender {
         };
         let had_data = first.is_some();
         let outcome = match (&self.transport, first) {
-            (_, None) => Ok(PublishOutcome {
-                messages: 0,
-                bytes: 0,
-            }),
+            (_, None) => {
+                // A producer still sending must not wait for a reader.
+                drop(rx);
+                Ok(PublishOutcome {
+                    messages: 0,
+                    bytes: 0,
+                })
+            }
             (Transport::Stdout, Some(first)) => print_all(first, rx).await,
             (Transport::Rabbit { config, publish }, Some(first)) => {
                 // The first message was taken to see whether there is any;
@@ -508,6 +530,7 @@ impl Sender {
             }
         };
         stop.store(true, Ordering::Relaxed);
+        relay.abort();
         let parsed = producer.join().unwrap_or_else(|_| Produced {
             stats: FileStats::default(),
             failed: Some("the parser thread panicked".into()),
@@ -708,9 +731,10 @@ fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar
             inner: &mut chunker,
             pushed: &mut pushed,
         };
+        let name = log.display().to_string();
         match parser.parse_file(log, *proto, &mut sink) {
             Ok(st) => {
-                parser_report(job.prog, log, &st);
+                parser.report_file(&name, &st);
                 stats.add(&st);
             }
             Err(ParseError::Output(e)) => {
@@ -718,8 +742,17 @@ fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar
                 break;
             }
             Err(e) => {
-                cli::error(job.prog, &e);
-                failed = Some(format!("{}: cannot be read completely", log.display()));
+                // Rows read before the failure still count.
+                if let Some(st) = e.partial_stats() {
+                    parser.report_file(&name, st);
+                    stats.add(st);
+                }
+                if e.is_interrupted() {
+                    failed = Some(format!("{name}: parsing stopped by a signal"));
+                } else {
+                    cli::error(job.prog, &e);
+                    failed = Some(format!("{name}: cannot be read completely"));
+                }
                 break;
             }
         }
@@ -741,7 +774,7 @@ fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar
     }
     if let Some(why) = &failed {
         // Tell the publisher to stop after what it has (it may be gone).
-        let _ = tx.blocking_send(Item::Failed(why.clone()));
+        let _ = tx.try_send(Item::Failed(why.clone()));
     }
     if t.refused.is_some() {
         output_error = None;
@@ -764,13 +797,6 @@ impl<S: FlowSink> FlowSink for Counting<'_, S> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
         *self.pushed += 1;
         self.inner.flow(doc)
-    }
-}
-
-/// A log's skip summary on stderr.
-fn parser_report(prog: &str, log: &Path, st: &FileStats) {
-    if let Some(s) = st.summary() {
-        cli::warning(prog, format!("{}: {s}", log.display()));
     }
 }
 
