@@ -16,6 +16,8 @@
 //!   at or above 25 GB;
 //!
 //! and asserts each program's peak resident set stays at or under 32 MiB.
+//! Another test feeds `tstat-chunk` a 200 MB line, which it must refuse
+//! within the same bound.
 //! The peak is the kernel's own figure: `/usr/bin/time -f %M` (wait4
 //! rusage) when present, else `VmHWM` from `/proc/PID/status` polled while
 //! the program runs (`TSTAT_MEMORY_POLL=1` forces the latter).
@@ -339,6 +341,63 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
         assert!(bits / 8 >= gentree::DEFAULT_THRESHOLD, "{d}");
     }
     assert_bounded(&parse, "tstat-parse --bytes 25G");
+}
+
+/// `tstat-chunk` refuses a 200 MB input line as it streams: it fails with
+/// the line number while staying under the bound, stops reading there, and
+/// the arrays of the lines before it are written.
+#[test]
+fn chunk_refuses_a_200_mb_line_within_32_mib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut chunk = Measured::spawn(tmp.path(), "chunk-long-line", CHUNK, &[], Stdio::piped());
+    let mut stdin = chunk.child.stdin.take().unwrap();
+    let out = chunk.take_stdout();
+    let writer = thread::spawn(move || -> io::Result<()> {
+        let mut head = String::new();
+        for i in 0..150 {
+            head.push_str(&format!("{{\"i\":{i}}}\n"));
+        }
+        stdin.write_all(head.as_bytes())?;
+        stdin.write_all(b"{\"junk\":\"")?;
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            stdin.write_all(&block)?;
+        }
+        stdin.write_all(b"\"}\n{\"i\":999}\n")
+    });
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let mut out = out;
+        out.read_to_string(&mut s).map(|_| s)
+    });
+    wait_all(&mut [&mut chunk], Duration::from_secs(300));
+    let written = writer.join().unwrap();
+    let text = reader.join().unwrap().unwrap();
+    let status = chunk.status.expect("waited");
+    assert_eq!(status.code(), Some(1), "{}", chunk.stderr());
+    assert!(
+        chunk
+            .stderr()
+            .contains("tstat-chunk: error: stdin: line 151: longer than 8388608 bytes"),
+        "{}",
+        chunk.stderr()
+    );
+    assert!(
+        written.is_err(),
+        "tstat-chunk read the whole 200 MB line instead of stopping in it"
+    );
+    let sizes: Vec<usize> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [100, 50], "the lines before it are written");
+    assert_bounded(&chunk, "tstat-chunk on a 200 MB line");
 }
 
 /// The generator's headers are the real Tstat 3.0 ones of the fixtures, so
