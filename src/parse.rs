@@ -60,6 +60,9 @@ pub struct ParseOptions {
     /// looks at it once per 256 KiB read and returns
     /// [`ParseError::Interrupted`].
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Largest document kept: a larger one could never fit in an array, so
+    /// its row is skipped as malformed instead of stopping the stream.
+    pub max_doc: usize,
 }
 
 /// Receives each kept flow document (compact JSON, no newline).
@@ -479,6 +482,9 @@ pub struct Parser {
     fields: Vec<(u32, u32)>,
     /// Verbose messages kept for the caller instead of printed (workers).
     captured: Option<std::cell::RefCell<Vec<String>>>,
+    /// Line of the last row skipped for an oversized document (so a row
+    /// with two such directions counts once).
+    oversized_line: std::cell::Cell<u64>,
     /// Tests: behave as if no worker thread could be spawned.
     spawn_fails: bool,
 }
@@ -510,6 +516,7 @@ impl Parser {
             doc: Vec::with_capacity(2048),
             fields: Vec::with_capacity(160),
             captured: None,
+            oversized_line: std::cell::Cell::new(0),
             spawn_fails: false,
         }
     }
@@ -560,6 +567,7 @@ impl Parser {
         sink: &mut S,
     ) -> Result<FileStats, ParseError> {
         // The read buffer is kept for the next file, whatever happens.
+        self.oversized_line.set(0);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut stats = FileStats::default();
@@ -1042,7 +1050,16 @@ impl Parser {
         name: &str,
         lineno: u64,
     ) -> Result<(), ParseError> {
-        if ok.is_some() {
+        if ok.is_some() && doc.len() > self.opts.max_doc {
+            if self.oversized_line.replace(lineno) != lineno {
+                let why = format!(
+                    "its document of {} bytes does not fit in an array (at most {} bytes)",
+                    doc.len(),
+                    self.opts.max_doc + 2
+                );
+                self.skip(name, lineno, &why, stats);
+            }
+        } else if ok.is_some() {
             sink.flow(doc).map_err(ParseError::Output)?;
             stats.flows += 1;
         } else {
@@ -1682,6 +1699,7 @@ mod tests {
             prog: "test".into(),
             threads: 1,
             stop: None,
+            max_doc: usize::MAX,
         }
     }
 

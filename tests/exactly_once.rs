@@ -823,3 +823,137 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
         "the metrics problem:\n{err}"
     );
 }
+
+/// A row whose document can never fit in a message is skipped and counted
+/// with its line; the rest of its directory and the next one are shipped.
+#[test]
+fn a_row_too_large_for_any_message_is_skipped_not_blocking() {
+    let node = shared_node();
+    let queue = unique("oversized");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), node, &queue);
+    let want = generated(root.path(), 2, 200, 13);
+    // Line 3 of the first directory's TCP log: 2×360 kB of control bytes in
+    // its addresses, 4.3 MB of JSON escapes per document.
+    let log = root.path().join(&want[0].0).join("log_tcp_complete");
+    let text_log = fs::read(&log).expect("read");
+    let mut lines: Vec<Vec<u8>> = text_log
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut row: Vec<Vec<u8>> = lines[2].split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
+    row[0] = vec![1u8; 360_000];
+    row[14] = vec![1u8; 360_000];
+    lines[2] = row.join(&b' ');
+    fs::write(&log, lines.join(&b'\n')).expect("write");
+    let expect_first = parsed(&root.path().join(&want[0].0), &[]);
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let args = [
+        "-d",
+        r,
+        "-c",
+        c,
+        "--all",
+        "-b",
+        "0",
+        "-S",
+        "s",
+        "--max-bytes",
+        "1M",
+    ];
+    let out = run(SEND, &args);
+    assert_status(&out, 0, "an oversized row is a malformed row");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: 1 malformed row skipped (first at line 3)",
+            log.display()
+        )),
+        "{err}"
+    );
+    let msgs = consume_all(node, &queue);
+    let first = flows_of(&msgs, &want[0].0);
+    assert_eq!(
+        first.len(),
+        want[0].1.len() - 2,
+        "both directions of the row left out"
+    );
+    assert_eq!(
+        expect_first.len(),
+        want[0].1.len(),
+        "tstat-parse keeps 4.3 MB under 8 MiB"
+    );
+    assert_flows(&flows_of(&msgs, &want[1].0), &want[1].1, &want[1].0);
+    assert!(is_marked(&root.path().join(&want[0].0)) && is_marked(&root.path().join(&want[1].0)));
+}
+
+/// `rchar` of a running process: bytes it has read so far.
+fn bytes_read(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// With the production threshold a large directory yields no message for a
+/// long while; a SIGTERM then must still end the run at once, unmarked.
+#[test]
+fn sigterm_while_a_large_directory_is_parsed_stops_at_once() {
+    let node = shared_node();
+    let queue = unique("parse_term");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), node, &queue);
+    let sum = gentree::generate_tree(
+        root.path(),
+        &gentree::GenConfig {
+            dirs: 1,
+            tcp_rows: 300_000,
+            udp_rows: 0,
+            seed: 4,
+            ..gentree::GenConfig::default()
+        },
+    )
+    .expect("generate tree");
+    let dir = sum.dirs[0].clone();
+    let size = fs::metadata(dir.join("log_tcp_complete"))
+        .expect("stat")
+        .len();
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let run1 = spawn(SEND, &["-d", r, "-c", c, "--all"], None);
+    let pid = run1.child.id();
+    wait_until("parsing under way", RUN_DEADLINE, || {
+        bytes_read(pid) > 4 << 20
+    });
+    let at_signal = bytes_read(pid);
+    assert!(at_signal < size / 2, "signalled early in a {size}-byte log");
+    run1.term();
+    let (st, err) = run1.wait(RUN_DEADLINE);
+    assert_eq!(st.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!is_marked(&dir), "a directory cut short is never marked");
+    // The summary counts the rows read before the signal.
+    let rows: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.split(" rows read")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("summary line");
+    assert!(rows > 0 && rows < 300_000, "{rows} rows read:\n{err}");
+}

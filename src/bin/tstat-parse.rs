@@ -6,8 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tstat_transport::cli;
 use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+use tstat_transport::{chunk, cli};
 
 const PROG: &str = "tstat-parse";
 
@@ -91,6 +91,8 @@ fn main() -> ExitCode {
         prog: PROG.into(),
         threads,
         stop: None,
+        // Skipped like tstat_send does, so `| tstat-chunk` gives its arrays.
+        max_doc: chunk::DEFAULT_MAX_BYTES - 2,
     };
     cli::finish(PROG, run(cli.paths, cli.null, protocol, opts))
 }

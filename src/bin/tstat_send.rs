@@ -69,6 +69,10 @@ struct Cli {
     /// Objects per message.
     #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_size: u64,
+    /// Largest message in bytes (an array is sent earlier rather than grow
+    /// past it; a row whose document alone is larger is skipped as malformed).
+    #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_MAX_BYTES, value_parser = max_bytes_arg)]
+    max_bytes: usize,
     #[command(flatten)]
     publish: runtime::PublishArgs,
     /// Report each directory and connection.
@@ -148,9 +152,10 @@ fn main() -> ExitCode {
             // The publisher has the other core; one parser thread keeps up with it.
             threads: 1,
             stop: None,
+            max_doc: cli.max_bytes - 2,
         },
         chunk_size: cli.chunk_size as usize,
-        max_bytes: chunk::DEFAULT_MAX_BYTES,
+        max_bytes: cli.max_bytes,
         single: cli.single,
         watch: cli.watch,
         metrics_file: cli.metrics_file,
@@ -220,6 +225,15 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// A message size limit: at least 1 KiB, so a normal flow fits.
+fn max_bytes_arg(s: &str) -> Result<usize, String> {
+    let n = cli::bytes_arg(s)?;
+    if n < 1024 {
+        return Err(format!("at least 1024 bytes, got {n}"));
+    }
+    usize::try_from(n).map_err(|_| "too large".to_string())
 }
 
 /// Checks that a `--reship` directory is an unmarked tstat directory inside
