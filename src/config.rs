@@ -1888,6 +1888,93 @@ cert_reqs = CERT_SOMETIMES
     }
 
     #[test]
+    fn no_input_makes_the_checker_panic() {
+        // Fragments that have tripped parsers: brackets, separators, `${`,
+        // comments, multi-byte and control characters, long names.
+        const TOKENS: &[&str] = &[
+            "[rabbit]",
+            "[rabbit_queue_options]",
+            "[ssl_options]",
+            "[",
+            "]",
+            "[]",
+            "=",
+            ":",
+            " = ",
+            "host",
+            "port",
+            "5672",
+            "password",
+            "username",
+            "queue",
+            "exchange",
+            "vhost",
+            "use_ssl",
+            "true",
+            "x-",
+            "durable",
+            "${",
+            "}",
+            "${A:",
+            "$${",
+            "$",
+            "#",
+            ";",
+            " #",
+            "\t",
+            "\n",
+            "\r\n",
+            "\u{0}",
+            "\u{feff}",
+            "é",
+            "\u{1b}",
+            "\\",
+            "\"",
+            "'",
+            "[::1]",
+            ",",
+            "ca_certs",
+            "/",
+            ".",
+            "..",
+            "-",
+        ];
+        let long = "z".repeat(300);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let env = |n: &str| (n == "A").then(|| "\n[x]\n".to_owned());
+        let template = base("[rabbit_queue_options]\nx-a = 1\n");
+        for round in 0..3000 {
+            // Half from scratch, half a valid file with fragments put in.
+            let mut text = if round % 2 == 0 {
+                String::new()
+            } else {
+                template.clone()
+            };
+            for _ in 0..(next() % 40) {
+                let i = (next() % (TOKENS.len() as u64 + 1)) as usize;
+                let token = TOKENS.get(i).copied().unwrap_or(&long);
+                let mut at = (next() % (text.len() as u64 + 1)) as usize;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if round % 2 == 0 {
+                    at = text.len();
+                }
+                text.insert_str(at, token);
+            }
+            if let Ok(c) = check(&text, Path::new("fuzz.ini"), &env) {
+                let _ = c.config.describe();
+            }
+        }
+    }
+
+    #[test]
     fn example_file_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.ini.example");
         // The text only: the checkout's file mode is not the example's business.
