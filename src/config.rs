@@ -17,10 +17,14 @@
 //!   literal `${`; any other `$` is literal.
 //! - An optional text or path key with an empty value counts as absent; a
 //!   boolean or number key, once present, must be valid.
-//! - Unknown keys in `[rabbit]` and `[ssl_options]` are errors (a typo would
-//!   otherwise be silently ignored); unknown sections are warnings. A key of
-//!   `[rabbit_queue_options]` that does not start with `x-` is still sent as
-//!   a queue argument, with a warning.
+//! - Unknown keys in `[rabbit]`, `[ssl_options]` and `[rabbit_queue_options]`
+//!   (other than `x-` arguments) are errors, with the closest known key: a
+//!   typo would otherwise be silently ignored. A section whose name is close
+//!   to a known one (`[rabit_queue_options]`) is an error too; other
+//!   unknown sections are warnings (the file may be shared).
+//! - Queue, exchange, routing key, vhost and argument names longer than an
+//!   AMQP short string (255 bytes) are errors.
+//! - A password written in a file that others can read gets a warning.
 //! - `[ssl_options]` is only checked when `use_ssl` is true; otherwise it is
 //!   ignored with a warning. Relative certificate paths are relative to the
 //!   directory of the config file.
@@ -29,6 +33,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// One broker address from `host = a,b:5673`.
@@ -238,8 +243,12 @@ pub struct Checked {
     /// The validated settings.
     pub config: RabbitConfig,
     /// Things that are allowed but probably not meant (unknown section, a
-    /// queue argument without `x-`, `[ssl_options]` while `use_ssl` is off).
+    /// file readable by others that holds a password, `[ssl_options]` while
+    /// `use_ssl` is off).
     pub warnings: Vec<Problem>,
+    /// The password (or part of it) is written in the file rather than
+    /// taken from the environment.
+    pub password_in_file: bool,
 }
 
 /// Looks a variable up in the process environment; the default lookup for
@@ -259,13 +268,41 @@ pub fn load(path: &Path) -> Result<RabbitConfig, ConfigError> {
 
 /// Reads and validates `path`, looking `${VAR}` up with `env`, and returns
 /// the warnings instead of logging them. A file that cannot be read is one
-/// problem naming the file and the OS reason.
+/// problem naming the file and the OS reason. A file that holds a password
+/// and that others can read gets a warning.
 pub fn load_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Checked, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => check(&text, path, env),
+    let read = || -> std::io::Result<(String, std::fs::Metadata)> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok((text, meta))
+    };
+    match read() {
+        Ok((text, meta)) => {
+            let mut checked = check(&text, path, env)?;
+            if checked.password_in_file
+                && let Some(who) = readable_by_others(&meta)
+            {
+                checked.warnings.push(Problem {
+                    file: path.to_path_buf(),
+                    section: Some(RABBIT.into()),
+                    key: Some("password".into()),
+                    message: format!(
+                        "the file holds a password and is readable by {who} (mode {:04o}): \
+                         chmod 600 {}, or write password = ${{RABBIT_PASSWORD}} and set that \
+                         variable",
+                        meta.permissions().mode() & 0o7777,
+                        path.display()
+                    ),
+                });
+            }
+            Ok(checked)
+        }
         Err(e) => Err(ConfigError {
             problems: vec![Problem {
                 file: path.to_path_buf(),
@@ -274,6 +311,26 @@ pub fn load_with_env(
                 message: format!("cannot read the config file: {e}"),
             }],
         }),
+    }
+}
+
+/// Who besides its owner can read a file: "others", "its group" or both;
+/// `None` when nobody else can. Group access is not counted when it is how
+/// this process reads a file that belongs to another user (a service's
+/// `root:tstat 0640` config): then it is needed, not an oversight.
+fn readable_by_others(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = meta.permissions().mode();
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let read_through_group = meta.uid() != euid && meta.gid() == egid;
+    let group = mode & 0o040 != 0 && !read_through_group;
+    let others = mode & 0o004 != 0;
+    match (group, others) {
+        (true, true) => Some("its group and others"),
+        (false, true) => Some("others"),
+        (true, false) => Some("its group"),
+        (false, false) => None,
     }
 }
 
@@ -361,6 +418,9 @@ impl Report<'_> {
 /// checks stay quiet about it instead of piling on.
 struct Section {
     entries: Vec<(String, Option<String>)>,
+    /// Keys whose value takes text from the file, not only from the
+    /// environment (see [`has_literal_text`]).
+    literal: Vec<String>,
 }
 
 /// What a key lookup found.
@@ -401,11 +461,16 @@ pub fn check(
         warnings: Vec::new(),
     };
     let sections = read_sections(text, env, &mut rep);
+    let password_in_file = sections
+        .as_ref()
+        .and_then(|s| s.get(RABBIT))
+        .is_some_and(|r| r.literal.iter().any(|k| k == "password"));
     let config = sections.and_then(|s| validate(&s, path, &mut rep));
     match config {
         Some(config) if rep.errors.is_empty() => Ok(Checked {
             config,
             warnings: rep.warnings,
+            password_in_file,
         }),
         _ => Err(ConfigError {
             problems: rep.errors,
@@ -505,6 +570,7 @@ fn read_sections(
         }
         let sec = sections.entry(name.to_owned()).or_insert(Section {
             entries: Vec::new(),
+            literal: Vec::new(),
         });
         for (k, raw) in props.iter() {
             let key = k.to_ascii_lowercase();
@@ -521,16 +587,35 @@ fn read_sections(
                     None
                 }
             };
+            if has_literal_text(raw, env) {
+                sec.literal.push(key.clone());
+            }
             sec.entries.push((key, value));
         }
     }
     for name in unknown {
-        let hint = [RABBIT, QUEUE_OPTIONS, SSL_OPTIONS]
-            .iter()
-            .find(|known| known.eq_ignore_ascii_case(&name) || edit_distance(known, &name) <= 2)
-            .map(|k| format!(" (did you mean [{k}]? section names are case-sensitive)"))
-            .unwrap_or_default();
-        rep.warn(&name, None, format!("unknown section, ignored{hint}"));
+        let near = [RABBIT, QUEUE_OPTIONS, SSL_OPTIONS]
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(&name) || edit_distance(known, &name) <= 2);
+        match near {
+            // A misspelt section would silently drop its settings. A
+            // missing [rabbit] is reported by `validate`, naming this one.
+            Some(k) if k != RABBIT || sections.contains_key(RABBIT) => rep.error(
+                &name,
+                None,
+                format!(
+                    "unknown section (did you mean [{k}]? section names are case-sensitive; \
+                     its settings would be ignored)"
+                ),
+            ),
+            Some(k) => rep.warn(
+                &name,
+                None,
+                format!("unknown section, ignored (did you mean [{k}]?)"),
+            ),
+            // Another program's section in a shared file is fine.
+            None => rep.warn(&name, None, "unknown section, ignored"),
+        }
     }
     Some(sections)
 }
@@ -593,6 +678,26 @@ fn is_var_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// True when a raw value takes text from the file itself, not only from
+/// the environment: literal characters, or the default of a `${VAR:default}`
+/// whose variable is unset.
+fn has_literal_text(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let mut rest = raw.trim();
+    while let Some(r) = rest.strip_prefix("${") {
+        let Some(close) = r.find('}') else {
+            return true;
+        };
+        if let Some((name, default)) = r[..close].split_once(':')
+            && !default.is_empty()
+            && env(name).is_none()
+        {
+            return true;
+        }
+        rest = r[close + 1..].trim_start();
+    }
+    !rest.is_empty()
 }
 
 /// Parses `true/false/yes/no/on/off/1/0`, any case.
@@ -811,6 +916,13 @@ fn validate(
         rep.error(RABBIT, Some("password"), "is empty");
     }
 
+    // AMQP short strings: longer ones cannot be sent at all.
+    for key in ["vhost", "queue", "routing_key", "exchange"] {
+        if let Lookup::Value(v) = rabbit.get(key) {
+            check_short_string(rep, RABBIT, key, v);
+        }
+    }
+
     let use_ssl = bool_key(rabbit, RABBIT, "use_ssl", rep).unwrap_or(false);
     let persistent = bool_key(rabbit, RABBIT, "persistent", rep).unwrap_or(true);
     let vhost = rabbit.optional("vhost").unwrap_or("/").to_owned();
@@ -869,6 +981,24 @@ fn validate(
     })
 }
 
+/// The longest AMQP "short string" (names of queues, exchanges, routing keys,
+/// the vhost, argument keys), in bytes.
+pub const MAX_SHORT_STRING: usize = 255;
+
+/// Reports a value that is too long to be an AMQP short string.
+fn check_short_string(rep: &mut Report<'_>, section: &str, key: &str, value: &str) {
+    if value.len() > MAX_SHORT_STRING {
+        rep.error(
+            section,
+            Some(key),
+            format!(
+                "is {} bytes long; AMQP allows at most {MAX_SHORT_STRING} bytes here",
+                value.len()
+            ),
+        );
+    }
+}
+
 /// An optional boolean key; a bad value is reported and gives `None`.
 fn bool_key(sec: &Section, section: &str, key: &str, rep: &mut Report<'_>) -> Option<bool> {
     match sec.get(key) {
@@ -883,8 +1013,12 @@ fn bool_key(sec: &Section, section: &str, key: &str, rep: &mut Report<'_>) -> Op
     }
 }
 
-/// `[rabbit_queue_options]`: four booleans, everything else a typed
-/// argument.
+/// The flags of `[rabbit_queue_options]`; every other key is an `x-` argument.
+const QUEUE_FLAGS: &[&str] = &["durable", "exclusive", "auto_delete", "passive"];
+
+/// `[rabbit_queue_options]`: four booleans, every `x-` key a typed argument;
+/// any other key is an error (`durabel = true` would otherwise be sent as
+/// an argument and the queue created non-durable).
 fn queue_options(sec: &Section, rep: &mut Report<'_>) -> QueueOptions {
     let mut opts = QueueOptions {
         durable: bool_key(sec, QUEUE_OPTIONS, "durable", rep),
@@ -894,22 +1028,23 @@ fn queue_options(sec: &Section, rep: &mut Report<'_>) -> QueueOptions {
         arguments: Vec::new(),
     };
     for (key, value) in &sec.entries {
-        if ["durable", "exclusive", "auto_delete", "passive"].contains(&key.as_str()) {
+        if QUEUE_FLAGS.contains(&key.as_str()) {
             continue;
         }
+        if !key.starts_with("x-") {
+            let known = unknown_key_message(key, QUEUE_FLAGS);
+            rep.error(
+                QUEUE_OPTIONS,
+                Some(key),
+                format!("{known}; queue arguments start with \"x-\", e.g. x-queue-type"),
+            );
+            continue;
+        }
+        check_short_string(rep, QUEUE_OPTIONS, key, key);
         let Some(value) = value else { continue };
         if value.is_empty() {
             rep.error(QUEUE_OPTIONS, Some(key), "has no value");
             continue;
-        }
-        if !key.starts_with("x-") {
-            rep.warn(
-                QUEUE_OPTIONS,
-                Some(key),
-                "sent as a queue argument, but it does not start with \"x-\" \
-                 (queue arguments are x-...; the flags are durable, exclusive, \
-                 auto_delete and passive)",
-            );
         }
         let arg = match value.parse::<i64>() {
             Ok(n) => QueueArg::Int(n),
@@ -927,6 +1062,7 @@ fn queue_options(sec: &Section, rep: &mut Report<'_>) -> QueueOptions {
 fn tls_options(sec: Option<&Section>, path: &Path, rep: &mut Report<'_>) -> Option<TlsOptions> {
     let empty = Section {
         entries: Vec::new(),
+        literal: Vec::new(),
     };
     let sec = sec.unwrap_or(&empty);
     for (key, _) in &sec.entries {
@@ -1038,27 +1174,48 @@ fn spaced(value: &str) -> String {
     if value.is_empty() {
         String::new()
     } else {
-        format!(" {value}")
+        format!(" {}", escaped(value))
     }
+}
+
+/// The value with control characters escaped (`\n`, `\t`, `\u{1b}`), so a
+/// value from the environment cannot break or forge lines of a dump.
+fn escaped(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl RabbitConfig {
     /// An ini-like dump of the validated settings for `--verbose`, with
-    /// `password = ***`, ports resolved and defaults filled in. With the
-    /// password put back it reads as the same config (used in the tests).
+    /// `password = ***`, ports resolved and defaults filled in, and control
+    /// characters escaped. With the password put back it reads as the same
+    /// config (used in the tests) unless a value held a control character.
     pub fn describe(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
         let hosts: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
-        let _ = writeln!(s, "# {} (validated)", self.path.display());
+        let path = self.path.display().to_string();
+        let _ = writeln!(s, "# {} (validated)", escaped(&path));
         let _ = writeln!(s, "[rabbit]");
         let _ = writeln!(s, "host = {}", hosts.join(","));
         // Every host above carries its port; this keeps the dump a valid file.
         let port = self.endpoints.first().map_or(5672, |e| e.port);
         let _ = writeln!(s, "port = {port}");
-        let _ = writeln!(s, "username = {}", self.username);
+        let _ = writeln!(s, "username = {}", escaped(&self.username));
         let _ = writeln!(s, "password = ***");
-        let _ = writeln!(s, "vhost = {}", self.vhost);
+        let _ = writeln!(s, "vhost = {}", escaped(&self.vhost));
         let _ = writeln!(s, "use_ssl = {}", self.tls.is_some());
         let _ = writeln!(s, "queue ={}", spaced(self.queue.as_deref().unwrap_or("")));
         let _ = writeln!(s, "routing_key ={}", spaced(&self.routing_key));
@@ -1083,7 +1240,7 @@ impl RabbitConfig {
                 }
             }
             for (k, v) in &q.arguments {
-                let _ = writeln!(s, "{k} = {v}");
+                let _ = writeln!(s, "{k} = {}", escaped(&v.to_string()));
             }
         }
         if let Some(t) = &self.tls {
@@ -1094,7 +1251,7 @@ impl RabbitConfig {
                 ("keyfile", &t.keyfile),
             ] {
                 if let Some(p) = v {
-                    let _ = writeln!(s, "{k} = {}", p.display());
+                    let _ = writeln!(s, "{k} = {}", escaped(&p.display().to_string()));
                 }
             }
             if let Some(h) = &t.server_hostname {
@@ -1451,18 +1608,24 @@ cert_reqs = CERT_SOMETIMES
     }
 
     #[test]
-    fn queue_argument_without_x_prefix_is_kept_with_a_warning() {
-        let c = ok(&base("[rabbit_queue_options]\ndurabel = true\n"));
-        assert_eq!(
-            c.config.queue_options.arguments,
-            vec![("durabel".into(), QueueArg::Bool(true))]
-        );
-        assert_eq!(c.warnings.len(), 1);
+    fn queue_option_without_x_prefix_is_an_error_with_the_closest_flag() {
+        let lines = errors(&base(
+            "[rabbit_queue_options]\ndurabel = true\nmaxlength = 5\nx-max-length = 5\n",
+        ));
         assert!(
-            c.warnings[0]
-                .to_string()
-                .starts_with("test.ini: [rabbit_queue_options] durabel: ")
+            has(
+                &lines,
+                "test.ini: [rabbit_queue_options] durabel: ",
+                "unknown key (did you mean durable?)"
+            ),
+            "{lines:#?}"
         );
+        assert!(has(
+            &lines,
+            "test.ini: [rabbit_queue_options] maxlength: ",
+            "queue arguments start with \"x-\""
+        ));
+        assert_eq!(lines.len(), 2, "x-max-length is fine: {lines:#?}");
     }
 
     #[test]
@@ -1473,12 +1636,123 @@ cert_reqs = CERT_SOMETIMES
             "test.ini: [rabbit] usename: ",
             "did you mean username?"
         ));
-        let c = ok(&base("[rabit_queue_options]\ndurable = true\n"));
+        // A near miss of a known section would drop its settings: an error.
+        let lines = errors(&base("[rabit_queue_options]\ndurable = true\n"));
+        assert!(
+            has(
+                &lines,
+                "test.ini: [rabit_queue_options]: ",
+                "did you mean [rabbit_queue_options]"
+            ),
+            "{lines:#?}"
+        );
+        let lines = errors(&base("[SSL_options]\nca_certs = x\n"));
+        assert!(has(&lines, "test.ini: [SSL_options]: ", "[ssl_options]"));
+        // Another program's section in a shared file: a warning.
+        let c = ok(&base("[tstat_cull]\ndays = 7\n"));
+        assert_eq!(c.warnings.len(), 1);
         assert!(
             c.warnings[0]
                 .to_string()
-                .contains("did you mean [rabbit_queue_options]")
+                .contains("unknown section, ignored")
         );
+    }
+
+    #[test]
+    fn names_longer_than_an_amqp_short_string_are_all_reported() {
+        let long = "q".repeat(256);
+        let text = base(&format!(
+            "vhost = /{long}\nrouting_key = {long}\nexchange = {long}\n\
+             [rabbit_queue_options]\nx-{long} = 1\n"
+        ))
+        .replace("exchange =\n", "")
+        .replace("queue = q", &format!("queue = {long}"));
+        let lines = errors(&text);
+        for key in ["vhost", "queue", "routing_key", "exchange"] {
+            assert!(
+                has(
+                    &lines,
+                    &format!("test.ini: [rabbit] {key}: "),
+                    "AMQP allows at most 255 bytes"
+                ),
+                "{key}: {lines:#?}"
+            );
+        }
+        assert!(has(
+            &lines,
+            &format!("test.ini: [rabbit_queue_options] x-{long}: "),
+            "is 258 bytes long"
+        ));
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        // 255 bytes is fine; a multi-byte character counts as its bytes.
+        let ok255 = base("").replace("queue = q", &format!("queue = {}", "q".repeat(255)));
+        assert_eq!(ok(&ok255).config.queue.map(|q| q.len()), Some(255));
+        let wide = base("").replace("queue = q", &format!("queue = {}", "é".repeat(128)));
+        assert!(has(
+            &errors(&wide),
+            "test.ini: [rabbit] queue: ",
+            "256 bytes"
+        ));
+    }
+
+    #[test]
+    fn password_from_the_file_or_from_the_environment() {
+        let from_file = |raw: &str, env: &dyn Fn(&str) -> Option<String>| {
+            let text = base("").replace(
+                &format!("password = {PASSWORD}"),
+                &format!("password = {raw}"),
+            );
+            check(&text, Path::new("t"), env).unwrap().password_in_file
+        };
+        let set = |n: &str| (n == "PW").then(|| "from-env".to_owned());
+        assert!(from_file("secret", &no_env));
+        assert!(from_file("a${PW}", &set));
+        assert!(from_file("${PW:guest}", &no_env), "the default is used");
+        assert!(!from_file("${PW:guest}", &set), "the default is not used");
+        assert!(!from_file("${PW}", &set));
+        assert!(!from_file(" ${PW} ", &set));
+    }
+
+    #[test]
+    fn literal_password_in_a_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.ini");
+        let env = |n: &str| (n == "PW").then(|| "from-env".to_owned());
+        let warned = |text: &str, mode: u32| -> Vec<String> {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let c = load_with_env(&path, &env).unwrap();
+            c.warnings.iter().map(Problem::to_string).collect()
+        };
+        let lines = warned(&base(""), 0o644);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].starts_with(&format!("{}: [rabbit] password: ", path.display())));
+        assert!(
+            lines[0].contains("readable by its group and others (mode 0644)"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("chmod 600"));
+        assert!(!lines[0].contains(PASSWORD));
+        assert!(warned(&base(""), 0o604)[0].contains("readable by others (mode 0604)"));
+        assert!(warned(&base(""), 0o640)[0].contains("readable by its group (mode 0640)"));
+        assert!(warned(&base(""), 0o600).is_empty());
+        let from_env = base("").replace(&format!("password = {PASSWORD}"), "password = ${PW}");
+        assert!(warned(&from_env, 0o644).is_empty());
+    }
+
+    #[test]
+    fn describe_escapes_control_characters() {
+        let env = |n: &str| (n == "VH").then(|| "/a\nhost = evil\t\u{1b}[31m".to_owned());
+        let c = check(&base("vhost = ${VH}\n"), Path::new("t"), &env).unwrap();
+        let d = c.config.describe();
+        assert!(
+            d.contains("\nvhost = /a\\nhost = evil\\t\\u{1b}[31m\n"),
+            "{d}"
+        );
+        assert!(!d.contains('\u{1b}'));
+        assert_eq!(d.lines().filter(|l| l.starts_with("host = ")).count(), 1);
     }
 
     #[test]
@@ -1614,9 +1888,98 @@ cert_reqs = CERT_SOMETIMES
     }
 
     #[test]
+    fn no_input_makes_the_checker_panic() {
+        // Fragments that have tripped parsers: brackets, separators, `${`,
+        // comments, multi-byte and control characters, long names.
+        const TOKENS: &[&str] = &[
+            "[rabbit]",
+            "[rabbit_queue_options]",
+            "[ssl_options]",
+            "[",
+            "]",
+            "[]",
+            "=",
+            ":",
+            " = ",
+            "host",
+            "port",
+            "5672",
+            "password",
+            "username",
+            "queue",
+            "exchange",
+            "vhost",
+            "use_ssl",
+            "true",
+            "x-",
+            "durable",
+            "${",
+            "}",
+            "${A:",
+            "$${",
+            "$",
+            "#",
+            ";",
+            " #",
+            "\t",
+            "\n",
+            "\r\n",
+            "\u{0}",
+            "\u{feff}",
+            "é",
+            "\u{1b}",
+            "\\",
+            "\"",
+            "'",
+            "[::1]",
+            ",",
+            "ca_certs",
+            "/",
+            ".",
+            "..",
+            "-",
+        ];
+        let long = "z".repeat(300);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let env = |n: &str| (n == "A").then(|| "\n[x]\n".to_owned());
+        let template = base("[rabbit_queue_options]\nx-a = 1\n");
+        for round in 0..3000 {
+            // Half from scratch, half a valid file with fragments put in.
+            let mut text = if round % 2 == 0 {
+                String::new()
+            } else {
+                template.clone()
+            };
+            for _ in 0..(next() % 40) {
+                let i = (next() % (TOKENS.len() as u64 + 1)) as usize;
+                let token = TOKENS.get(i).copied().unwrap_or(&long);
+                let mut at = (next() % (text.len() as u64 + 1)) as usize;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if round % 2 == 0 {
+                    at = text.len();
+                }
+                text.insert_str(at, token);
+            }
+            if let Ok(c) = check(&text, Path::new("fuzz.ini"), &env) {
+                let _ = c.config.describe();
+            }
+        }
+    }
+
+    #[test]
     fn example_file_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.ini.example");
-        let c = match load_with_env(&path, &no_env) {
+        // The text only: the checkout's file mode is not the example's business.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = match check(&text, &path, &no_env) {
             Ok(c) => c,
             Err(e) => panic!("config.ini.example does not validate:\n{e}"),
         };

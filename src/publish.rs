@@ -314,6 +314,11 @@ fn line(index: u64) -> String {
     format!("line {} (index {index})", index + 1)
 }
 
+/// Seconds with one decimal, for messages.
+fn secs1(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
 fn exchange_name(exchange: &str) -> String {
     if exchange.is_empty() {
         "the default exchange".to_string()
@@ -367,6 +372,28 @@ pub enum PublishError {
         what: &'static str,
         /// Why.
         reason: String,
+    },
+    /// The queue this run had seen (declared or checked on an earlier link)
+    /// is missing after a reconnect: an operator deleted it or the broker
+    /// lost it. Every message confirmed into it that no consumer took is
+    /// gone with it, so it is not re-created (never retried).
+    #[error(
+        "queue '{queue}' has disappeared from the broker ({broker}); it was last seen {} s ago, \
+         so the messages confirmed into it since then are probably lost (deleted by an operator, \
+         or lost in a broker failure); not re-creating it",
+        secs1(*.ago)
+    )]
+    QueueVanished {
+        /// Queue name.
+        queue: String,
+        /// When the queue was last seen present (see
+        /// [`Publisher::queue_seen`]): messages confirmed after this are
+        /// probably lost.
+        since: std::time::Instant,
+        /// How long before the failed check that was.
+        ago: Duration,
+        /// The broker's answer to the check.
+        broker: String,
     },
     /// The broker nacked a message (it could not take responsibility for it).
     #[error("the broker rejected (nacked) {}", line(*.index))]
@@ -587,6 +614,9 @@ pub struct Publisher {
     opts: PublishOptions,
     tls: Option<RustlsConnector>,
     link: Option<Link>,
+    /// When the configured queue was last found present (declared or
+    /// checked on a link); `None` before the first link or without a queue.
+    queue_seen: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for Publisher {
@@ -668,6 +698,7 @@ impl Publisher {
             opts: opts.clone(),
             tls,
             link: None,
+            queue_seen: None,
         };
         publisher.link = Some(publisher.open_link().await?);
         Ok(publisher)
@@ -676,6 +707,15 @@ impl Publisher {
     /// `host:port` of the broker currently connected to, if any.
     pub fn endpoint(&self) -> Option<&str> {
         self.link.as_ref().map(|l| l.endpoint.as_str())
+    }
+
+    /// When the configured queue was last verified present: at the connect
+    /// and at every reconnect (each checks it). If a later reconnect finds
+    /// it gone ([`PublishError::QueueVanished`], whose `since` is this
+    /// instant), whatever was confirmed into it after this is probably
+    /// lost. `None` when no queue is configured.
+    pub fn queue_seen(&self) -> Option<std::time::Instant> {
+        self.queue_seen
     }
 
     /// Closes the connection politely (bounded to a couple of seconds).
@@ -1162,8 +1202,9 @@ impl Publisher {
     }
 
     /// Tries every host in order; sets up queue and confirm mode on the
-    /// first that answers.
-    async fn open_link(&self) -> Result<Link, PublishError> {
+    /// first that answers. After the first link the queue is only checked
+    /// (see [`queue::ensure`]).
+    async fn open_link(&mut self) -> Result<Link, PublishError> {
         let mut failures = Vec::new();
         let mut auth: Option<PublishError> = None;
         for ep in &self.cfg.endpoints {
@@ -1171,6 +1212,9 @@ impl Publisher {
             let failure = match self.open_connection(ep).await {
                 Ok(conn) => match self.setup(conn, &name).await {
                     Ok(link) => {
+                        if self.cfg.queue.is_some() {
+                            self.queue_seen = Some(std::time::Instant::now());
+                        }
                         self.notice(&Notice::Connected { endpoint: name });
                         return Ok(link);
                     }
@@ -1376,7 +1420,7 @@ impl Publisher {
             .await
             .map_err(|_| stalled("opening a channel"))?
             .map_err(|e| step("opening a channel", e))?;
-        let channel = queue::ensure(&conn, channel, &self.cfg, timeout)
+        let channel = queue::ensure(&conn, channel, &self.cfg, timeout, self.queue_seen)
             .await
             .map_err(SetupError::Fatal)?;
         tokio::time::timeout(

@@ -89,8 +89,13 @@ pub fn load_config(
 }
 
 /// Sends tracing output to stderr: warnings by default, `info` with
-/// `verbose`, `debug` with `debug`; `RUST_LOG` overrides.
+/// `verbose`, `debug` with `debug`; `RUST_LOG` overrides, except that no
+/// other crate's `trace` events are ever written: the AMQP library logs
+/// its frames there, the login frame with the password included.
 pub fn init_logging(verbose: bool, debug: bool) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = if debug {
         "tstat_transport=debug,lapin=info,amq_protocol=off"
     } else if verbose {
@@ -100,11 +105,24 @@ pub fn init_logging(verbose: bool, debug: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            not_secret(meta.target(), *meta.level())
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .try_init();
+}
+
+/// False for the events that may carry credentials: `trace` from anything
+/// but this crate (lapin and amq-protocol dump whole frames there, the
+/// connection's login among them). An allow-list, so a new dependency that
+/// logs its I/O at `trace` is covered too.
+fn not_secret(target: &str, level: tracing::Level) -> bool {
+    level != tracing::Level::TRACE || target.starts_with("tstat_")
 }
 
 /// Turns the first SIGINT/SIGTERM into `stop = true` and returns the exit
@@ -147,4 +165,20 @@ pub fn print_notices(prog: &'static str, verbose: bool) -> crate::publish::Notic
         }
         _ => cli::warning(prog, n),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn foreign_trace_events_are_dropped() {
+        assert!(!not_secret("lapin::io_loop", Level::TRACE));
+        assert!(!not_secret("amq_protocol::frame", Level::TRACE));
+        assert!(!not_secret("rustls::client", Level::TRACE));
+        assert!(not_secret("lapin::channels", Level::DEBUG));
+        assert!(not_secret("tstat_transport::publish", Level::TRACE));
+        assert!(not_secret("tstat_rabbit", Level::TRACE));
+    }
 }

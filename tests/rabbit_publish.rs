@@ -47,9 +47,13 @@ impl Scratch {
         }
     }
 
+    /// Writes a file only its owner can read (a config with a password in
+    /// it is otherwise warned about).
     fn write(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
         let p = self.dir.path().join(name);
         fs::write(&p, text).expect("write file");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
         p
     }
 

@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -53,6 +54,8 @@ fn run_tls(node: &RabbitNode, host: &str, ssl_options: &str) -> (Output, String)
     );
     let path: PathBuf = dir.path().join("config.ini");
     fs::write(&path, cfg).expect("write config");
+    // Owner-only, as a config with a password should be (else a warning).
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod config");
     let mut cmd = Command::new(BIN);
     cmd.arg("-c")
         .arg(&path)

@@ -2,7 +2,9 @@
 //! durable create plus binding when the queue is missing) when
 //! `[rabbit_queue_options]` is empty, or a declare with exactly the configured
 //! options. It turns the broker's 406 PRECONDITION_FAILED text into a sentence
-//! that says what differs and which config line fixes it. It never publishes.
+//! that says what differs and which config line fixes it. On a reconnect a
+//! queue the run has already seen is only checked, never re-created: its
+//! disappearance is an error. It never publishes.
 
 use std::time::Duration;
 
@@ -20,23 +22,61 @@ const PRECONDITION_FAILED: u16 = 406;
 
 /// Makes sure the configured queue exists as configured. A 404 closes the
 /// channel, so this may return a different (new) channel than it was given.
+///
+/// `seen` is when this run last found the queue present (on an earlier
+/// link). Then it is checked first, and never re-created: a queue that went
+/// away took the messages confirmed into it with it, so that is
+/// [`PublishError::QueueVanished`].
 pub(crate) async fn ensure(
     conn: &Connection,
     channel: Channel,
     cfg: &RabbitConfig,
     timeout: Duration,
+    seen: Option<std::time::Instant>,
 ) -> Result<Channel, PublishError> {
     let Some(queue) = cfg.queue.as_deref() else {
         return Ok(channel);
     };
     let fail = |what: &'static str, e: lapin::Error| queue_error(queue, what, &e);
     let opts = &cfg.queue_options;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+
+    if let Some(since) = seen {
+        let no_args = QueueOptions::default();
+        match with_timeout(
+            timeout,
+            "check",
+            queue,
+            declare(&channel, queue, passive, &no_args),
+        )
+        .await?
+        {
+            Ok(()) if opts.is_empty() => return Ok(channel),
+            // Still there: declare it as configured below (that checks the
+            // options and the binding) on the same channel.
+            Ok(()) => {}
+            Err(e) => {
+                return Err(match amqp_error(&e) {
+                    // "no queue 'q' in vhost '/'"; another 404 (a durable
+                    // queue whose node is down) is not a deletion.
+                    Some((NOT_FOUND, text)) if text.contains("no queue") => {
+                        PublishError::QueueVanished {
+                            queue: queue.to_string(),
+                            since,
+                            ago: since.elapsed(),
+                            broker: text,
+                        }
+                    }
+                    _ => fail("check (passive declare)", e),
+                });
+            }
+        }
+    }
 
     if opts.is_empty() {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         match with_timeout(
             timeout,
             "check",
