@@ -339,6 +339,18 @@ impl RecordFile {
         &self.path
     }
 
+    /// Forgets what was confirmed (the queue it went to is gone): the stream
+    /// starts over from its beginning under ids above any sent before.
+    pub fn rewind(&mut self) -> io::Result<()> {
+        let fresh = self.record.reserved.max(self.record.next_index);
+        self.record.confirmed = 0;
+        self.record.next = Mark::default();
+        self.record.next_index = fresh;
+        self.record.reserved = fresh;
+        self.offset = fresh;
+        save(&self.path, &self.record)
+    }
+
     /// Records that ids below `confirmed` are confirmed (the last one ending
     /// at `mark`) and that ids below `reserved` may have been sent.
     pub fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> io::Result<()> {

@@ -103,6 +103,23 @@ pub enum SendError {
         /// Its progress file.
         progress: String,
     },
+    /// The queue disappeared during the run (deleted, or lost by the
+    /// broker): what was confirmed into it is probably gone.
+    #[error(
+        "{dir}: not marked: {source}; {dir} starts over under new message ids on the next run{}",
+        lost_list(.marked_since, .root)
+    )]
+    QueueLost {
+        /// The directory being shipped.
+        dir: String,
+        /// The tree.
+        root: String,
+        /// Directories marked since the queue was last seen.
+        marked_since: Vec<String>,
+        /// The publisher's error.
+        #[source]
+        source: PublishError,
+    },
     /// Writing stdout, a marker or the metrics file failed.
     #[error("{what}: {source}")]
     Io {
@@ -112,6 +129,18 @@ pub enum SendError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The part of a [`SendError::QueueLost`] message about marked directories.
+fn lost_list(marked: &[String], root: &str) -> String {
+    if marked.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; marked since the queue was last seen, so their messages are probably lost with it: \
+         {} (ship each again: rm DIR/.processed && tstat_send -d {root} --reship DIR)",
+        marked.join(", ")
+    )
 }
 
 impl SendError {
@@ -165,6 +194,8 @@ pub struct Sender {
     /// Totals over all passes.
     pub summary: Summary,
     metrics: Metrics,
+    /// Directories marked in this run, and when.
+    marked: Vec<(std::time::Instant, PathBuf)>,
 }
 
 /// What shipping one directory gave.
@@ -188,6 +219,7 @@ impl Sender {
             publisher: None,
             summary: Summary::default(),
             metrics,
+            marked: Vec::new(),
         }
     }
 
@@ -367,6 +399,46 @@ impl Sender {
         Ok((plan, rec))
     }
 
+    /// The error for a publishing failure. A vanished queue also rewinds the
+    /// directory's record (its confirms went into the lost queue) and names
+    /// the directories marked since the queue was last seen.
+    fn publish_failed(
+        &self,
+        dir: &Path,
+        source: PublishError,
+        record: Option<&mut RecordFile>,
+    ) -> SendError {
+        let PublishError::QueueVanished { since, .. } = source.root() else {
+            return SendError::Publish {
+                dir: dir.display().to_string(),
+                source,
+            };
+        };
+        if let Some(rec) = record
+            && let Err(e) = rec.rewind()
+        {
+            cli::error(
+                self.opts.prog,
+                format!(
+                    "{}: cannot rewind the progress record: {e}",
+                    rec.path().display()
+                ),
+            );
+        }
+        let marked_since = self
+            .marked
+            .iter()
+            .filter(|(at, _)| at >= since)
+            .map(|(_, d)| d.display().to_string())
+            .collect();
+        SendError::QueueLost {
+            dir: dir.display().to_string(),
+            root: self.opts.root.display().to_string(),
+            marked_since,
+            source,
+        }
+    }
+
     /// Ships one directory: parse on a thread, publish (or print) here.
     async fn ship(
         &mut self,
@@ -522,10 +594,7 @@ impl Sender {
                         messages: 0,
                         bytes: 0,
                     }),
-                    Err(source) => Err(SendError::Publish {
-                        dir: dir.display().to_string(),
-                        source,
-                    }),
+                    Err(source) => Err(self.publish_failed(dir, source, record.as_mut())),
                 }
             }
         };
@@ -583,6 +652,8 @@ impl Sender {
                     format!("{}: cannot remove {PROGRESS_FILE}: {e}", dir.display()),
                 );
             }
+            self.marked
+                .push((std::time::Instant::now(), dir.to_path_buf()));
             tracing::info!(
                 "{}: {} messages confirmed, marked processed",
                 dir.display(),

@@ -957,3 +957,99 @@ fn sigterm_while_a_large_directory_is_parsed_stops_at_once() {
         .expect("summary line");
     assert!(rows > 0 && rows < 300_000, "{rows} rows read:\n{err}");
 }
+
+/// The queue deleted mid-run: the run stops (never re-creates it), names the
+/// directories marked since it was last seen and rewinds the current one;
+/// following its advice delivers every flow to the new queue.
+#[test]
+fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
+    let node = RabbitNode::start();
+    let queue = unique("vanish");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), &node, &queue);
+    let want = generated(root.path(), 3, 3_000, 8);
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let args = [
+        "-d",
+        r,
+        "-c",
+        c,
+        "--all",
+        "-b",
+        "0",
+        "-S",
+        "s",
+        "-q",
+        "--chunk-size",
+        "5",
+        "--window",
+        "16",
+    ];
+    let dirs: Vec<PathBuf> = want.iter().map(|(n, _)| root.path().join(n)).collect();
+    let run1 = spawn(SEND, &args, None);
+    wait_until("the first directory marked", RUN_DEADLINE, || {
+        is_marked(&dirs[0]) && confirmed_count(&dirs[1].join(".progress")) > 0
+    });
+    node.ctl_ok(&["delete_queue", &queue]);
+    node.close_all_connections();
+    let (st, err) = run1.wait(RUN_DEADLINE);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("probably lost"), "{err}");
+    // Where it stopped depends on how fast the broker acted.
+    let marked: Vec<&PathBuf> = dirs.iter().filter(|d| is_marked(d)).collect();
+    let current = dirs
+        .iter()
+        .find(|d| !is_marked(d))
+        .expect("a directory was in progress");
+    assert!(!marked.is_empty(), "the first directory was marked before");
+    assert!(
+        err.contains(&format!("{} starts over", current.display())),
+        "{err}"
+    );
+    let listed: Vec<String> = marked.iter().map(|d| d.display().to_string()).collect();
+    assert!(
+        err.contains(&format!(
+            "lost with it: {} (ship each again",
+            listed.join(", ")
+        )),
+        "{err}"
+    );
+    assert!(
+        node.list_queues(&["name"])
+            .iter()
+            .all(|row| row.first() != Some(&queue)),
+        "the queue is not re-created"
+    );
+
+    // As told: the marked directories again, then the rest.
+    let mut reship = vec!["--reship"];
+    for d in &marked {
+        fs::remove_file(d.join(".processed")).expect("rm .processed");
+        reship.push(d.to_str().expect("utf-8"));
+    }
+    let out = run(SEND, &[&args[..], &reship].concat());
+    assert_status(&out, 0, "--reship");
+    let out = run(SEND, &args);
+    assert_status(&out, 0, "the rest");
+    let msgs = consume_all(&node, &queue);
+    let (unique_msgs, _) = dedup(&msgs);
+    for (i, (name, flows)) in want.iter().enumerate() {
+        assert!(is_marked(&dirs[i]));
+        let ids: std::collections::BTreeSet<String> = unique_msgs
+            .iter()
+            .filter(|(d, _, _)| d.starts_with(name.as_str()))
+            .map(|(d, _, _)| d.clone())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{name}: one id family in the new queue: {ids:?}"
+        );
+        let family = ids.into_iter().next().expect("family");
+        assert_flows(&flows_of(&msgs, &family), flows, name);
+    }
+}
