@@ -118,7 +118,7 @@ pub enum SendError {
         marked_since: Vec<String>,
         /// The publisher's error.
         #[source]
-        source: PublishError,
+        source: Box<PublishError>,
     },
     /// Writing stdout, a marker or the metrics file failed.
     #[error("{what}: {source}")]
@@ -435,7 +435,7 @@ impl Sender {
             dir: dir.display().to_string(),
             root: self.opts.root.display().to_string(),
             marked_since,
-            source,
+            source: Box::new(source),
         }
     }
 
