@@ -5,6 +5,7 @@
 //! Each stage is a module; the programs in `src/bin/` are thin wrappers.
 
 pub mod bytesize;
+pub mod check;
 pub mod chunk;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,8 @@
 //! ```
 
 mod queue;
+
+pub use queue::QueueState;
 mod tls;
 
 use std::collections::VecDeque;
@@ -159,6 +161,9 @@ pub struct PublishOptions {
     /// Receives what the operator should hear about while a run goes on
     /// (blocked broker, failover, retries); `None` drops them.
     pub notices: Option<NoticeSink>,
+    /// Only look at the broker: never create or bind the queue
+    /// (`tstat_send --check`); see [`Publisher::queue_state`].
+    pub check_only: bool,
 }
 
 impl Default for PublishOptions {
@@ -173,6 +178,7 @@ impl Default for PublishOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(15),
             notices: None,
+            check_only: false,
         }
     }
 }
@@ -617,6 +623,8 @@ pub struct Publisher {
     /// When the configured queue was last found present (declared or
     /// checked on a link); `None` before the first link or without a queue.
     queue_seen: Option<std::time::Instant>,
+    /// What the last connect found of the queue.
+    queue_state: std::sync::Mutex<Option<QueueState>>,
 }
 
 impl fmt::Debug for Publisher {
@@ -699,6 +707,7 @@ impl Publisher {
             tls,
             link: None,
             queue_seen: None,
+            queue_state: std::sync::Mutex::new(None),
         };
         publisher.link = Some(publisher.open_link().await?);
         Ok(publisher)
@@ -716,6 +725,11 @@ impl Publisher {
     /// lost. `None` when no queue is configured.
     pub fn queue_seen(&self) -> Option<std::time::Instant> {
         self.queue_seen
+    }
+
+    /// What the last connect found of the configured queue.
+    pub fn queue_state(&self) -> Option<QueueState> {
+        self.queue_state.lock().ok().and_then(|s| *s)
     }
 
     /// Closes the connection politely (bounded to a couple of seconds).
@@ -1420,9 +1434,19 @@ impl Publisher {
             .await
             .map_err(|_| stalled("opening a channel"))?
             .map_err(|e| step("opening a channel", e))?;
-        let channel = queue::ensure(&conn, channel, &self.cfg, timeout, self.queue_seen)
-            .await
-            .map_err(SetupError::Fatal)?;
+        let (channel, state) = queue::ensure(
+            &conn,
+            channel,
+            &self.cfg,
+            timeout,
+            self.queue_seen,
+            !self.opts.check_only,
+        )
+        .await
+        .map_err(SetupError::Fatal)?;
+        if let Ok(mut s) = self.queue_state.lock() {
+            *s = Some(state);
+        }
         tokio::time::timeout(
             timeout,
             channel.confirm_select(ConfirmSelectOptions::default()),

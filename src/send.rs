@@ -196,6 +196,8 @@ pub struct Sender {
     metrics: Metrics,
     /// Directories marked in this run, and when.
     marked: Vec<(std::time::Instant, PathBuf)>,
+    /// The "no Tstat directory here" warning was given.
+    warned_empty: bool,
 }
 
 /// What shipping one directory gave.
@@ -220,6 +222,7 @@ impl Sender {
             summary: Summary::default(),
             metrics,
             marked: Vec::new(),
+            warned_empty: false,
         }
     }
 
@@ -304,6 +307,22 @@ impl Sender {
             dirs.len(),
             if dirs.len() == 1 { "y" } else { "ies" }
         );
+        if dirs.is_empty() && !self.warned_empty {
+            // A mistyped -d would otherwise ship nothing, quietly, for ever.
+            let any = !find::walk_tstat_dirs(&self.opts.root, &mut |_| {}).is_empty();
+            if !any {
+                self.warned_empty = true;
+                cli::warning(
+                    prog,
+                    format!(
+                        "{} holds no Tstat directory (NAME.out with log_tcp_complete or \
+                         log_udp_complete): is -d the directory Tstat writes into? \
+                         (tstat_send --check looks at everything)",
+                        self.opts.root.display()
+                    ),
+                );
+            }
+        }
         let reship = !self.opts.reship.is_empty();
         let dirs = if reship {
             self.opts.reship.clone()

@@ -69,6 +69,7 @@ fn assert_status(out: &Output, code: i32, what: &str) {
 fn write_config(dir: &Path, node: &RabbitNode, queue: &str) -> PathBuf {
     let p = dir.join(format!("{queue}.ini"));
     fs::write(&p, node.config(queue, "")).expect("write config");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod config");
     p
 }
 
@@ -968,11 +969,13 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(work.path(), &node, &queue);
-    let want = generated(root.path(), 3, 3_000, 8);
+    let want = generated(root.path(), 3, 6_000, 8);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
+    // Small messages and window: a directory takes seconds (a durable record
+    // write every few messages), time enough for rabbitmqctl to act.
     let args = [
         "-d",
         r,
@@ -987,7 +990,7 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
         "--chunk-size",
         "5",
         "--window",
-        "16",
+        "8",
     ];
     let dirs: Vec<PathBuf> = want.iter().map(|(n, _)| root.path().join(n)).collect();
     let run1 = spawn(SEND, &args, None);

@@ -2,6 +2,7 @@
 //! directories, parse, keep the big flows, batch them and publish them with
 //! confirms, then mark each directory `.processed`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -63,6 +64,11 @@ struct Cli {
     /// before arrive a second time, under the new ids).
     #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "no_transport", "single"])]
     reship: Vec<PathBuf>,
+    /// Check everything a run needs (config, broker login and queue, the
+    /// tree, metrics directory, lock) without shipping or marking anything;
+    /// one line per check, exit 0 only when all pass.
+    #[arg(long, conflicts_with_all = ["no_transport", "watch", "reship"])]
+    check: bool,
     /// Write Prometheus metrics here after every pass (atomically).
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<PathBuf>,
@@ -98,6 +104,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     runtime::init_logging(cli.verbose, cli.debug);
+    if cli.check {
+        return check(&cli);
+    }
     if !cli.directory.is_dir() {
         return cli::usage_error(
             PROG,
@@ -225,6 +234,62 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `--check`: one line per check on stdout.
+fn check(cli: &Cli) -> ExitCode {
+    use tstat_transport::check::{self, Check};
+    let mut lines: Vec<Check> = Vec::new();
+    let config = runtime::load_config(PROG, &cli.config, cli.verbose);
+    lines.push(Check {
+        ok: config.is_ok(),
+        what: "config",
+        detail: match &config {
+            Ok(_) => format!("{} is valid", cli.config.display()),
+            Err(_) => format!("{}: see the errors above", cli.config.display()),
+        },
+    });
+    if let Ok(cfg) = &config {
+        let publish = cli.publish.options(PROG, cli.verbose);
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => lines.extend(rt.block_on(check::broker(cfg, &publish))),
+            Err(e) => lines.push(Check {
+                ok: false,
+                what: "broker",
+                detail: format!("cannot start the async runtime: {e}"),
+            }),
+        }
+    }
+    let find = FindOptions {
+        all: cli.all,
+        settle: Duration::from_secs(cli.settle),
+        ..FindOptions::default()
+    };
+    let tree = check::tree(&cli.directory, &find);
+    let is_tree = tree.iter().all(|c| c.ok || c.what != "tree");
+    lines.extend(tree);
+    if let Some(m) = &cli.metrics_file {
+        lines.push(check::metrics(m));
+    }
+    if is_tree {
+        lines.push(check::lock(&cli.directory, PROG));
+    }
+    let mut out = std::io::stdout().lock();
+    for l in &lines {
+        if writeln!(out, "{}", l.line()).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    if config.is_err() {
+        ExitCode::from(cli::EXIT_USAGE)
+    } else if lines.iter().all(|l| l.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(cli::EXIT_FAILURE)
+    }
 }
 
 /// A message size limit: at least 1 KiB, so a normal flow fits.

@@ -20,8 +20,22 @@ const NOT_FOUND: u16 = 404;
 /// Reply code of a declare whose properties differ from the existing queue.
 const PRECONDITION_FAILED: u16 = 406;
 
+/// What the broker holds of the configured queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    /// No queue is configured (publishing to an exchange only).
+    NotConfigured,
+    /// It exists (and matches the configured options, when there are any).
+    Present,
+    /// It does not exist yet (only seen when asked not to create it).
+    Missing,
+}
+
 /// Makes sure the configured queue exists as configured. A 404 closes the
 /// channel, so this may return a different (new) channel than it was given.
+/// With `create` false it only looks: a missing queue is
+/// [`QueueState::Missing`], an existing one is still checked against the
+/// configured options.
 ///
 /// `seen` is when this run last found the queue present (on an earlier
 /// link). Then it is checked first, and never re-created: a queue that went
@@ -33,9 +47,10 @@ pub(crate) async fn ensure(
     cfg: &RabbitConfig,
     timeout: Duration,
     seen: Option<std::time::Instant>,
-) -> Result<Channel, PublishError> {
+    create: bool,
+) -> Result<(Channel, QueueState), PublishError> {
     let Some(queue) = cfg.queue.as_deref() else {
-        return Ok(channel);
+        return Ok((channel, QueueState::NotConfigured));
     };
     let fail = |what: &'static str, e: lapin::Error| queue_error(queue, what, &e);
     let opts = &cfg.queue_options;
@@ -54,7 +69,7 @@ pub(crate) async fn ensure(
         )
         .await?
         {
-            Ok(()) if opts.is_empty() => return Ok(channel),
+            Ok(()) if opts.is_empty() => return Ok((channel, QueueState::Present)),
             // Still there: declare it as configured below (that checks the
             // options and the binding) on the same channel.
             Ok(()) => {}
@@ -85,7 +100,7 @@ pub(crate) async fn ensure(
         )
         .await?
         {
-            Ok(()) => return Ok(channel),
+            Ok(()) => return Ok((channel, QueueState::Present)),
             Err(e) if amqp_error(&e).is_some_and(|(code, _)| code == NOT_FOUND) => {}
             Err(e) => return Err(fail("check (passive declare)", e)),
         }
@@ -93,6 +108,9 @@ pub(crate) async fn ensure(
         let channel = with_timeout(timeout, "open a channel for", queue, conn.create_channel())
             .await?
             .map_err(|e| fail("open a channel to create", e))?;
+        if !create {
+            return Ok((channel, QueueState::Missing));
+        }
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -106,9 +124,32 @@ pub(crate) async fn ensure(
         .await?
         .map_err(|e| fail("create", e))?;
         bind(&channel, cfg, queue, timeout).await?;
-        return Ok(channel);
+        return Ok((channel, QueueState::Present));
     }
 
+    if !create && seen.is_none() {
+        // Only look: a missing queue is reported, never created.
+        match with_timeout(
+            timeout,
+            "check",
+            queue,
+            declare(&channel, queue, passive, &QueueOptions::default()),
+        )
+        .await?
+        {
+            Ok(()) => {}
+            Err(e) if amqp_error(&e).is_some_and(|(code, _)| code == NOT_FOUND) => {
+                let fresh =
+                    with_timeout(timeout, "open a channel for", queue, conn.create_channel())
+                        .await?
+                        .map_err(|e| fail("open a channel after checking", e))?;
+                return Ok((fresh, QueueState::Missing));
+            }
+            Err(e) => return Err(fail("check (passive declare)", e)),
+        }
+        // It exists: declaring it as configured below changes nothing when
+        // the options match and explains the 406 when they do not.
+    }
     let options = QueueDeclareOptions {
         passive: opts.passive.unwrap_or(false),
         durable: opts.durable.unwrap_or(false),
@@ -136,10 +177,10 @@ pub(crate) async fn ensure(
         },
         _ => fail("declare", e),
     })?;
-    if !options.passive {
+    if !options.passive && create {
         bind(&channel, cfg, queue, timeout).await?;
     }
-    Ok(channel)
+    Ok((channel, QueueState::Present))
 }
 
 async fn declare(

@@ -1,0 +1,246 @@
+//! `tstat_send --check` (SPEC §13.1): everything a run needs, looked at
+//! without shipping or marking anything — the broker (connect, log in, TLS,
+//! the queue as declared, never created), the tree (Tstat directories, what
+//! is ready, writable for the records), the metrics file's directory and the
+//! tree's lock. Each check gives one line: what was found, or what is wrong
+//! and how to fix it.
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::config::RabbitConfig;
+use crate::find::{self, FindOptions};
+use crate::lock::{self, LockError};
+use crate::parse::dir_logs;
+use crate::publish::{PublishError, PublishOptions, Publisher, QueueState};
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Passed.
+    pub ok: bool,
+    /// What was checked (`broker`, `queue`, `tree`, …).
+    pub what: &'static str,
+    /// What was found, or what is wrong and how to fix it.
+    pub detail: String,
+}
+
+impl Check {
+    fn pass(what: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    fn fail(what: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            ok: false,
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    /// `✓ what: detail` or `✗ what: detail`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}: {}",
+            if self.ok { "✓" } else { "✗" },
+            self.what,
+            self.detail
+        )
+    }
+}
+
+/// Connects and logs in as a run would, and looks at the queue without
+/// creating it.
+pub async fn broker(cfg: &RabbitConfig, opts: &PublishOptions) -> Vec<Check> {
+    let opts = PublishOptions {
+        check_only: true,
+        retries: 0,
+        ..opts.clone()
+    };
+    match Publisher::connect(cfg, &opts).await {
+        Ok(p) => {
+            let endpoint = p.endpoint().unwrap_or("?").to_string();
+            let tls = if cfg.tls.is_some() { " over TLS" } else { "" };
+            let mut out = vec![Check::pass(
+                "broker",
+                format!(
+                    "connected to {endpoint}{tls} as '{}' (vhost '{}')",
+                    cfg.username, cfg.vhost
+                ),
+            )];
+            let queue = cfg.queue.as_deref().unwrap_or_default();
+            out.push(match p.queue_state() {
+                Some(QueueState::Present) => {
+                    Check::pass("queue", format!("'{queue}' exists as configured"))
+                }
+                Some(QueueState::Missing) => Check::pass(
+                    "queue",
+                    format!("'{queue}' does not exist yet; the first run creates it"),
+                ),
+                _ => Check::pass(
+                    "queue",
+                    format!(
+                        "none configured; messages go to exchange '{}' with routing key '{}'",
+                        cfg.exchange, cfg.routing_key
+                    ),
+                ),
+            });
+            p.close().await;
+            out
+        }
+        Err(e) => {
+            let hint = match e.root() {
+                PublishError::Auth { .. } => "",
+                PublishError::QueueMismatch { .. } => "",
+                PublishError::Connect { .. } => {
+                    " — is the broker running there, and are host/port (and use_ssl, \
+                     ca_certs for TLS) right in the config?"
+                }
+                _ => "",
+            };
+            let what = match e.root() {
+                PublishError::QueueMismatch { .. } | PublishError::Queue { .. } => "queue",
+                _ => "broker",
+            };
+            vec![Check::fail(what, format!("{e}{hint}"))]
+        }
+    }
+}
+
+/// The tree: it exists, holds Tstat directories, what is ready, and that the
+/// records can be written where they must.
+pub fn tree(root: &Path, find_opts: &FindOptions) -> Vec<Check> {
+    if !root.is_dir() {
+        return vec![Check::fail(
+            "tree",
+            format!("{}: not a directory (-d)", root.display()),
+        )];
+    }
+    let mut out = Vec::new();
+    let mut walk_errors = Vec::new();
+    let all = find::walk_tstat_dirs(root, &mut |e| walk_errors.push(e.to_string()));
+    if all.is_empty() {
+        // Nothing here is ours to write into.
+        return vec![Check::fail(
+            "tree",
+            format!(
+                "{} holds no Tstat directory (NAME.out with log_tcp_complete or \
+                 log_udp_complete); is -d the directory Tstat writes into (tstat -s DIR)?",
+                root.display()
+            ),
+        )];
+    } else {
+        let done = all.iter().filter(|d| d.done).count();
+        out.push(Check::pass(
+            "tree",
+            format!(
+                "{}: {} Tstat directories, {} of them processed",
+                root.display(),
+                all.len(),
+                done
+            ),
+        ));
+    }
+    for e in walk_errors {
+        out.push(Check::fail("tree", e));
+    }
+    let mut opts = find_opts.clone();
+    opts.now = SystemTime::now();
+    let ready = find::find_ready([root], &opts, |_| {});
+    let bytes: u64 = ready
+        .iter()
+        .flat_map(|d| dir_logs(d).unwrap_or_default())
+        .filter_map(|(p, _)| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let name = |d: Option<&std::path::PathBuf>| {
+        d.and_then(|d| d.file_name())
+            .map_or("-".into(), |n| n.to_string_lossy().into_owned())
+    };
+    out.push(Check::pass(
+        "ready",
+        if ready.is_empty() {
+            "no directory is ready to ship now".to_string()
+        } else {
+            format!(
+                "{} director{} ({:.1} MB of logs), oldest {}, newest {}",
+                ready.len(),
+                if ready.len() == 1 { "y" } else { "ies" },
+                bytes as f64 / 1e6,
+                name(ready.first()),
+                name(ready.last())
+            )
+        },
+    ));
+    let mut unwritable: Vec<String> = Vec::new();
+    for d in std::iter::once(root).chain(ready.iter().map(|d| d.as_path())) {
+        if let Err(e) = probe_write(d) {
+            unwritable.push(format!("{}: {e}", d.display()));
+        }
+    }
+    out.push(if unwritable.is_empty() {
+        Check::pass(
+            "writable",
+            "the tree and every ready directory take the lock, .progress and .processed",
+        )
+    } else {
+        Check::fail(
+            "writable",
+            format!(
+                "{} (run as the user that owns the tree, or give it write access)",
+                unwritable.join("; ")
+            ),
+        )
+    });
+    out
+}
+
+/// Creates and removes a temporary file in `dir`; the error says why, not
+/// which temporary name failed.
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    tempfile::Builder::new()
+        .prefix(".tstat_send-check")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => e,
+        })
+}
+
+/// The metrics file's directory exists and is writable.
+pub fn metrics(path: &Path) -> Check {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match probe_write(dir) {
+        Ok(()) => Check::pass("metrics", format!("{} can be written", path.display())),
+        Err(e) => Check::fail(
+            "metrics",
+            format!(
+                "{}: cannot write in {}: {e} (create the directory, e.g. \
+                 node_exporter's textfile directory, writable by this user)",
+                path.display(),
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// Whether the tree's lock is free now (it takes and releases it).
+pub fn lock(root: &Path, prog: &str) -> Check {
+    match lock::lock_tree(root, prog) {
+        Ok(held) => {
+            drop(held);
+            Check::pass("lock", "free (no other run is shipping this tree)")
+        }
+        Err(e @ LockError::Held { .. }) => Check::fail("lock", e.to_string()),
+        Err(e) => Check::fail("lock", e.to_string()),
+    }
+}

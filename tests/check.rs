@@ -1,0 +1,272 @@
+//! `tstat_send --check` (SPEC §13.1) against a private TLS-capable broker:
+//! one line per check, ✓ or ✗ with the fix, exit 0 only when all pass, and
+//! nothing shipped, marked or created (not even the queue).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::rabbit::{NodeOptions, RabbitNode, TlsListener, run_with_deadline};
+
+const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn node() -> &'static RabbitNode {
+    static NODE: OnceLock<RabbitNode> = OnceLock::new();
+    NODE.get_or_init(|| {
+        RabbitNode::start_with(NodeOptions {
+            tls: Some(TlsListener {
+                fail_if_no_peer_cert: false,
+            }),
+            ..NodeOptions::default()
+        })
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A tree with one finished Tstat directory (logs three hours old).
+fn tree(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    let d = root.join("2024_06_08_09_10.out");
+    fs::create_dir_all(&d).expect("mkdir");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-3.3/2024_06_08_09_10.out");
+    let old = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+    for log in ["log_tcp_complete", "log_udp_complete"] {
+        fs::copy(src.join(log), d.join(log)).expect("copy");
+        fs::File::options()
+            .write(true)
+            .open(d.join(log))
+            .and_then(|f| f.set_modified(old))
+            .expect("mtime");
+    }
+    root
+}
+
+fn config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("config.ini");
+    fs::write(&p, body).expect("config");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+fn plain(node: &RabbitNode, queue: &str, password: &str, extra: &str) -> String {
+    format!(
+        "[rabbit]\nhost = 127.0.0.1\nport = {}\nusername = guest\npassword = {password}\n\
+         queue = {queue}\nrouting_key = {queue}\nexchange =\n{extra}",
+        node.port
+    )
+}
+
+fn check(root: &Path, cfg: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(SEND);
+    cmd.arg("--check")
+        .arg("-d")
+        .arg(root)
+        .arg("-c")
+        .arg(cfg)
+        .args(["--connect-timeout", "5"])
+        .args(extra);
+    let out: Output = run_with_deadline(cmd, None, DEADLINE).expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn queue_exists(node: &RabbitNode, queue: &str) -> bool {
+    node.list_queues(&["name"])
+        .iter()
+        .any(|row| row.first().map(String::as_str) == Some(queue))
+}
+
+#[test]
+fn a_good_setup_passes_every_check_and_changes_nothing() {
+    let node = node();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tree(tmp.path());
+    let queue = unique("check_ok");
+    let cfg = config(tmp.path(), &plain(node, &queue, "guest", ""));
+    let metrics = tmp.path().join("tstat.prom");
+    let (code, out, err) = check(
+        &root,
+        &cfg,
+        &["--metrics-file", metrics.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    for what in [
+        "config", "broker", "queue", "tree", "ready", "writable", "metrics", "lock",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("✓ {what}: "))),
+            "{what} passes:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("does not exist yet; the first run creates it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 directory (0.1 MB of logs), oldest 2024_06_08_09_10.out"),
+        "{out}"
+    );
+    assert!(
+        !queue_exists(node, &queue),
+        "the queue is not created by --check"
+    );
+    let d = root.join("2024_06_08_09_10.out");
+    assert!(!d.join(".processed").exists() && !d.join(".progress").exists());
+    assert!(!metrics.exists(), "no metrics file written");
+}
+
+#[test]
+fn each_problem_is_a_cross_with_what_to_do() {
+    let node = node();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tree(tmp.path());
+
+    // Wrong password.
+    let queue = unique("check_pw");
+    let cfg = config(tmp.path(), &plain(node, &queue, "not-the-password", ""));
+    let (code, out, _) = check(&root, &cfg, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ broker: login refused: user 'guest'"),
+        "{out}"
+    );
+    assert!(out.contains("check username, password and vhost"), "{out}");
+    assert!(
+        !out.contains("not-the-password"),
+        "never the password:\n{out}"
+    );
+    assert!(
+        out.contains("✓ tree: "),
+        "the other checks still run:\n{out}"
+    );
+
+    // The queue exists with other properties (a 406, explained).
+    let queue = unique("check_406");
+    common::flows::with_channel(&node.url(), DEADLINE, async |ch| {
+        ch.queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("declare a transient queue")
+    });
+    let cfg = config(
+        tmp.path(),
+        &plain(
+            node,
+            &queue,
+            "guest",
+            "[rabbit_queue_options]\ndurable = true\n",
+        ),
+    );
+    let (code, out, _) = check(&root, &cfg, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "✗ queue: queue '{queue}' does not match the config"
+        )),
+        "{out}"
+    );
+
+    // TLS with a CA that did not sign the broker's certificate.
+    let certs = node.certs.as_ref().expect("certs");
+    let cfg = config(
+        tmp.path(),
+        &format!(
+            "[rabbit]\nhost = localhost\nport = {}\nusername = guest\npassword = guest\n\
+             use_ssl = true\nqueue = q\nrouting_key = q\nexchange =\n[ssl_options]\nca_certs = {}\n",
+            node.tls_port.expect("tls port"),
+            certs.other_ca.display()
+        ),
+    );
+    let (code, out, _) = check(&root, &cfg, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ broker: cannot connect to RabbitMQ: localhost:"),
+        "{out}"
+    );
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+
+    // A missing metrics directory.
+    let queue = unique("check_m");
+    let cfg = config(tmp.path(), &plain(node, &queue, "guest", ""));
+    let (code, out, _) = check(&root, &cfg, &["--metrics-file", "/nonexistent-dir/x.prom"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("✗ metrics: /nonexistent-dir/x.prom: cannot write in /nonexistent-dir: No such file or directory"),
+        "{out}"
+    );
+
+    // An empty root.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).expect("mkdir");
+    let (code, out, _) = check(&empty, &cfg, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("holds no Tstat directory"), "{out}");
+    assert!(
+        !out.contains("lock"),
+        "nothing written in a directory that is not a tree:\n{out}"
+    );
+    assert!(!empty.join(".tstat_send.lock").exists());
+
+    // A config error: exit 2, the checks that need no broker still run.
+    let bad = config(tmp.path(), "[rabbit]\nhost = 127.0.0.1\n");
+    let (code, out, err) = check(&root, &bad, &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.contains("✗ config: ") && out.contains("✓ tree: "),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_unwritable_tree_is_a_cross() {
+    let node = node();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let root = tree(tmp.path());
+    let queue = unique("check_ro");
+    let cfg = config(tmp.path(), &plain(node, &queue, "guest", ""));
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        SEND,
+        "--check",
+        "-d",
+    ])
+    .arg(&root)
+    .arg("-c")
+    .arg(&cfg);
+    let out = run_with_deadline(cmd, None, DEADLINE).expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("✗ writable: ") && text.contains("Permission denied"),
+        "{text}"
+    );
+    assert!(text.contains("✗ lock: cannot lock"), "{text}");
+}
