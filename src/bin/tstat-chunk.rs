@@ -9,17 +9,7 @@ use tstat_transport::cli;
 
 const PROG: &str = "tstat-chunk";
 
-/// Group NDJSON objects from stdin into JSON arrays, one compact array per line.
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// Objects per array.
-    #[arg(short = 'n', long, default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    size: u64,
-    /// Largest array in bytes (K, M, Ki, Mi … suffixes accepted).
-    #[arg(long, value_name = "BYTES", default_value = "8Mi", value_parser = cli::bytes_arg)]
-    max_bytes: u64,
-}
+type Cli = tstat_transport::args::ChunkCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -78,22 +68,4 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
         }
         None => ExitCode::SUCCESS,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c = Cli::try_parse_from(["tstat-chunk"]).unwrap();
-        assert_eq!((c.size, c.max_bytes), (100, 8 << 20));
-        assert!(Cli::try_parse_from(["tstat-chunk", "--size", "0"]).is_err());
-    }
 }

@@ -4,51 +4,13 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tstat_transport::args::ProtocolArg;
 use tstat_transport::cli;
 use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 
 const PROG: &str = "tstat-parse";
 
-/// Turn Tstat log rows into flow documents, one JSON object per line.
-///
-/// Each PATH is a tstat directory (its log_tcp_complete, then its
-/// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
-/// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
-/// one per line, so `tstat-find ROOT | tstat-parse` works.
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// Tstat directories or log files.
-    paths: Vec<PathBuf>,
-    /// Keep flows of at least this many bytes: 1000, 25G, 25Gb, 1.5G, 10GiB …
-    /// [default: 25Gb]
-    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
-    bytes: Option<u64>,
-    /// Keep flows of at least this many megabytes (10^6 bytes).
-    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
-    threshold: Option<u64>,
-    /// Sensor id in every document [default: the host name].
-    #[arg(short = 'S', long, value_name = "ID")]
-    sensor: Option<String>,
-    /// Instance id (a JSON string when given; the integer 0 otherwise).
-    #[arg(short = 'I', long, value_name = "ID")]
-    instance: Option<String>,
-    /// Reproduce the original tool's UDP durations (1000× too small).
-    #[arg(long)]
-    legacy_udp_duration: bool,
-    /// Protocol of a log file whose name does not tell (or of stdin `-`).
-    #[arg(long, value_enum)]
-    protocol: Option<ProtocolArg>,
-    /// Report every skipped row with its file and line number.
-    #[arg(short, long)]
-    verbose: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum ProtocolArg {
-    Tcp,
-    Udp,
-}
+type Cli = tstat_transport::args::ParseCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -118,27 +80,4 @@ fn run(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c =
-            Cli::try_parse_from(["tstat-parse", "-b", "1.5G", "-S", "s", "-I", "1", "d"]).unwrap();
-        assert_eq!(
-            (c.bytes, c.sensor.as_deref(), c.instance.as_deref()),
-            (Some(1_500_000_000), Some("s"), Some("1"))
-        );
-        assert!(Cli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
-        assert!(Cli::try_parse_from(["tstat-parse", "--bytes", "12X"]).is_err());
-    }
 }
