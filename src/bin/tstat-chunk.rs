@@ -1,6 +1,6 @@
 //! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (SPEC §5).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -27,6 +27,13 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
         out.write_all(b"\n")
     });
     let stdin = io::stdin();
+    if stdin.is_terminal() {
+        // Typed alone, it would otherwise wait in silence.
+        eprintln!(
+            "{PROG}: reading NDJSON flow documents from stdin \
+             (e.g. tstat-parse DIR | tstat-chunk); Ctrl-D ends, --help shows more"
+        );
+    }
     let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
     let mut line = Vec::with_capacity(4096);
     let mut lineno = 0u64;

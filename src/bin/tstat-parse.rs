@@ -1,11 +1,12 @@
 //! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
 
-use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tstat_transport::args::ProtocolArg;
 use tstat_transport::cli;
+use tstat_transport::find::{self, FindOptions};
 use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 
 const PROG: &str = "tstat-parse";
@@ -58,10 +59,24 @@ fn run(
             } else {
                 parser.parse_path(&path, protocol, sink)?
             };
+            if outcome
+                .errors
+                .iter()
+                .any(|e| matches!(e, ParseError::NoLogs { .. }))
+            {
+                suggest_find(&path);
+            }
             failed |= !outcome.errors.is_empty();
             Ok(())
         };
     if paths.is_empty() {
+        if io::stdin().is_terminal() {
+            // Typed alone, it would otherwise wait in silence.
+            eprintln!(
+                "{PROG}: reading tstat directory paths from stdin, one per line \
+                 (e.g. tstat-find ROOT | tstat-parse); Ctrl-D ends, --help shows more"
+            );
+        }
         for line in io::stdin().lock().lines() {
             let line = line?;
             if line.trim().is_empty() {
@@ -80,4 +95,24 @@ fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A tree root given where a tstat directory belongs: say how to parse the
+/// tstat directories below it.
+fn suggest_find(root: &Path) {
+    let opts = FindOptions {
+        all: true,
+        include_done: true,
+        ..FindOptions::default()
+    };
+    let found = find::find_ready([root], &opts, |_| {}).len();
+    if found > 0 {
+        eprintln!(
+            "{PROG}: hint: {} holds {found} tstat director{} below it; to parse them all: \
+             tstat-find --all {} | {PROG}",
+            root.display(),
+            if found == 1 { "y" } else { "ies" },
+            root.display()
+        );
+    }
 }
