@@ -3,10 +3,11 @@
 //! so they can never drift from `--help` (design §13.2).
 //!
 //! Usage: `cargo run --example gen-docs -- OUTDIR` writes
-//! `OUTDIR/man/PROG.1` and `OUTDIR/completions/{bash/PROG, zsh/_PROG,
+//! `OUTDIR/man/PROG.1.gz` and `OUTDIR/completions/{bash/PROG, zsh/_PROG,
 //! fish/PROG.fish}`; `scripts/package.sh` runs it before `cargo deb`.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -41,8 +42,13 @@ fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     for cmd in tstat_transport::args::commands() {
         let name = cmd.get_name().to_string();
-        let path = man_dir.join(format!("{name}.1"));
-        fs::write(&path, man_page(&cmd)?)?;
+        // Compressed as Debian policy wants (gzip -9n: best, no name or time).
+        let path = man_dir.join(format!("{name}.1.gz"));
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(fs::File::create(&path)?, flate2::Compression::best());
+        gz.write_all(&man_page(&cmd)?)?;
+        gz.finish()?.sync_all()?;
         written.push(path);
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let file = match shell {
