@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # tstat_send.sh — the tstat_send job as a pipeline of the filters (SPEC §8.6).
 #
-# For each ready directory of ROOT, oldest first:
+# For each ready directory of ROOT, oldest first: its logs are read once
+# completely (a log that cannot be, e.g. a .gz Tstat is still writing, leaves
+# the directory for a later run: nothing of it is published), then
 #
-#     tstat-parse DIR | tstat-chunk | tstat-rabbit --message-id-prefix SENSOR:DIRNAME --progress DIR/.progress
+#     tstat-parse DIR | tstat-chunk | tstat-rabbit --message-id-prefix SENSOR:DIRNAME \
+#         --progress DIR/.progress --fingerprint "settings and log identities"
 #
 # and only when that whole pipeline succeeded (pipefail): tstat-find --mark DIR
-# and remove DIR/.progress. A directory without flows above the threshold is
-# marked at once, without connecting. The first failure stops the run with
-# status 1; a usage or config error is status 2, before any log is read.
+# and remove DIR/.progress. tstat-rabbit refuses a progress record made for
+# other settings or other logs (exit 3: that directory is reported and left
+# unmarked, the others are shipped). A directory without flows above the
+# threshold is marked at once, without connecting. A broker failure stops the
+# run with status 1; a usage or config error is status 2, before any log is
+# read. Like tstat_send, one run per tree: the lock ROOT/.tstat_send.lock
+# (flock); a run that finds it taken names the holder and exits 75.
 #
-# The messages (bodies and ids SENSOR:DIRNAME:INDEX) are the ones tstat_send
-# publishes for the same tree: both run the same library code.
+# The messages (bodies and ids SENSOR:DIRNAME:INDEX, DIRNAME the directory's
+# path relative to ROOT) are the ones tstat_send publishes for the same tree:
+# both run the same library code.
 #
 # The programs are taken from $TSTAT_BIN_DIR, else the script's own directory
 # (an installed copy beside them), else this project's target/release or
@@ -49,12 +57,14 @@ Options (as tstat_send):
       --retries N          reconnect-and-resend rounds [5]
       --connect-timeout S  seconds to connect to one broker [10]
       --confirm-timeout S  seconds to wait for a confirm [30]
+      --reship DIR         ship DIR again from its start under new message ids
+                           (after a refused progress record; repeatable)
   -v, --verbose            report each directory
   -q, --quiet              no summary line
   -h, --help               this text
 
 Exit status: 0 ok, 1 a directory failed (it stays unmarked), 2 usage or
-config error, 130/143 interrupted.
+config error, 75 another run holds the tree's lock, 130/143 interrupted.
 EOF
 }
 
@@ -75,6 +85,7 @@ parse_opts=()
 find_opts=()
 chunk_opts=()
 rabbit_opts=()
+reship_dirs=()
 
 # Split --opt=value so one case arm handles both spellings.
 args=()
@@ -91,7 +102,7 @@ while [ $# -gt 0 ]; do
     case $opt in
     -d | --directory | -c | --config | -b | --bytes | -T | --threshold | -t | --transport | \
         -S | --sensor | -I | --instance | --settle | --chunk-size | --window | --retries | \
-        --connect-timeout | --confirm-timeout)
+        --connect-timeout | --confirm-timeout | --reship)
         [ $# -ge 2 ] || usage_error "$opt needs a value"
         val=$2
         shift 2
@@ -126,6 +137,7 @@ while [ $# -gt 0 ]; do
     --settle) find_opts+=("--settle=$val") ;;
     --chunk-size) chunk_opts+=("--size=$val") ;;
     --window | --retries | --connect-timeout | --confirm-timeout) rabbit_opts+=("$opt=$val") ;;
+    --reship) reship_dirs+=("$val") ;;
     -v | --verbose | -D | --debug) verbose=1 ;;
     -q | --quiet) quiet=1 ;;
     *) usage_error "unexpected argument '$opt'" ;;
@@ -203,6 +215,21 @@ if [ "$to_stdout" -eq 0 ]; then
     esac
 fi
 
+# One run per tree (the lock tstat_send takes too).
+if [ "$to_stdout" -eq 0 ]; then
+    lockfile="${root%/}/.tstat_send.lock"
+    if ! { exec 9<>"$lockfile"; } 2>/dev/null; then
+        echo "$prog: error: cannot lock $lockfile: not writable by $(id -un) (the tree must be writable by this user)" >&2
+        exit 1
+    fi
+    if ! flock -n 9; then
+        holder=$(cat -- "$lockfile" 2>/dev/null || true)
+        echo "$prog: error: another run is shipping $root: ${holder:-another process} holds $lockfile; nothing done" >&2
+        exit 75
+    fi
+    printf 'pid %s (%s) since %s\n' "$$" "$prog" "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" >"$lockfile"
+fi
+
 stopping=0
 trap 'stopping=130' INT
 trap 'stopping=143' TERM
@@ -216,6 +243,13 @@ if [ "$find_rc" -eq 2 ]; then
     exit 2
 fi
 mapfile -d '' -t dirs <"$work/dirs"
+reship_flag=()
+if [ "${#reship_dirs[@]}" -gt 0 ]; then
+    [ "$to_stdout" -eq 0 ] || usage_error "--reship needs the rabbit transport"
+    dirs=("${reship_dirs[@]}")
+    reship_flag=(--reship)
+fi
+version=$("$PARSE" --version)
 
 had_data=0
 
@@ -227,14 +261,24 @@ forward() {
     printf '%s' "$c" && cat
 }
 
+# What shapes a directory's messages: the settings and its logs as they are
+# now (name, size, mtime, inode). tstat-rabbit refuses a record made otherwise.
+fingerprint() {
+    local dir=$1
+    printf '%s|%s|%s|' "$version" "${parse_opts[*]}" "${chunk_opts[*]+"${chunk_opts[*]}"}"
+    (cd -- "$dir" && stat -c '%n:%s:%Y:%i' log_tcp_complete* log_udp_complete* 2>/dev/null) |
+        tr '\n' ' '
+}
+
 # Last stage for RabbitMQ: publish unless the directory yielded nothing.
 publish() {
-    local dir=$1 name=$2 c
+    local dir=$1 name=$2 fp=$3 c
     IFS= read -r -N 1 c || return 0
     had_data=1
     { printf '%s' "$c" && cat; } |
         "$RABBIT" -c "$config" "${rabbit_opts[@]+"${rabbit_opts[@]}"}" \
-            --message-id-prefix "$sensor:$name" --progress "$dir/.progress"
+            --message-id-prefix "$sensor:$name" --progress "$dir/.progress" \
+            --fingerprint "$fp" "${reship_flag[@]+"${reship_flag[@]}"}"
 }
 
 shipped=0
@@ -242,15 +286,27 @@ with_data=0
 status=0
 for dir in "${dirs[@]+"${dirs[@]}"}"; do
     [ "$stopping" -eq 0 ] || break
-    name=$(basename -- "$dir")
+    # The directory's path relative to ROOT names it in message ids.
+    name=${dir#"${root%/}"/}
     had_data=0
     rc=0
+    # Every log read completely first: nothing of a directory is published
+    # before it is known to be whole.
+    check=0
+    "$PARSE" "${parse_opts[@]}" -- "$dir" >/dev/null 2>"$work/check" || check=$?
+    cat -- "$work/check" >&2
+    if [ "$check" -ne 0 ]; then
+        echo "$prog: error: $dir: not marked: a log cannot be read completely; it is shipped once it can" >&2
+        status=1
+        continue
+    fi
     if [ "$to_stdout" -eq 1 ]; then
         "$PARSE" "${parse_opts[@]}" -- "$dir" | "$CHUNK" "${chunk_opts[@]+"${chunk_opts[@]}"}" |
             forward || rc=$?
     else
-        "$PARSE" "${parse_opts[@]}" -- "$dir" | "$CHUNK" "${chunk_opts[@]+"${chunk_opts[@]}"}" |
-            publish "$dir" "$name" || rc=$?
+        fp=$(fingerprint "$dir")
+        "$PARSE" "${parse_opts[@]}" -- "$dir" 2>/dev/null | "$CHUNK" "${chunk_opts[@]+"${chunk_opts[@]}"}" |
+            publish "$dir" "$name" "$fp" || rc=$?
     fi
     if [ "$rc" -ne 0 ]; then
         echo "$prog: error: $dir: not marked (pipeline status $rc)" >&2
@@ -258,6 +314,11 @@ for dir in "${dirs[@]+"${dirs[@]}"}"; do
         130 | 143) status=$rc ;;
         *) status=1 ;;
         esac
+        # A refused record is that directory's problem; others still ship.
+        if [ "$rc" -eq 3 ]; then
+            echo "$prog: to ship it again under new message ids: $prog -d $root --reship $dir" >&2
+            continue
+        fi
         break
     fi
     if [ "$to_stdout" -eq 0 ]; then

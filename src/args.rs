@@ -121,7 +121,11 @@ pub struct FindCli {
 /// Each PATH is a tstat directory (its log_tcp_complete, then its
 /// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
 /// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
-/// one per line, so `tstat-find ROOT | tstat-parse` works.
+/// one per line (or NUL-terminated with -0), as bytes, so
+/// `tstat-find ROOT | tstat-parse` works with any directory name.
+///
+/// TSTAT_PARSE_THREADS=N sets the number of worker threads for large files
+/// (default: the number of cores).
 #[derive(clap::Parser, Debug)]
 #[command(name = "tstat-parse", version, after_help = after(PARSE_AFTER))]
 pub struct ParseCli {
@@ -150,6 +154,9 @@ pub struct ParseCli {
     /// Report every skipped row with its file and line number.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
+    #[arg(short = '0', long, conflicts_with = "paths")]
+    pub null: bool,
 }
 
 /// The protocol of a log given as `--protocol`.
@@ -276,6 +283,12 @@ mod tests {
         );
         assert!(ParseCli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
         assert!(ParseCli::try_parse_from(["tstat-parse", "--bytes", "12X"]).is_err());
+        assert!(
+            ParseCli::try_parse_from(["tstat-parse", "-0"])
+                .unwrap()
+                .null
+        );
+        assert!(ParseCli::try_parse_from(["tstat-parse", "-0", "d"]).is_err());
     }
 
     #[test]

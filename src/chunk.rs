@@ -2,7 +2,7 @@
 //! elements and `max_bytes` bytes per array, one compact array per message.
 //! It owns the array framing; it never parses logs or talks to a broker.
 
-use std::io;
+use std::io::{self, BufRead};
 
 use crate::parse::FlowSink;
 
@@ -11,8 +11,9 @@ pub const DEFAULT_SIZE: usize = 100;
 /// Default largest array in bytes (8 MiB).
 pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 
-/// Groups documents into arrays and hands each finished array to `emit`.
-pub struct Chunker<F: FnMut(&[u8]) -> io::Result<()>> {
+/// Groups documents into arrays and hands each finished array, with the
+/// number of documents in it, to `emit`.
+pub struct Chunker<F: FnMut(&[u8], usize) -> io::Result<()>> {
     size: usize,
     max_bytes: usize,
     buf: Vec<u8>,
@@ -30,7 +31,7 @@ pub struct TooLarge {
     pub max: usize,
 }
 
-impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
+impl<F: FnMut(&[u8], usize) -> io::Result<()>> Chunker<F> {
     /// A chunker with `size` ≥ 1 elements and `max_bytes` per array.
     pub fn new(size: usize, max_bytes: usize, emit: F) -> Self {
         Chunker {
@@ -71,7 +72,7 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
             return Ok(());
         }
         self.buf.push(b']');
-        let r = (self.emit)(&self.buf);
+        let r = (self.emit)(&self.buf, self.count);
         self.buf.clear();
         self.count = 0;
         r
@@ -83,9 +84,61 @@ impl<F: FnMut(&[u8]) -> io::Result<()>> Chunker<F> {
     }
 }
 
-impl<F: FnMut(&[u8]) -> io::Result<()>> FlowSink for Chunker<F> {
+impl<F: FnMut(&[u8], usize) -> io::Result<()>> FlowSink for Chunker<F> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
         self.push(doc)
+    }
+}
+
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line (with its newline, if it had one) is in the buffer.
+    Line,
+    /// The line was longer than the limit; it was not kept, and the input
+    /// stops somewhere inside it.
+    TooLong,
+    /// The input is finished.
+    End,
+}
+
+/// Reads one line into `line`, streaming: a line longer than `limit` bytes
+/// (newline not counted) is refused as soon as that many bytes are seen,
+/// so memory stays bounded however long the line is.
+pub fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<LineRead> {
+    line.clear();
+    loop {
+        let avail = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(if line.is_empty() {
+                LineRead::End
+            } else {
+                LineRead::Line
+            });
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let content = take - usize::from(done);
+        if line.len() + content > limit {
+            input.consume(take);
+            line.clear();
+            return Ok(LineRead::TooLong);
+        }
+        line.extend_from_slice(&avail[..take]);
+        input.consume(take);
+        if done {
+            return Ok(LineRead::Line);
+        }
     }
 }
 
@@ -114,7 +167,7 @@ mod tests {
 
     fn run(docs: &[&str], size: usize, max: usize) -> Vec<String> {
         let mut out = Vec::new();
-        let mut c = Chunker::new(size, max, |a: &[u8]| {
+        let mut c = Chunker::new(size, max, |a: &[u8], _n: usize| {
             out.push(String::from_utf8(a.to_vec()).unwrap());
             Ok(())
         });
@@ -134,6 +187,42 @@ mod tests {
             [r#"[{"a":1}]"#, r#"[{"b":2}]"#]
         );
         assert!(run(&[], 100, 100).is_empty());
+    }
+
+    #[test]
+    fn long_lines_are_refused_while_streaming() {
+        let text = b"{}\n0123456789\n{\"a\":1}\nlast";
+        let mut r = io::BufReader::with_capacity(4, &text[..]);
+        let mut line = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_bounded(&mut r, &mut line, 9).unwrap() {
+                LineRead::End => break,
+                LineRead::TooLong => got.push("too long".to_string()),
+                LineRead::Line => got.push(String::from_utf8(line.clone()).unwrap()),
+            }
+            if got.len() == 2 {
+                // Stop reading at the refused line, as tstat-chunk does.
+                break;
+            }
+        }
+        assert_eq!(got, ["{}\n", "too long"]);
+        // Exactly at the limit is accepted, the newline not counted.
+        let mut r = io::BufReader::with_capacity(3, &b"123456789\n12"[..]);
+        assert_eq!(
+            read_line_bounded(&mut r, &mut line, 9).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(line, b"123456789\n");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut line, 9).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(line, b"12");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut line, 9).unwrap(),
+            LineRead::End
+        );
     }
 
     #[test]

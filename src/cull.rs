@@ -73,9 +73,10 @@ pub fn parse_ttl_hours(s: &str) -> Result<Duration, String> {
 
 /// Walks `root` and removes every processed tstat directory whose
 /// `.processed` is older than `opts.ttl` (see the module documentation for
-/// what is never removed). Each removal is written to `out` as `removed PATH`
-/// (`would remove PATH` on a dry run), one per line, paths as joined from
-/// `root`. Problems go to `on_error` and the walk goes on.
+/// what is never removed). Each removal is written to `out` as `removing
+/// PATH` and flushed before the directory is removed (`would remove PATH` on
+/// a dry run), one per line, paths as joined from `root`. Problems go to
+/// `on_error` and the walk goes on.
 ///
 /// The only error returned is a failure to write to `out`; it stops the run
 /// at once, so nothing is removed without being reported.
@@ -119,23 +120,28 @@ pub fn cull<W: Write>(
             summary.young += 1;
             continue;
         }
-        if opts.dry_run {
-            out.write_all(b"would remove ")?;
+        // Reported (and flushed) before it is removed: a crash never
+        // removes a directory nobody was told about.
+        out.write_all(if opts.dry_run {
+            b"would remove "
         } else {
-            if let Err(err) = fs::remove_dir_all(&d.path) {
-                report(
-                    &mut summary,
-                    FindError {
-                        path: d.path.clone(),
-                        err,
-                    },
-                );
-                continue;
-            }
-            out.write_all(b"removed ")?;
-        }
+            b"removing "
+        })?;
         out.write_all(d.path.as_os_str().as_encoded_bytes())?;
         out.write_all(b"\n")?;
+        out.flush()?;
+        if !opts.dry_run
+            && let Err(err) = fs::remove_dir_all(&d.path)
+        {
+            report(
+                &mut summary,
+                FindError {
+                    path: d.path.clone(),
+                    err,
+                },
+            );
+            continue;
+        }
         summary.removed += 1;
     }
     Ok(summary)
@@ -181,7 +187,53 @@ mod tests {
         assert_eq!(fs::read(outside.join("keep")).expect("read"), b"keep");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            format!("removed {}\n", d.display())
+            format!("removing {}\n", d.display())
+        );
+    }
+
+    /// Records, at every flush, whether the directory still exists.
+    struct Witness<'a> {
+        dir: &'a Path,
+        text: Vec<u8>,
+        existed_at_flush: Vec<bool>,
+    }
+
+    impl Write for Witness<'_> {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.text.extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.existed_at_flush.push(self.dir.exists());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_removal_is_reported_and_flushed_before_it_happens() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = tmp.path().join("2024_01_01_00_00.out");
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("log_tcp_complete"), b"").expect("write");
+        fs::write(d.join(PROCESSED), b"processed").expect("write");
+        let opts = CullOptions {
+            ttl: Duration::ZERO,
+            now: SystemTime::now() + Duration::from_secs(60),
+            ..CullOptions::default()
+        };
+        let mut w = Witness {
+            dir: &d,
+            text: Vec::new(),
+            existed_at_flush: Vec::new(),
+        };
+        let s = cull(tmp.path(), &opts, &mut w, |e| panic!("{e}")).expect("cull");
+        assert_eq!(s.removed, 1);
+        assert!(!d.exists());
+        assert_eq!(w.existed_at_flush, [true], "flushed while still there");
+        assert_eq!(
+            String::from_utf8(w.text).expect("utf8"),
+            format!("removing {}\n", d.display())
         );
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -378,35 +378,8 @@ where
 /// It does not check that `dir` is a tstat directory; callers do
 /// ([`is_tstat_dir`]).
 pub fn mark_processed(dir: &Path) -> io::Result<()> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".processed.").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // What a plain create would give (before the umask), like the
-        // reference; tempfile's default is 0600.
-        builder.permissions(fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(PROCESSED_CONTENT)?;
-    tmp.as_file().sync_all()?;
-    // On failure the PersistError owns the temporary file and deletes it
-    // when dropped here.
-    tmp.persist(dir.join(PROCESSED)).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-/// Flushes a directory's entries (a rename in it) to disk.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    // 0644: what a plain create gives (before the umask), like the reference.
+    crate::durable::atomic_write(&dir.join(PROCESSED), PROCESSED_CONTENT, Some(0o644))
 }
 
 #[cfg(test)]

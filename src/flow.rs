@@ -5,6 +5,10 @@
 
 use std::io::Write;
 
+/// Version of the flow document layout. It is one of the settings in the
+/// progress record (SPEC §8.7): a changed layout never resumes an old count.
+pub const DOCUMENT_VERSION: u32 = 1;
+
 /// A raw field after the reference's cast: an integer, a float rounded to 3
 /// decimals, or the string itself (e.g. `-`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -241,21 +245,24 @@ pub fn round2(x: Num) -> Num {
     }
 }
 
-/// `int(x)`: truncation toward zero; `None` for NaN or infinity.
+/// `int(x)`: truncation toward zero; `None` for NaN, infinity, or a value
+/// outside the `i128` range (a cast would saturate to a wrong number).
 pub fn trunc(x: Num) -> Option<i128> {
+    /// 2^127: the first float above `i128::MAX`; `-2^127` is `i128::MIN`.
+    const LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
     match x {
         Num::Int(i) => Some(i),
-        Num::Float(f) if f.is_finite() => Some(f.trunc() as i128),
+        Num::Float(f) if (-LIMIT..LIMIT).contains(&f) => Some(f.trunc() as i128),
         Num::Float(_) => None,
     }
 }
 
-/// `a + b` with Python's kinds.
-pub fn add(a: Num, b: Num) -> Num {
-    match (a, b) {
-        (Num::Int(x), Num::Int(y)) => Num::Int(x + y),
+/// `a + b` with Python's kinds; `None` when an integer sum overflows `i128`.
+pub fn add(a: Num, b: Num) -> Option<Num> {
+    Some(match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Num::Int(x.checked_add(y)?),
         _ => Num::Float(a.as_f64() + b.as_f64()),
-    }
+    })
 }
 
 /// Python's `a < b` for cast values; `None` when the kinds cannot be compared
@@ -556,6 +563,32 @@ mod tests {
                 x * 1.0007 + 0.00013
             };
         }
+    }
+
+    #[test]
+    fn results_outside_i128_are_none_never_wrapped() {
+        assert_eq!(trunc(Num::Float(1e300)), None);
+        assert_eq!(trunc(Num::Float(-1e300)), None);
+        assert_eq!(trunc(Num::Float(f64::NAN)), None);
+        assert_eq!(trunc(Num::Float(2f64.powi(127))), None);
+        assert_eq!(trunc(Num::Float(-(2f64.powi(127)))), Some(i128::MIN));
+        assert_eq!(
+            trunc(Num::Float(2f64.powi(126))),
+            Some(1i128 << 126),
+            "exact below the limit"
+        );
+        assert_eq!(trunc(Num::Float(-2.9)), Some(-2));
+        assert_eq!(add(Num::Int(i128::MAX), Num::Int(1)), None);
+        assert_eq!(add(Num::Int(i128::MIN), Num::Int(-1)), None);
+        assert_eq!(add(Num::Int(2), Num::Int(3)), Some(Num::Int(5)));
+        assert_eq!(add(Num::Int(2), Num::Float(0.5)), Some(Num::Float(2.5)));
+        assert_eq!(times8(Num::Int(i128::MAX / 4)), None);
+        // The longest accepted integer (38 digits) fits.
+        assert_eq!(
+            cast(&"9".repeat(38)).num().map(|n| n.is_zero()),
+            Some(false)
+        );
+        assert_eq!(cast(&"9".repeat(39)), Val::Float(1e39));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! reset, which it handles), and only the values it can still read are kept.
 //! This module never touches anything but the one file.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::send::Summary;
@@ -154,29 +154,16 @@ impl Metrics {
         (p.last_success > 0.0).then_some(p.last_success)
     }
 
-    /// Writes the file atomically (a temporary file beside it, fsync,
-    /// rename). The first write of a process reads the file it replaces, so
+    /// Writes the file atomically and durably (`durable::atomic_write`).
+    /// The first write of a process reads the file it replaces, so
     /// the counters continue from the last run.
     pub fn write(&mut self, path: &Path) -> io::Result<()> {
         if self.previous.is_none() {
             let text = std::fs::read_to_string(path).unwrap_or_default();
             self.previous = Some(Previous::parse(&text));
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tstat_send-metrics")
-            .tempfile_in(dir)?;
-        tmp.write_all(self.render().as_bytes())?;
-        tmp.as_file().sync_all()?;
         // node_exporter runs as another user: the file must be readable.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::durable::atomic_write(path, self.render().as_bytes(), Some(0o644))
     }
 }
 

@@ -53,8 +53,13 @@ pub struct ParseOptions {
     pub verbose: bool,
     /// Program name for messages.
     pub prog: String,
-    /// Threads formatting documents of one large file (1: this thread only).
+    /// Threads formatting documents of one large file (1: this thread only;
+    /// see [`threads_from_env`]).
     pub threads: usize,
+    /// Set from elsewhere (a signal handler) to stop parsing: the read loop
+    /// looks at it once per 256 KiB read and returns
+    /// [`ParseError::Interrupted`].
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Receives each kept flow document (compact JSON, no newline).
@@ -153,17 +158,56 @@ pub enum ParseError {
         /// What is wrong.
         msg: String,
     },
-    /// A gzip stream ended early; the complete rows before it were emitted.
+    /// A gzip stream ended early, or reading failed part-way; the complete
+    /// rows before it were emitted.
     #[error("{path}: {msg}")]
     Truncated {
         /// The file.
         path: String,
         /// What happened.
         msg: String,
+        /// Counts of the rows read before it.
+        stats: FileStats,
+    },
+    /// A parser worker thread failed (panicked or stopped); the rows of the
+    /// blocks before the failed one were emitted, nothing after it.
+    #[error("{path}: a parser thread failed: {msg}; the rest of the file was not parsed")]
+    Worker {
+        /// The file.
+        path: String,
+        /// What happened (the panic message).
+        msg: String,
+        /// Counts of the rows emitted before it.
+        stats: FileStats,
+    },
+    /// The stop flag of [`ParseOptions::stop`] was set while this file was
+    /// read; the rows before it were emitted.
+    #[error("{path}: parsing interrupted")]
+    Interrupted {
+        /// The file.
+        path: String,
+        /// Counts of the rows emitted before it.
+        stats: FileStats,
     },
     /// The sink (stdout, a channel) failed; this ends all parsing.
     #[error("writing output: {0}")]
     Output(#[source] io::Error),
+    /// A log name in a directory is not a regular file.
+    #[error("{path}: is {what}, not a regular file; a Tstat log must be a regular file")]
+    NotRegular {
+        /// The log.
+        path: String,
+        /// What it is instead.
+        what: String,
+    },
+    /// A log is a symbolic link that resolves outside its directory.
+    #[error("{path}: is a symbolic link to {target}, outside its directory; refusing to follow it")]
+    Outside {
+        /// The log.
+        path: String,
+        /// Where it resolves to.
+        target: String,
+    },
     /// Neither log exists in a directory.
     #[error("{path}: no log_tcp_complete or log_udp_complete in this directory")]
     NoLogs {
@@ -176,6 +220,48 @@ impl ParseError {
     /// True when the error comes from the output side and must stop the run.
     pub fn is_output(&self) -> bool {
         matches!(self, ParseError::Output(_))
+    }
+
+    /// The file or directory the error is about (`None` for output errors).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ParseError::Io { path, .. }
+            | ParseError::Header { path, .. }
+            | ParseError::Truncated { path, .. }
+            | ParseError::Worker { path, .. }
+            | ParseError::Interrupted { path, .. }
+            | ParseError::NotRegular { path, .. }
+            | ParseError::Outside { path, .. }
+            | ParseError::NoLogs { path } => Some(path),
+            ParseError::Output(_) => None,
+        }
+    }
+
+    /// True when the stop flag ended parsing.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, ParseError::Interrupted { .. })
+    }
+
+    /// The counts of the rows read before a file failed part-way (a
+    /// truncated `.gz`, a read error, a worker failure, an interruption):
+    /// those rows' documents were emitted, so summaries and metrics must
+    /// count them. `None` for errors that happen before any row.
+    pub fn partial_stats(&self) -> Option<&FileStats> {
+        match self {
+            ParseError::Truncated { stats, .. }
+            | ParseError::Worker { stats, .. }
+            | ParseError::Interrupted { stats, .. } => Some(stats),
+            _ => None,
+        }
+    }
+
+    fn partial_stats_mut(&mut self) -> Option<&mut FileStats> {
+        match self {
+            ParseError::Truncated { stats, .. }
+            | ParseError::Worker { stats, .. }
+            | ParseError::Interrupted { stats, .. } => Some(stats),
+            _ => None,
+        }
     }
 }
 
@@ -269,13 +355,14 @@ struct Header {
     layout: Layout,
 }
 
+const NO_HEADER: &str = "no header line: the first line does not start with '#' \
+                         (Tstat before 2.4 wrote headerless logs; they are not supported)";
+
 /// Column names of a header line, in order; an error when the line is not a
 /// Tstat header.
 fn header_names(line: &str) -> Result<Vec<&str>, String> {
     if !line.starts_with('#') {
-        return Err("no header line: the first line does not start with '#' \
-                    (Tstat before 2.4 wrote headerless logs; they are not supported)"
-            .into());
+        return Err(NO_HEADER.into());
     }
     let mut names = Vec::new();
     for tok in line.split(' ') {
@@ -392,6 +479,8 @@ pub struct Parser {
     fields: Vec<(u32, u32)>,
     /// Verbose messages kept for the caller instead of printed (workers).
     captured: Option<std::cell::RefCell<Vec<String>>>,
+    /// Tests: behave as if no worker thread could be spawned.
+    spawn_fails: bool,
 }
 
 const DOC_HEAD: &[u8] = br#"{"type":"flow","interval":600,"values":{"duration":"#;
@@ -421,6 +510,7 @@ impl Parser {
             doc: Vec::with_capacity(2048),
             fields: Vec::with_capacity(160),
             captured: None,
+            spawn_fails: false,
         }
     }
 
@@ -436,11 +526,22 @@ impl Parser {
         proto: Protocol,
         sink: &mut S,
     ) -> Result<FileStats, ParseError> {
-        let name = path.display().to_string();
         let file = File::open(path).map_err(|source| ParseError::Io {
-            path: name.clone(),
+            path: path.display().to_string(),
             source,
         })?;
+        self.parse_open(file, path, proto, sink)
+    }
+
+    /// Parses an opened log; `path` gives its name and whether it is gzip.
+    fn parse_open<S: FlowSink>(
+        &mut self,
+        file: File,
+        path: &Path,
+        proto: Protocol,
+        sink: &mut S,
+    ) -> Result<FileStats, ParseError> {
+        let name = path.display().to_string();
         if path.extension().is_some_and(|e| e == "gz") {
             let gz =
                 flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(READ_CHUNK, file));
@@ -461,9 +562,19 @@ impl Parser {
         // The read buffer is kept for the next file, whatever happens.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let result = self.read_lines(reader, &mut buf, name, proto, sink);
+        let mut stats = FileStats::default();
+        let result = self.read_lines(reader, &mut buf, name, proto, sink, &mut stats);
         self.buf = buf;
-        result
+        match result {
+            Ok(()) => Ok(stats),
+            Err(mut e) => {
+                // An error part-way keeps the counts of the rows before it.
+                if let Some(s) = e.partial_stats_mut() {
+                    *s = stats;
+                }
+                Err(e)
+            }
+        }
     }
 
     fn read_lines<R: Read, S: FlowSink>(
@@ -473,8 +584,8 @@ impl Parser {
         name: &str,
         proto: Protocol,
         sink: &mut S,
-    ) -> Result<FileStats, ParseError> {
-        let mut stats = FileStats::default();
+        stats: &mut FileStats,
+    ) -> Result<(), ParseError> {
         let mut header: Option<Header> = None;
         let mut lineno: u64 = 0;
         let mut start = 0usize;
@@ -482,7 +593,10 @@ impl Parser {
         let mut eof = false;
         let mut read_error: Option<io::Error> = None;
         let mut pool: Option<Pool> = None;
+        // Workers are tried once per file; without any, this thread parses.
+        let mut pool_tried = false;
         loop {
+            self.check_stop(name)?;
             // Refill: keep the unfinished line, read more after it.
             if start > 0 {
                 buf.drain(..start);
@@ -505,12 +619,13 @@ impl Parser {
             }
             // A file larger than one read gets worker threads once its
             // header is known.
-            if pool.is_none()
+            if !pool_tried
                 && !eof
                 && self.opts.threads > 1
                 && let Some(h) = &header
             {
-                pool = Some(Pool::new(self, h, name, proto));
+                pool_tried = true;
+                pool = Pool::new(self, h, name, proto);
             }
             let mut pos = 0usize;
             let last_nl = memchr::memrchr(b'\n', buf);
@@ -525,8 +640,8 @@ impl Parser {
                 let first = lineno + 1;
                 lineno += memchr::memchr_iter(b'\n', region).count() as u64;
                 pos = end + 1;
-                if let Some(done) = p.submit(region, first, utf8) {
-                    self.emit(p, done, sink, &mut stats)?;
+                if let Some(done) = p.submit(region, first, utf8)? {
+                    self.emit(p, done, sink, stats)?;
                 }
             }
             while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
@@ -537,16 +652,7 @@ impl Parser {
                     discarding = false;
                     continue;
                 }
-                self.line(
-                    line,
-                    utf8,
-                    lineno,
-                    name,
-                    proto,
-                    &mut header,
-                    &mut stats,
-                    sink,
-                )?;
+                self.line(line, utf8, lineno, name, proto, &mut header, stats, sink)?;
             }
             start = pos;
             let pending = buf.len() - start;
@@ -554,45 +660,55 @@ impl Parser {
                 && let Some(p) = pool.as_mut()
             {
                 // Keep messages in line order: finish the blocks first.
-                while let Some(done) = p.collect() {
-                    self.emit(p, done, sink, &mut stats)?;
+                while let Some(done) = p.collect()? {
+                    self.emit(p, done, sink, stats)?;
+                    self.check_stop(name)?;
                 }
             }
             if eof {
-                if pending > 0 && !discarding {
+                // After a read error the unfinished line is the cut, which
+                // the error reports; it is no malformed row.
+                if pending > 0 && !discarding && read_error.is_none() {
                     lineno += 1;
-                    if header.is_none() && read_error.is_none() {
+                    if header.is_none() {
                         // A file of just a header without its newline.
                         let line = &buf[start..];
-                        self.line(
-                            line,
-                            false,
-                            lineno,
-                            name,
-                            proto,
-                            &mut header,
-                            &mut stats,
-                            sink,
-                        )?;
+                        self.line(line, false, lineno, name, proto, &mut header, stats, sink)?;
                     } else {
                         self.skip(
                             name,
                             lineno,
                             "incomplete last line (no newline at end of file)",
-                            &mut stats,
+                            stats,
                         );
                     }
                 }
                 break;
             }
             if pending > MAX_LINE {
+                if header.is_none() {
+                    // No header can be this long: the answer a short
+                    // garbage line gets.
+                    let msg = if buf[start] == b'#' {
+                        "the first line is longer than 1 MiB, so it is no Tstat header".into()
+                    } else {
+                        NO_HEADER.into()
+                    };
+                    return Err(ParseError::Header {
+                        path: name.to_string(),
+                        msg,
+                    });
+                }
                 if !discarding {
                     // Its line number is counted when its newline arrives.
-                    self.skip(name, lineno + 1, "line longer than 1 MiB", &mut stats);
+                    self.skip(name, lineno + 1, "line longer than 1 MiB", stats);
                 }
                 discarding = true;
                 buf.truncate(start);
             }
+        }
+        if let Some(p) = pool {
+            p.finish()?;
         }
         if let Some(e) = read_error {
             let msg = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -608,10 +724,24 @@ impl Parser {
             return Err(ParseError::Truncated {
                 path: name.to_string(),
                 msg,
+                stats: FileStats::default(),
             });
         }
         // An empty file is no error: Tstat creates its logs empty.
-        Ok(stats)
+        Ok(())
+    }
+
+    /// `Interrupted` once the stop flag is set.
+    fn check_stop(&self, name: &str) -> Result<(), ParseError> {
+        match &self.opts.stop {
+            Some(stop) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(ParseError::Interrupted {
+                    path: name.to_string(),
+                    stats: FileStats::default(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn skip(&self, name: &str, lineno: u64, why: &str, stats: &mut FileStats) {
@@ -674,6 +804,11 @@ impl Parser {
         stats: &mut FileStats,
         sink: &mut S,
     ) -> Result<(), ParseError> {
+        // A log copied through Windows ends its lines (header too) with CRLF.
+        let line = match line {
+            [rest @ .., b'\r'] => rest,
+            _ => line,
+        };
         if line.is_empty() {
             return Ok(());
         }
@@ -959,7 +1094,7 @@ impl Parser {
                 let duration = flow::round2(secs);
                 let bits = flow::times8(bytes)?;
                 let start = flow::trunc(Num::Float(first.as_f64() / 1000.0))?;
-                let end = flow::trunc(flow::add(Num::Int(start), duration))?;
+                let end = flow::trunc(flow::add(Num::Int(start), duration)?)?;
                 doc.extend_from_slice(DOC_HEAD);
                 flow::write_num(doc, duration).then_some(())?;
                 write_counts(doc, durat, secs, bits, pkts)?;
@@ -1053,57 +1188,102 @@ struct Done {
     out: Vec<u8>,
     stats: FileStats,
     messages: Vec<String>,
+    /// The block could not be formatted (never expected; reported as a
+    /// worker failure rather than lost).
+    error: Option<String>,
+}
+
+/// Most blocks handed to workers and not yet written, whatever the worker
+/// count: peak memory must not grow with the machine's cores.
+const IN_FLIGHT: usize = 4;
+/// Most worker threads; more could never be busy with `IN_FLIGHT` blocks.
+const MAX_WORKERS: usize = 16;
+
+/// The environment variable that forces the parser's worker count.
+pub const THREADS_ENV: &str = "TSTAT_PARSE_THREADS";
+
+/// The worker count forced by `TSTAT_PARSE_THREADS`, or `default` when it is
+/// unset or empty; an error text when it is not a whole number ≥ 1. Counts
+/// above 16 act as 16; at most 4 blocks are in flight whatever the count.
+pub fn threads_from_env(default: usize) -> Result<usize, String> {
+    let Some(v) = std::env::var_os(THREADS_ENV) else {
+        return Ok(default);
+    };
+    if v.is_empty() {
+        return Ok(default);
+    }
+    v.to_str()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{THREADS_ENV}={v:?}: expected a thread count of at least 1"))
+}
+
+/// One worker thread and its two channels.
+struct Worker {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    done: Option<std::sync::mpsc::Receiver<Done>>,
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Worker threads formatting blocks of one file; blocks go round-robin and
-/// come back in the same order, so output order is input order.
+/// come back in the same order, so output order is input order. At most
+/// `IN_FLIGHT` blocks are out at once, so the channels never fill up and a
+/// send never blocks.
 struct Pool {
-    jobs: Vec<std::sync::mpsc::SyncSender<Job>>,
-    done: Vec<std::sync::mpsc::Receiver<Done>>,
-    handles: Vec<std::thread::JoinHandle<()>>,
+    workers: Vec<Worker>,
     submitted: usize,
     collected: usize,
     spare: Vec<(Vec<u8>, Vec<u8>)>,
+    name: String,
 }
 
 impl Pool {
-    fn new(parser: &Parser, header: &Header, name: &str, proto: Protocol) -> Pool {
-        let n = parser.opts.threads.clamp(1, 16);
-        let mut pool = Pool {
-            jobs: Vec::new(),
-            done: Vec::new(),
-            handles: Vec::new(),
-            submitted: 0,
-            collected: 0,
-            spare: Vec::new(),
-        };
+    /// Starts up to `parser.opts.threads` workers; `None` when not one
+    /// thread could be spawned (the caller then parses on its own thread).
+    fn new(parser: &Parser, header: &Header, name: &str, proto: Protocol) -> Option<Pool> {
+        let n = parser.opts.threads.clamp(1, MAX_WORKERS);
+        let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
-            let (jtx, jrx) = std::sync::mpsc::sync_channel::<Job>(1);
-            let (dtx, drx) = std::sync::mpsc::sync_channel::<Done>(1);
-            let mut worker = Parser::new(parser.opts.clone());
-            worker.captured = Some(std::cell::RefCell::new(Vec::new()));
+            let (jtx, jrx) = std::sync::mpsc::channel::<Job>();
+            let (dtx, drx) = std::sync::mpsc::channel::<Done>();
+            let worker = Parser::worker(parser.opts.clone());
             let header = header.clone();
-            let name = name.to_string();
-            let spawned = std::thread::Builder::new()
-                .name("parse-worker".into())
-                .spawn(move || worker.work(header, &name, proto, jrx, dtx));
+            let file = name.to_string();
+            let spawned = if parser.spawn_fails {
+                Err(io::Error::other("spawning disabled for a test"))
+            } else {
+                std::thread::Builder::new()
+                    .name("parse-worker".into())
+                    .spawn(move || worker.work(header, &file, proto, jrx, dtx))
+            };
             match spawned {
-                Ok(h) => {
-                    pool.jobs.push(jtx);
-                    pool.done.push(drx);
-                    pool.handles.push(h);
-                }
+                Ok(h) => workers.push(Worker {
+                    jobs: Some(jtx),
+                    done: Some(drx),
+                    handle: Some(h),
+                }),
                 Err(_) => break,
             }
         }
-        pool
+        (!workers.is_empty()).then(|| Pool {
+            workers,
+            submitted: 0,
+            collected: 0,
+            spare: Vec::new(),
+            name: name.to_string(),
+        })
     }
 
-    /// Queues a block; returns the oldest finished one when the pool is full.
-    fn submit(&mut self, region: &[u8], first_lineno: u64, utf8: bool) -> Option<Done> {
-        let n = self.jobs.len();
-        let ready = if self.submitted - self.collected >= 2 * n {
-            self.collect()
+    /// Queues a block; first takes back the oldest finished one when the
+    /// in-flight budget is used up.
+    fn submit(
+        &mut self,
+        region: &[u8],
+        first_lineno: u64,
+        utf8: bool,
+    ) -> Result<Option<Done>, ParseError> {
+        let ready = if self.submitted - self.collected >= IN_FLIGHT {
+            self.collect()?
         } else {
             None
         };
@@ -1116,38 +1296,110 @@ impl Pool {
             first_lineno,
             utf8,
         };
-        if self.jobs[self.submitted % n].send(job).is_ok() {
-            self.submitted += 1;
+        let w = self.submitted % self.workers.len();
+        let sent = self.workers[w].jobs.as_ref().map(|tx| tx.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(self.failure(w));
         }
-        ready
+        self.submitted += 1;
+        Ok(ready)
     }
 
     /// The oldest block still out, waiting for it; `None` when none is.
-    fn collect(&mut self) -> Option<Done> {
+    fn collect(&mut self) -> Result<Option<Done>, ParseError> {
         if self.collected == self.submitted {
-            return None;
+            return Ok(None);
         }
-        let d = self.done[self.collected % self.jobs.len()].recv().ok();
-        self.collected += 1;
-        d
+        let w = self.collected % self.workers.len();
+        let got = self.workers[w].done.as_ref().map(|rx| rx.recv());
+        match got {
+            Some(Ok(mut done)) => {
+                self.collected += 1;
+                match done.error.take() {
+                    Some(msg) => Err(self.error(msg)),
+                    None => Ok(Some(done)),
+                }
+            }
+            _ => Err(self.failure(w)),
+        }
     }
 
     fn recycle(&mut self, done: Done) {
         self.spare.push((done.data, done.out));
     }
+
+    /// Stops the workers once every block is collected; a worker that
+    /// panicked is an error even then.
+    fn finish(mut self) -> Result<(), ParseError> {
+        for w in &mut self.workers {
+            w.jobs = None;
+        }
+        for i in 0..self.workers.len() {
+            if let Some(h) = self.workers[i].handle.take()
+                && let Err(panic) = h.join()
+            {
+                return Err(self.error(panic_text(&*panic)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why worker `w` stopped answering: its panic message when it panicked.
+    fn failure(&mut self, w: usize) -> ParseError {
+        let worker = &mut self.workers[w];
+        worker.jobs = None;
+        worker.done = None;
+        let msg = match worker.handle.take().map(|h| h.join()) {
+            Some(Err(panic)) => panic_text(&*panic),
+            _ => "the thread stopped unexpectedly".to_string(),
+        };
+        self.error(msg)
+    }
+
+    fn error(&self, msg: String) -> ParseError {
+        ParseError::Worker {
+            path: self.name.clone(),
+            msg,
+            stats: FileStats::default(),
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("panicked: {text}")
 }
 
 impl Drop for Pool {
+    /// On an error path: workers stop after their current block (their
+    /// results have nowhere to go); the error is already being returned.
     fn drop(&mut self) {
-        self.jobs.clear();
-        self.done.clear();
-        for h in self.handles.drain(..) {
-            let _ = h.join();
+        for w in &mut self.workers {
+            w.jobs = None;
+            w.done = None;
+        }
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
         }
     }
 }
 
 impl Parser {
+    /// A parser for a worker thread: no read buffer, messages captured.
+    fn worker(opts: ParseOptions) -> Parser {
+        let mut p = Parser::new(opts);
+        p.buf = Vec::new();
+        p.captured = Some(std::cell::RefCell::new(Vec::new()));
+        p
+    }
+
     /// A worker's loop: format each block it is given.
     fn work(
         mut self,
@@ -1155,10 +1407,18 @@ impl Parser {
         name: &str,
         proto: Protocol,
         jobs: std::sync::mpsc::Receiver<Job>,
-        done: std::sync::mpsc::SyncSender<Done>,
+        done: std::sync::mpsc::Sender<Done>,
     ) {
+        // Debug builds only: a forced failure, so tests can show that a
+        // failing worker is an error for its file, never fewer rows.
+        #[cfg(debug_assertions)]
+        let forced_panic = std::env::var_os("TSTAT_TEST_WORKER_PANIC").is_some_and(|v| v == "1");
         let mut header = Some(header);
         while let Ok(job) = jobs.recv() {
+            #[cfg(debug_assertions)]
+            if forced_panic {
+                panic!("forced failure (TSTAT_TEST_WORKER_PANIC=1)");
+            }
             let Job {
                 data,
                 mut out,
@@ -1170,9 +1430,11 @@ impl Parser {
             let mut sink = NdjsonSink(&mut out);
             let mut lineno = first_lineno;
             let mut p = 0;
+            let mut error = None;
             while let Some(nl) = memchr::memchr(b'\n', &data[p..]) {
-                // Writing to a Vec cannot fail, and the header is known.
-                let _ = self.line(
+                // Writing to a Vec cannot fail and the header is known, so
+                // an error here is a bug: it fails the file.
+                if let Err(e) = self.line(
                     &data[p..p + nl],
                     utf8,
                     lineno,
@@ -1181,7 +1443,10 @@ impl Parser {
                     &mut header,
                     &mut stats,
                     &mut sink,
-                );
+                ) {
+                    error = Some(format!("line {lineno}: {e}"));
+                    break;
+                }
                 p += nl + 1;
                 lineno += 1;
             }
@@ -1190,14 +1455,17 @@ impl Parser {
                 .as_ref()
                 .map(|c| std::mem::take(&mut *c.borrow_mut()))
                 .unwrap_or_default();
+            let failed = error.is_some();
             if done
                 .send(Done {
                     data,
                     out,
                     stats,
                     messages,
+                    error,
                 })
                 .is_err()
+                || failed
             {
                 return;
             }
@@ -1280,21 +1548,124 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The log files of a tstat directory, TCP first; a `.gz` log is used when
 /// the plain one is absent.
-pub fn dir_logs(dir: &Path) -> Vec<(PathBuf, Protocol)> {
+///
+/// A log name that is present must be a regular file: a FIFO, socket,
+/// device or directory under a log's name is an error naming what it is,
+/// never treated as absent (the directory would be marked done without that
+/// log). A symbolic link is followed only when its target, resolved, lies
+/// inside `dir` itself: this function does not know the tree's root, so a
+/// link to a sibling directory is refused as well. Nothing is opened here.
+pub fn dir_logs(dir: &Path) -> Result<Vec<(PathBuf, Protocol)>, ParseError> {
     let mut out = Vec::new();
     for (name, proto) in [
         ("log_tcp_complete", Protocol::Tcp),
         ("log_udp_complete", Protocol::Udp),
     ] {
-        let plain = dir.join(name);
-        let gz = dir.join(format!("{name}.gz"));
-        if plain.is_file() {
-            out.push((plain, proto));
-        } else if gz.is_file() {
-            out.push((gz, proto));
+        for path in [dir.join(name), dir.join(format!("{name}.gz"))] {
+            if log_present(dir, &path)? {
+                out.push((path, proto));
+                break;
+            }
         }
     }
-    out
+    Ok(out)
+}
+
+/// Whether a log name is present as a usable file (see [`dir_logs`]).
+fn log_present(dir: &Path, path: &Path) -> Result<bool, ParseError> {
+    let io_err = |source| ParseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(e)),
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok(true);
+    }
+    let not_regular = |what: String| ParseError::NotRegular {
+        path: path.display().to_string(),
+        what,
+    };
+    if !kind.is_symlink() {
+        return Err(not_regular(file_kind(kind).into()));
+    }
+    let target = match std::fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(not_regular(
+                "a symbolic link whose target does not exist".into(),
+            ));
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = std::fs::metadata(&target).map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(not_regular(format!(
+            "a symbolic link to {}",
+            file_kind(meta.file_type())
+        )));
+    }
+    let base = std::fs::canonicalize(dir).map_err(io_err)?;
+    if !target.starts_with(&base) {
+        return Err(ParseError::Outside {
+            path: path.display().to_string(),
+            target: target.display().to_string(),
+        });
+    }
+    Ok(true)
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Opens a log of a directory without ever blocking (a FIFO put in its
+/// place after [`dir_logs`] looked opens at once) and checks, on the open
+/// file, that it is a regular file.
+fn open_dir_log(path: &Path) -> Result<File, ParseError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = || path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| ParseError::Io {
+            path: name(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| ParseError::Io {
+        path: name(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(ParseError::NotRegular {
+            path: name(),
+            what: file_kind(meta.file_type()).into(),
+        });
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -1310,6 +1681,7 @@ mod tests {
             verbose: false,
             prog: "test".into(),
             threads: 1,
+            stop: None,
         }
     }
 
@@ -1359,24 +1731,123 @@ mod tests {
             }
         }
         text.push_str("10.0.0.1 1 2");
-        let run = |threads: usize| {
+        let run = |threads: usize, spawn_fails: bool| {
             let mut o = opts(10);
             o.threads = threads;
             let mut p = Parser::new(o);
+            p.spawn_fails = spawn_fails;
             let mut out = NdjsonSink(Vec::new());
             let st = p
                 .parse_reader(text.as_bytes(), "x", Protocol::Udp, &mut out)
                 .unwrap();
             (st, out.0)
         };
-        let (s1, o1) = run(1);
-        for t in [2, 3] {
-            let (s2, o2) = run(t);
+        let (s1, o1) = run(1, false);
+        for t in [2, 3, 16, 100] {
+            let (s2, o2) = run(t, false);
             assert_eq!(s1, s2);
             assert!(o1 == o2, "output differs with {t} threads");
         }
+        // Not one worker could be spawned: this thread parses it all.
+        let (s2, o2) = run(4, true);
+        assert_eq!(s1, s2);
+        assert!(o1 == o2, "output differs without workers");
         assert_eq!(s1.skipped_rows, 2 * 61 + 1);
         assert_eq!(s1.first_problem_line, Some(7));
+    }
+
+    const UDP_HDR: &str = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\n";
+
+    /// A UDP log of `n` rows, one kept direction each.
+    fn udp_text(n: usize) -> String {
+        let mut text = UDP_HDR.to_string();
+        for i in 0..n {
+            text.push_str(&format!(
+                "10.0.0.1 {i} 1000000.5 2.5 100 2 10.0.0.2 53 1000001.0 1.0 0 0\n"
+            ));
+        }
+        text
+    }
+
+    /// A reader that sets a stop flag once `after` bytes were read.
+    struct StopAfter<'a> {
+        data: &'a [u8],
+        pos: usize,
+        after: usize,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Read for StopAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos >= self.after {
+                self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let n = buf.len().min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn stop_flag_interrupts_within_a_read_chunk_and_keeps_counts() {
+        let text = udp_text(100_000);
+        for threads in [1, 2] {
+            for after in [0, 1 << 20] {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut o = opts(1);
+                o.threads = threads;
+                o.stop = Some(stop.clone());
+                let mut p = Parser::new(o);
+                let mut out = NdjsonSink(Vec::new());
+                let reader = StopAfter {
+                    data: text.as_bytes(),
+                    pos: 0,
+                    after,
+                    stop,
+                };
+                let e = p
+                    .parse_reader(reader, "x", Protocol::Udp, &mut out)
+                    .unwrap_err();
+                assert!(e.is_interrupted(), "{e}");
+                assert_eq!(e.to_string(), "x: parsing interrupted");
+                let st = e.partial_stats().expect("partial counts");
+                let emitted = out.0.iter().filter(|&&b| b == b'\n').count() as u64;
+                assert_eq!(st.flows, emitted, "counts match what was emitted");
+                assert_eq!(st.rows, st.flows);
+                // At most one read chunk (and the blocks in flight) after
+                // the flag was set.
+                let limit = (after + (IN_FLIGHT + 2) * READ_CHUNK) as u64 / 60;
+                assert!(st.rows < limit, "{threads} threads, after {after}: {st:?}");
+                if after > 0 {
+                    assert!(st.rows > 0, "{threads} threads: {st:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_path_keeps_the_counts_of_a_log_cut_short() {
+        use std::io::Write as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d.out");
+        std::fs::create_dir(&dir).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(udp_text(50_000).as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        std::fs::write(dir.join("log_udp_complete.gz"), &gz[..gz.len() / 2]).unwrap();
+        let mut p = Parser::new(opts(1));
+        let mut out = NdjsonSink(Vec::new());
+        let outcome = p.parse_path(&dir, None, &mut out).unwrap();
+        assert_eq!(outcome.errors.len(), 1);
+        let st = outcome.errors[0].partial_stats().unwrap();
+        let emitted = out.0.iter().filter(|&&b| b == b'\n').count() as u64;
+        assert!(emitted > 1000 && emitted < 50_000, "{emitted}");
+        assert_eq!((st.rows, st.flows), (emitted, emitted));
+        assert_eq!(
+            (outcome.stats.rows, outcome.stats.flows),
+            (emitted, emitted)
+        );
     }
 
     #[test]
@@ -1442,16 +1913,25 @@ impl Parser {
         sink: &mut S,
     ) -> Result<PathOutcome, ParseError> {
         let mut outcome = PathOutcome::default();
-        let files = if path.is_dir() {
-            let logs = dir_logs(path);
-            if logs.is_empty() {
-                let e = ParseError::NoLogs {
-                    path: path.display().to_string(),
-                };
-                crate::cli::error(&self.opts.prog, &e);
-                outcome.errors.push(e);
+        let is_dir = path.is_dir();
+        let files = if is_dir {
+            let logs = dir_logs(path).and_then(|logs| {
+                if logs.is_empty() {
+                    Err(ParseError::NoLogs {
+                        path: path.display().to_string(),
+                    })
+                } else {
+                    Ok(logs)
+                }
+            });
+            match logs {
+                Ok(logs) => logs,
+                Err(e) => {
+                    crate::cli::error(&self.opts.prog, &e);
+                    outcome.errors.push(e);
+                    vec![]
+                }
             }
-            logs
         } else {
             match protocol.or_else(|| Protocol::from_file_name(path)) {
                 Some(p) => vec![(path.to_path_buf(), p)],
@@ -1480,19 +1960,34 @@ impl Parser {
             }
         };
         for (file, proto) in files {
-            match self.parse_file(&file, proto, sink) {
+            // A log found in a directory must be a regular file; a file named
+            // on the command line may be anything readable (a pipe from
+            // `<(zcat …)`).
+            let parsed = if is_dir {
+                open_dir_log(&file).and_then(|f| self.parse_open(f, &file, proto, sink))
+            } else {
+                self.parse_file(&file, proto, sink)
+            };
+            match parsed {
                 Ok(st) => {
-                    self.report(&file.display().to_string(), &st);
+                    self.report_file(&file.display().to_string(), &st);
                     outcome.stats.add(&st);
                 }
                 Err(e) if e.is_output() => return Err(e),
-                Err(e) => {
-                    crate::cli::error(&self.opts.prog, &e);
-                    outcome.errors.push(e);
-                }
+                Err(e) => self.file_failed(e, &mut outcome),
             }
         }
         Ok(outcome)
+    }
+
+    /// Reports a file's error, keeping the counts of the rows read before it.
+    fn file_failed(&self, e: ParseError, outcome: &mut PathOutcome) {
+        crate::cli::error(&self.opts.prog, &e);
+        if let Some((name, st)) = e.path().zip(e.partial_stats()) {
+            self.report_file(name, st);
+            outcome.stats.add(st);
+        }
+        outcome.errors.push(e);
     }
 
     /// Parses a log read from stdin.
@@ -1505,19 +2000,18 @@ impl Parser {
         let stdin = io::stdin();
         match self.parse_reader(stdin.lock(), "<stdin>", protocol, sink) {
             Ok(st) => {
-                self.report("<stdin>", &st);
+                self.report_file("<stdin>", &st);
                 outcome.stats = st;
             }
             Err(e) if e.is_output() => return Err(e),
-            Err(e) => {
-                crate::cli::error(&self.opts.prog, &e);
-                outcome.errors.push(e);
-            }
+            Err(e) => self.file_failed(e, &mut outcome),
         }
         Ok(outcome)
     }
 
-    fn report(&self, name: &str, st: &FileStats) {
+    /// Prints a file's skip summary (`FILE: 2 malformed rows skipped …`) as a
+    /// warning on stderr, when anything was skipped or dropped.
+    pub fn report_file(&self, name: &str, st: &FileStats) {
         if let Some(s) = st.summary() {
             crate::cli::warning(&self.opts.prog, format!("{name}: {s}"));
         }

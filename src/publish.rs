@@ -1,34 +1,34 @@
 //! The publish stage (SPEC §6): one RabbitMQ connection and channel in confirm
 //! mode, a window of unconfirmed messages, failover over the configured hosts,
-//! reconnect-and-resend with backoff, and the `--progress` record that makes a
-//! re-run skip what was already confirmed. A message counts as delivered only
+//! reconnect-and-resend with backoff, and the hooks that keep a progress
+//! record ([`Recorder`]) exact: written before new ids go out and as confirms
+//! arrive. A message counts as delivered only
 //! on a plain broker Ack: a nack, a returned (unroutable) message, a confirm
 //! that was never requested, an error and a timeout are each failures.
 //!
 //! Both `tstat-rabbit` and the driver `tstat_send` publish through
 //! [`Publisher`]; neither talks to lapin directly. This module never reads
-//! files other than the progress record and the TLS material, never parses
-//! flows, and never prints: what the operator should see is handed to the
+//! files other than the TLS material, never parses flows, and never prints: what the operator should see is handed to the
 //! caller's [`NoticeSink`] or returned as a [`PublishError`].
 //!
 //! ```no_run
 //! # async fn run(cfg: tstat_transport::config::RabbitConfig) -> Result<(), tstat_transport::publish::PublishError> {
-//! use tstat_transport::publish::{PublishOptions, Publisher};
+//! use tstat_transport::publish::{Item, PublishOptions, Publisher, StreamStart};
 //! let (tx, rx) = tokio::sync::mpsc::channel(1024);
 //! let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 //! std::thread::spawn(move || {
 //!     for i in 0..10 {
-//!         let _ = tx.blocking_send(format!("[{i}]").into_bytes());
+//!         let _ = tx.blocking_send(Item::message(format!("[{i}]").into_bytes()));
 //!     }
 //! });
 //! let mut publisher = Publisher::connect(&cfg, &PublishOptions::default()).await?;
-//! let report = publisher.publish_stream(Some("sensor:dir"), None, rx, stop_rx).await?;
+//! let start = StreamStart::default();
+//! let report = publisher.publish_stream(Some("sensor:dir"), start, None, rx, stop_rx).await?;
 //! assert_eq!(report.confirmed, 10);
 //! publisher.close().await;
 //! # Ok(()) }
 //! ```
 
-mod progress;
 mod queue;
 mod tls;
 
@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,11 +52,77 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::{CertReqs, Endpoint, RabbitConfig};
+use crate::resume::Mark;
+
+/// One message for [`Publisher::publish_stream`], with where it ends in its
+/// stream (what the progress record stores once it is confirmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its end in the stream.
+    pub mark: Mark,
+}
+
+/// What a producer hands the publisher: a message, or the reason the stream
+/// stops early (the publisher then drains its window, records what was
+/// confirmed and returns [`PublishError::Input`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// The next message.
+    Message(Outgoing),
+    /// The producer failed; nothing more comes.
+    Failed(String),
+}
+
+impl Item {
+    /// A message without a stream position (for callers that keep no record).
+    pub fn message(body: Vec<u8>) -> Item {
+        Item::Message(Outgoing {
+            body,
+            mark: Mark::default(),
+        })
+    }
+}
+
+/// Where a stream starts: the id index of its first message and the mark
+/// before it (from the progress record of an earlier run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStart {
+    /// Id index of the first message.
+    pub index: u64,
+    /// Mark of the stream before it.
+    pub mark: Mark,
+}
+
+/// Keeps the progress record of a stream (see [`crate::resume::RecordFile`]).
+pub trait Recorder {
+    /// Records that ids below `confirmed` are confirmed, the last ending at
+    /// `mark`, and that ids below `reserved` may have been sent. Called
+    /// before any id at or above the previous `reserved` is sent, and as
+    /// confirms arrive.
+    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> std::io::Result<()>;
+    /// The record's file, for messages.
+    fn path(&self) -> PathBuf;
+}
+
+impl Recorder for crate::resume::RecordFile {
+    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> std::io::Result<()> {
+        crate::resume::RecordFile::save(self, confirmed, mark, reserved)
+    }
+
+    fn path(&self) -> PathBuf {
+        crate::resume::RecordFile::path(self).to_path_buf()
+    }
+}
 
 /// The `app_id` property of every message.
 pub const APP_ID: &str = "tstat-transport";
 /// The `content_type` property of every message.
 pub const CONTENT_TYPE: &str = "application/json";
+
+/// Longest time confirmed messages wait to be recorded while confirms arrive.
+const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default bound on unconfirmed message bytes (8 MiB): with the reader's
 /// channel and the broker connection this keeps a run within 32 MB.
@@ -204,17 +270,14 @@ impl fmt::Display for Notice {
 /// What a [`Publisher::publish_stream`] call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamReport {
-    /// Input lines skipped because the progress record said they were
-    /// confirmed by an earlier run.
-    pub skipped: u64,
     /// Distinct messages published by this call (resends not counted).
     pub published: u64,
     /// Messages published again after a reconnect.
     pub resent: u64,
     /// Bytes of the distinct message bodies published by this call.
     pub bytes: u64,
-    /// Lines confirmed as a contiguous prefix of the input, including the
-    /// skipped ones: the number written to the progress record.
+    /// Id index after the last confirmed message (a contiguous prefix,
+    /// including what earlier runs confirmed): what the record holds.
     pub confirmed: u64,
     /// Reconnects made during the call.
     pub reconnects: u32,
@@ -384,8 +447,17 @@ pub enum PublishError {
         /// Contiguous confirmed lines (including skipped ones).
         confirmed: u64,
     },
-    /// The progress record could not be read or written.
-    #[error("progress file {}: {source}", .path.display())]
+    /// The producer of the messages failed; `confirmed` ids before it are
+    /// confirmed and recorded.
+    #[error("{reason}")]
+    Input {
+        /// Why the stream stopped.
+        reason: String,
+        /// Contiguous confirmed ids.
+        confirmed: u64,
+    },
+    /// The progress record could not be written.
+    #[error("cannot write the progress record {}: {source}", .path.display())]
     Progress {
         /// The file.
         path: PathBuf,
@@ -531,6 +603,7 @@ impl fmt::Debug for Publisher {
 struct Slot {
     index: u64,
     body: Vec<u8>,
+    mark: Mark,
     confirm: Option<PublisherConfirm>,
     deadline: Instant,
     acked: bool,
@@ -539,13 +612,21 @@ struct Slot {
 /// State of one `publish_stream` call, kept across reconnects.
 struct Stream<'a> {
     prefix: Option<&'a str>,
-    progress: Option<&'a Path>,
+    recorder: Option<&'a mut dyn Recorder>,
     window: VecDeque<Slot>,
     /// Bytes of the bodies in the window not yet confirmed.
     held: usize,
     next_index: u64,
     confirmed: u64,
+    /// Mark after the last confirmed message.
+    confirmed_mark: Mark,
     recorded: u64,
+    /// Ids below this are covered by a record written before sending.
+    reserved: u64,
+    /// Why the producer stopped early.
+    failed: Option<String>,
+    /// When the record was last written.
+    last_write: Instant,
     input_done: bool,
     stopping: Option<Instant>,
     shutdown_gone: bool,
@@ -566,7 +647,7 @@ impl From<PublishError> for Stop {
 enum Step {
     Shutdown(bool),
     Confirm(Box<Result<lapin::Result<Confirmation>, tokio::time::error::Elapsed>>),
-    Body(Option<Vec<u8>>),
+    Body(Option<Item>),
     DrainExpired,
     Idle,
 }
@@ -604,15 +685,16 @@ impl Publisher {
         }
     }
 
-    /// Publishes every body received from `bodies` as one message, in order,
-    /// and returns when all are confirmed (the sender side was dropped and
-    /// the window drained).
+    /// Publishes every message received from `items` as one message, in
+    /// order, and returns when all are confirmed (the sender side was dropped
+    /// and the window drained).
     ///
-    /// * `id_prefix`: message ids are `PREFIX:INDEX`, INDEX the 0-based
-    ///   position of the body in the stream (skipped ones included).
-    /// * `progress`: the record of SPEC §6.3. Its count of lines is skipped
-    ///   first (received and dropped), and it is rewritten atomically as
-    ///   confirms arrive, on failure and on interruption.
+    /// * `id_prefix`: message ids are `PREFIX:INDEX`, INDEX counting from
+    ///   `start.index`.
+    /// * `recorder`: the progress record. It is written before the first
+    ///   message (proving it can be), before ids beyond what it covers go
+    ///   out (once per window), and as confirms arrive, on failure and on
+    ///   interruption. Callers skip what an earlier run confirmed.
     /// * `shutdown`: when it turns `true`, stop reading, wait for the
     ///   in-flight confirms (bounded by the confirm timeout), save progress
     ///   and return [`PublishError::Interrupted`]. A dropped sender means no
@@ -621,61 +703,39 @@ impl Publisher {
     /// On a failure it reconnects (hosts in order again) and resends the
     /// unconfirmed messages, up to `retries` rounds without progress, then
     /// returns [`PublishError::Unconfirmed`] naming the first unconfirmed
-    /// line. The producer should stop when its `send` fails: the receiver is
-    /// dropped when this returns.
-    pub async fn publish_stream(
+    /// message. An [`Item::Failed`] ends the stream with
+    /// [`PublishError::Input`] once the window is drained. The producer
+    /// should stop when its `send` fails: the receiver is dropped when this
+    /// returns.
+    pub async fn publish_stream<'a>(
         &mut self,
-        id_prefix: Option<&str>,
-        progress: Option<&Path>,
-        mut bodies: mpsc::Receiver<Vec<u8>>,
+        id_prefix: Option<&'a str>,
+        start: StreamStart,
+        recorder: Option<&'a mut dyn Recorder>,
+        mut bodies: mpsc::Receiver<Item>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<StreamReport, PublishError> {
-        let start = match progress {
-            Some(p) => progress::read(p).map_err(|source| PublishError::Progress {
-                path: p.to_path_buf(),
-                source,
-            })?,
-            None => 0,
-        };
         let mut st = Stream {
             prefix: id_prefix,
-            progress,
+            recorder,
             window: VecDeque::with_capacity(self.opts.window.get()),
             held: 0,
-            next_index: 0,
-            confirmed: start,
-            recorded: start,
+            next_index: start.index,
+            confirmed: start.index,
+            confirmed_mark: start.mark,
+            recorded: start.index,
+            reserved: start.index,
+            failed: None,
+            last_write: Instant::now(),
             input_done: false,
             stopping: None,
             shutdown_gone: false,
             report: StreamReport::default(),
         };
-
-        // Skip what an earlier run confirmed.
-        while st.next_index < start {
-            tokio::select! {
-                biased;
-                changed = shutdown.changed(), if !st.shutdown_gone => {
-                    if changed.is_err() {
-                        st.shutdown_gone = true;
-                    } else if *shutdown.borrow() {
-                        return Err(PublishError::Interrupted { confirmed: start });
-                    }
-                }
-                body = bodies.recv() => match body {
-                    Some(_) => {
-                        st.next_index += 1;
-                        st.report.skipped += 1;
-                    }
-                    None => {
-                        st.input_done = true;
-                        break;
-                    }
-                },
-            }
-        }
         if *shutdown.borrow() {
-            return Err(PublishError::Interrupted { confirmed: start });
+            return Err(PublishError::Interrupted {
+                confirmed: st.confirmed,
+            });
         }
 
         let mut failures: u32 = 0;
@@ -687,19 +747,25 @@ impl Publisher {
             };
             match result {
                 Ok(()) => {
-                    self.record(&mut st, true)?;
+                    self.record(&mut st, false)?;
                     st.report.confirmed = st.confirmed;
+                    if let Some(reason) = st.failed.take() {
+                        return Err(PublishError::Input {
+                            reason,
+                            confirmed: st.confirmed,
+                        });
+                    }
                     return Ok(st.report);
                 }
                 Err(Stop::Interrupted) => {
-                    self.record(&mut st, true)?;
+                    self.record(&mut st, false)?;
                     return Err(PublishError::Interrupted {
                         confirmed: st.confirmed,
                     });
                 }
                 Err(Stop::Fail(err)) => {
                     self.salvage(&mut st).await;
-                    self.record(&mut st, true)?;
+                    self.record(&mut st, false)?;
                     let first = st.window.front().map_or(st.next_index, |s| s.index);
                     // A signal that came while a publish was held up (a
                     // blocked broker) is still a stop, not a failure.
@@ -796,26 +862,50 @@ impl Publisher {
         while st.window.front().is_some_and(|s| s.acked) {
             if let Some(slot) = st.window.pop_front() {
                 st.confirmed = slot.index + 1;
+                st.confirmed_mark = slot.mark;
             }
-        }
-        if st.window.is_empty() && st.input_done && st.next_index > st.confirmed {
-            st.confirmed = st.next_index;
         }
     }
 
-    /// Writes the progress record if the count moved (or `force`).
-    fn record(&self, st: &mut Stream<'_>, force: bool) -> Result<(), PublishError> {
-        let Some(path) = st.progress else {
+    /// Writes the progress record; `extend` also lets the next window of
+    /// ids go out (they are recorded as possibly sent before they are).
+    fn record(&self, st: &mut Stream<'_>, extend: bool) -> Result<(), PublishError> {
+        let Some(rec) = st.recorder.as_deref_mut() else {
             return Ok(());
         };
-        if st.confirmed == st.recorded && !force {
+        if extend {
+            st.reserved = st
+                .reserved
+                .max(st.confirmed + self.opts.window.get() as u64);
+        }
+        rec.save(st.confirmed, st.confirmed_mark, st.reserved)
+            .map_err(|source| PublishError::Progress {
+                path: rec.path(),
+                source,
+            })?;
+        st.recorded = st.confirmed;
+        st.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Keeps the record close behind the confirms at a few durable writes
+    /// per window: ids go out only below `reserved` (recorded before they
+    /// are sent, so a crash never reuses an id for another body), and at
+    /// most one window beyond the recorded confirms (so a resumed run sends
+    /// at most a window twice). Writes when sending is held up and half a
+    /// window was confirmed since the last write (or all of it), and at
+    /// least every second while confirms arrive.
+    fn keep_record(&self, st: &mut Stream<'_>) -> Result<(), PublishError> {
+        if st.recorder.is_none() {
             return Ok(());
         }
-        progress::write(path, st.confirmed).map_err(|source| PublishError::Progress {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        st.recorded = st.confirmed;
+        let lag = st.confirmed - st.recorded;
+        let held_up = !st.input_done && st.next_index >= st.reserved;
+        let half = (self.opts.window.get() as u64 / 2).max(1);
+        let stale = lag > 0 && st.last_write.elapsed() >= RECORD_INTERVAL;
+        if (held_up && (lag >= half || st.confirmed == st.next_index)) || stale {
+            self.record(st, true)?;
+        }
         Ok(())
     }
 
@@ -824,7 +914,7 @@ impl Publisher {
     async fn pump(
         &mut self,
         st: &mut Stream<'_>,
-        bodies: &mut mpsc::Receiver<Vec<u8>>,
+        bodies: &mut mpsc::Receiver<Item>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stop> {
         // Resend what a broken link left unconfirmed, in order.
@@ -839,7 +929,7 @@ impl Publisher {
         }
         loop {
             self.advance(st);
-            self.record(st, false)?;
+            self.keep_record(st)?;
             if st.window.is_empty() && st.input_done {
                 return match st.stopping {
                     Some(_) => Err(Stop::Interrupted),
@@ -848,7 +938,8 @@ impl Publisher {
             }
             let want_input = !st.input_done
                 && st.window.len() < self.opts.window.get()
-                && (st.held < self.opts.window_bytes || st.window.is_empty());
+                && (st.held < self.opts.window_bytes || st.window.is_empty())
+                && (st.next_index < st.reserved || st.recorder.is_none());
             let drain_deadline = st.stopping;
             let step = {
                 let front = st.window.iter_mut().find(|s| !s.acked);
@@ -889,7 +980,11 @@ impl Publisher {
                     st.input_done = true;
                 }
                 Step::Body(None) => st.input_done = true,
-                Step::Body(Some(body)) => {
+                Step::Body(Some(Item::Failed(reason))) => {
+                    st.input_done = true;
+                    st.failed = Some(reason);
+                }
+                Step::Body(Some(Item::Message(Outgoing { body, mark }))) => {
                     let index = st.next_index;
                     st.next_index += 1;
                     st.report.published += 1;
@@ -897,6 +992,7 @@ impl Publisher {
                     let mut slot = Slot {
                         index,
                         body,
+                        mark,
                         confirm: None,
                         deadline: Instant::now(),
                         acked: false,
@@ -937,8 +1033,8 @@ impl Publisher {
         }
     }
 
-    /// Collects the confirms that are already there without waiting, so the
-    /// progress record is written once per burst rather than per message.
+    /// Collects the confirms that are already there without waiting, so a
+    /// burst of confirms is taken in one step.
     async fn harvest(&self, st: &mut Stream<'_>) -> Result<(), Stop> {
         for slot in st.window.iter_mut().filter(|s| !s.acked) {
             let Some(confirm) = slot.confirm.as_mut() else {

@@ -6,19 +6,26 @@
 //! Parsing runs on its own thread and feeds the publisher through a bounded
 //! channel, so the two overlap on two cores and memory stays bounded.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::chunk::Chunker;
-use crate::cli;
 use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
 use crate::metrics::Metrics;
-use crate::parse::{FileStats, ParseError, ParseOptions, Parser};
-use crate::publish::{PublishError, PublishOptions, Publisher};
+use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol, dir_logs};
+use crate::publish::{
+    Item, Outgoing, PublishError, PublishOptions, Publisher, Recorder, StreamStart,
+};
+use crate::resume::{self, Digest, LogId, Mark, Plan, RecordFile, Refusal};
+use crate::{cli, durable, flow};
 
 /// Name of the per-directory resume record (SPEC §6.3, §8.2).
 pub const PROGRESS_FILE: &str = ".progress";
@@ -59,6 +66,9 @@ pub struct SendOptions {
     pub metrics_file: Option<PathBuf>,
     /// Show a progress bar (only honoured on a terminal).
     pub progress_bar: bool,
+    /// Ship only these directories, from their start under new message ids
+    /// (`--reship`), whatever their progress record says.
+    pub reship: Vec<PathBuf>,
     /// Program name for messages.
     pub prog: &'static str,
 }
@@ -196,7 +206,16 @@ impl Sender {
                 }
                 Err(_) => self.metrics.errors += 1,
             }
-            self.write_metrics()?;
+            // A metrics problem is reported, but a failed pass decides the
+            // outcome: its cause is what the operator must see.
+            let result = match (self.write_metrics(), result) {
+                (Ok(()), r) => r,
+                (Err(m), Ok(())) => Err(m),
+                (Err(m), Err(e)) => {
+                    cli::error(self.opts.prog, m);
+                    Err(e)
+                }
+            };
             let Some(interval) = self.opts.watch else {
                 return result;
             };
@@ -253,12 +272,18 @@ impl Sender {
             dirs.len(),
             if dirs.len() == 1 { "y" } else { "ies" }
         );
+        let reship = !self.opts.reship.is_empty();
+        let dirs = if reship {
+            self.opts.reship.clone()
+        } else {
+            dirs
+        };
         let mut data_errors = walk_errors;
         for dir in dirs {
             if *shutdown.borrow() {
                 break;
             }
-            match self.ship(&dir, shutdown).await? {
+            match self.ship(&dir, shutdown, reship).await? {
                 DirResult::Done { had_data } => {
                     if had_data && self.opts.single {
                         break;
@@ -273,48 +298,186 @@ impl Sender {
         Ok(())
     }
 
+    /// The settings that shape a directory's stream (SPEC §8.7), by name.
+    fn settings(&self, id_prefix: &str) -> BTreeMap<String, String> {
+        let p = &self.opts.parse;
+        BTreeMap::from([
+            ("threshold".into(), p.threshold.to_string()),
+            ("chunk_size".into(), self.opts.chunk_size.to_string()),
+            ("max_bytes".into(), self.opts.max_bytes.to_string()),
+            ("sensor".into(), p.sensor.clone()),
+            (
+                "instance".into(),
+                p.instance.clone().unwrap_or_else(|| "(none)".into()),
+            ),
+            ("legacy_udp_duration".into(), p.legacy_udp.to_string()),
+            ("document".into(), flow::DOCUMENT_VERSION.to_string()),
+            ("message_id_prefix".into(), id_prefix.to_string()),
+        ])
+    }
+
+    /// The directory's name in message ids: its path relative to the root
+    /// (its plain name at the top level), so ids are unique per tree.
+    fn id_name(&self, dir: &Path) -> String {
+        let rel = dir.strip_prefix(&self.opts.root).unwrap_or(dir);
+        let rel = if rel.as_os_str().is_empty() {
+            dir.file_name().map(Path::new).unwrap_or(dir)
+        } else {
+            rel
+        };
+        rel.to_string_lossy().into_owned()
+    }
+
+    /// Reports a directory left unmarked for a reason of its own.
+    fn refuse(&self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        cli::error(
+            self.opts.prog,
+            format!("{}: not marked: {why}", dir.display()),
+        );
+        DirResult::DataError
+    }
+
+    /// How to resume `dir`, and its record; `Err` when it must be refused.
+    fn resume_plan(
+        &self,
+        dir: &Path,
+        logs: &[(PathBuf, Protocol)],
+        id_prefix: &str,
+        reship: bool,
+    ) -> Result<(Plan, RecordFile), String> {
+        let path = dir.join(PROGRESS_FILE);
+        let mut ids = Vec::with_capacity(logs.len());
+        for (log, _) in logs {
+            ids.push(LogId::of(log).map_err(|e| format!("{}: {e}", log.display()))?);
+        }
+        let settings = self.settings(id_prefix);
+        let loaded = resume::load(&path);
+        let plan = if reship {
+            let previous = loaded.ok().flatten().map(|r| r.generation);
+            Plan::fresh(resume::new_generation(previous))
+        } else {
+            match loaded {
+                Ok(None) => Plan::fresh(0),
+                Ok(Some(rec)) => resume::plan(&rec, &settings, &ids)
+                    .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?,
+                Err(r) => return Err(refusal_text(&r, &path, &self.opts.root, dir)),
+            }
+        };
+        let rec = RecordFile::new(path, self.opts.prog, settings, ids, &plan);
+        Ok((plan, rec))
+    }
+
     /// Ships one directory: parse on a thread, publish (or print) here.
     async fn ship(
         &mut self,
         dir: &Path,
         shutdown: &watch::Receiver<bool>,
+        reship: bool,
     ) -> Result<DirResult, SendError> {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = self.id_name(dir);
+        let base = format!("{}:{name}", self.opts.parse.sensor);
+        if let Err(e) = resume::check_id_prefix(&base) {
+            return Ok(self.refuse(dir, e));
+        }
+        let logs = match dir_logs(dir) {
+            Ok(l) => l,
+            Err(e) => return Ok(self.refuse(dir, e)),
+        };
+        if logs.is_empty() {
+            return Ok(self.refuse(
+                dir,
+                "no log_tcp_complete or log_udp_complete in this directory",
+            ));
+        }
+        let (plan, mut record) = match &self.transport {
+            Transport::Stdout => (Plan::fresh(0), None),
+            Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship) {
+                Ok((plan, rec)) => (plan, Some(rec)),
+                Err(why) => return Ok(self.refuse(dir, why)),
+            },
+        };
+        let prefix = resume::id_prefix(&base, plan.generation);
+        if plan.skip > 0 {
+            tracing::info!(
+                "{}: resuming after {} confirmed messages",
+                dir.display(),
+                plan.skip
+            );
+        }
         tracing::info!("{}: shipping", dir.display());
         let bar = self.progress_bar(&name);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+        // The parser stops within one read once a signal comes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let relay = {
+            let stop = stop.clone();
+            let mut signal = shutdown.clone();
+            tokio::spawn(async move {
+                while !*signal.borrow_and_update() {
+                    if signal.changed().await.is_err() {
+                        return;
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
         let producer = {
-            let dir = dir.to_path_buf();
-            let opts = self.opts.parse.clone();
-            let (size, max) = (self.opts.chunk_size, self.opts.max_bytes);
+            let mut opts = self.opts.parse.clone();
+            opts.stop = Some(stop.clone());
+            let job = Job {
+                logs,
+                opts,
+                size: self.opts.chunk_size,
+                max_bytes: self.opts.max_bytes,
+                skip: plan.skip,
+                expect: plan.expect,
+                prog: self.opts.prog,
+            };
             let bar = bar.clone();
             std::thread::Builder::new()
                 .name("parse".into())
-                .spawn(move || produce(&dir, opts, size, max, tx, bar.as_ref()))
+                .spawn(move || produce(job, tx, bar.as_ref()))
                 .map_err(|source| SendError::Io {
                     what: "starting the parser thread".into(),
                     source,
                 })?
         };
-        let first = rx.recv().await;
+        // Wait for the first message (there may be none), or a signal.
+        let mut watch_stop = shutdown.clone();
+        let first = loop {
+            if *watch_stop.borrow() {
+                break None;
+            }
+            tokio::select! {
+                item = rx.recv() => break item,
+                changed = watch_stop.changed() => if changed.is_err() {
+                    break rx.recv().await;
+                },
+            }
+        };
+        let interrupted_early = first.is_none() && *shutdown.borrow();
+        let first = match first {
+            Some(Item::Message(m)) => Some(m),
+            // A failure before any message: nothing to publish.
+            Some(Item::Failed(_)) | None => None,
+        };
         let had_data = first.is_some();
         let outcome = match (&self.transport, first) {
-            (_, None) => Ok(PublishOutcome {
-                messages: 0,
-                bytes: 0,
-            }),
+            (_, None) => {
+                // A producer still sending must not wait for a reader.
+                drop(rx);
+                Ok(PublishOutcome {
+                    messages: 0,
+                    bytes: 0,
+                })
+            }
             (Transport::Stdout, Some(first)) => print_all(first, rx).await,
             (Transport::Rabbit { config, publish }, Some(first)) => {
-                let progress = dir.join(PROGRESS_FILE);
-                let prefix = format!("{}:{name}", self.opts.parse.sensor);
                 // The first message was taken to see whether there is any;
                 // a forwarder hands it back in front of the rest.
-                let (ftx, frx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+                let (ftx, frx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
                 let forward = tokio::spawn(async move {
-                    if ftx.send(first).await.is_err() {
+                    if ftx.send(Item::Message(first)).await.is_err() {
                         return;
                     }
                     while let Some(m) = rx.recv().await {
@@ -323,13 +486,18 @@ impl Sender {
                         }
                     }
                 });
+                let start = StreamStart {
+                    index: plan.next_index,
+                    mark: plan.expect,
+                };
                 let result = async {
                     if self.publisher.is_none() {
                         self.publisher = Some(Publisher::connect(config, publish).await?);
                     }
                     let publisher = self.publisher.as_mut().expect("connected above");
+                    let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
                     publisher
-                        .publish_stream(Some(&prefix), Some(&progress), frx, shutdown.clone())
+                        .publish_stream(Some(&prefix), start, recorder, frx, shutdown.clone())
                         .await
                 }
                 .await;
@@ -338,6 +506,7 @@ impl Sender {
                 // parser still sending would otherwise wait for ever.
                 forward.abort();
                 let _ = forward.await;
+                let progress = dir.join(PROGRESS_FILE).display().to_string();
                 match result {
                     Ok(report) => Ok(PublishOutcome {
                         messages: report.published,
@@ -346,7 +515,12 @@ impl Sender {
                     Err(PublishError::Interrupted { confirmed }) => Err(SendError::Interrupted {
                         dir: dir.display().to_string(),
                         confirmed,
-                        progress: progress.display().to_string(),
+                        progress,
+                    }),
+                    // The parser's own report below says why.
+                    Err(PublishError::Input { .. }) => Ok(PublishOutcome {
+                        messages: 0,
+                        bytes: 0,
                     }),
                     Err(source) => Err(SendError::Publish {
                         dir: dir.display().to_string(),
@@ -355,44 +529,59 @@ impl Sender {
                 }
             }
         };
-        let parsed = producer.join().unwrap_or_else(|_| Produced::panicked());
+        stop.store(true, Ordering::Relaxed);
+        relay.abort();
+        let parsed = producer.join().unwrap_or_else(|_| Produced {
+            stats: FileStats::default(),
+            failed: Some("the parser thread panicked".into()),
+            refused: None,
+            output_error: None,
+        });
         if let Some(b) = &bar {
             b.finish_and_clear();
         }
-        let sent = outcome?;
         self.summary.rows += parsed.stats.rows;
         self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
         self.summary.flows += parsed.stats.flows;
+        let sent = outcome?;
         self.summary.messages += sent.messages;
         self.summary.bytes += sent.bytes;
+        if interrupted_early {
+            return Err(SendError::Interrupted {
+                dir: dir.display().to_string(),
+                confirmed: plan.skip,
+                progress: dir.join(PROGRESS_FILE).display().to_string(),
+            });
+        }
         if let Some(e) = parsed.output_error {
             return Err(SendError::Io {
                 what: format!("{}: passing arrays on", dir.display()),
                 source: e,
             });
         }
-        if parsed.failed {
-            cli::error(
-                self.opts.prog,
-                format!(
-                    "{}: not marked: a log could not be read completely",
-                    dir.display()
-                ),
-            );
-            return Ok(DirResult::DataError);
+        if let Some(why) = parsed.refused {
+            let path = dir.join(PROGRESS_FILE);
+            return Ok(self.refuse(
+                dir,
+                refusal_text(&Refusal::Stream(why), &path, &self.opts.root, dir),
+            ));
+        }
+        if let Some(why) = parsed.failed {
+            return Ok(self.refuse(
+                dir,
+                format!("{why}; it is shipped (resumed) once its logs can be read completely"),
+            ));
         }
         if let Transport::Rabbit { .. } = self.transport {
             find::mark_processed(dir).map_err(|source| SendError::Io {
                 what: format!("marking {} processed", dir.display()),
                 source,
             })?;
-            match std::fs::remove_file(dir.join(PROGRESS_FILE)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => cli::warning(
+            if let Err(e) = durable::remove(&dir.join(PROGRESS_FILE)) {
+                cli::warning(
                     self.opts.prog,
                     format!("{}: cannot remove {PROGRESS_FILE}: {e}", dir.display()),
-                ),
+                );
             }
             tracing::info!(
                 "{}: {} messages confirmed, marked processed",
@@ -428,64 +617,200 @@ struct PublishOutcome {
 /// What the parser thread reports back.
 struct Produced {
     stats: FileStats,
-    /// A log of the directory could not be read completely.
-    failed: bool,
+    /// Why the directory's logs could not be read completely.
+    failed: Option<String>,
+    /// Why the stream does not match the progress record.
+    refused: Option<String>,
     /// The consumer side failed for a reason other than stopping.
     output_error: Option<io::Error>,
 }
 
-impl Produced {
-    fn panicked() -> Produced {
-        Produced {
-            stats: FileStats::default(),
-            failed: true,
-            output_error: None,
-        }
-    }
-}
-
-/// Parses a directory into arrays sent on `tx` (runs on its own thread).
-fn produce(
-    dir: &Path,
+/// What the parser thread is to do.
+struct Job {
+    logs: Vec<(PathBuf, Protocol)>,
     opts: ParseOptions,
     size: usize,
     max_bytes: usize,
-    tx: mpsc::Sender<Vec<u8>>,
-    bar: Option<&indicatif::ProgressBar>,
-) -> Produced {
-    let mut parser = Parser::new(opts);
-    let mut chunker = Chunker::new(size, max_bytes, |a: &[u8]| {
-        tx.blocking_send(a.to_vec())
+    /// Messages confirmed by an earlier run: formed and checked, not sent.
+    skip: u64,
+    /// Where the stream must be after them.
+    expect: Mark,
+    prog: &'static str,
+}
+
+/// The stream's position as arrays are formed.
+struct Track<'a> {
+    tx: &'a mpsc::Sender<Item>,
+    bar: Option<&'a indicatif::ProgressBar>,
+    skip: u64,
+    expect: Mark,
+    /// Current log.
+    part: u32,
+    /// Documents handed to arrays before the current log began.
+    part_start: u64,
+    /// Documents in arrays so far.
+    emitted: u64,
+    arrays: u64,
+    digest: Digest,
+    refused: Option<String>,
+}
+
+impl Track<'_> {
+    fn array(&mut self, body: &[u8], docs: usize) -> io::Result<()> {
+        self.emitted += docs as u64;
+        self.arrays += 1;
+        let mark = Mark {
+            part: self.part,
+            items: self.emitted - self.part_start,
+            digest: self.digest.add(body),
+        };
+        if self.arrays < self.skip {
+            return Ok(());
+        }
+        if self.arrays == self.skip {
+            if mark != self.expect {
+                self.refused = Some(format!(
+                    "message {} of the earlier run ended at document {} of log {} \
+                     (digest {:08x}); it now ends at document {} of log {} (digest {:08x})",
+                    self.skip - 1,
+                    self.expect.items,
+                    self.expect.part,
+                    self.expect.digest,
+                    mark.items,
+                    mark.part,
+                    mark.digest
+                ));
+                return Err(io::Error::other("stream differs from the record"));
+            }
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(Item::Message(Outgoing {
+                body: body.to_vec(),
+                mark,
+            }))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the publisher stopped"))?;
-        if let Some(b) = bar {
+        if let Some(b) = self.bar {
             b.inc(1);
         }
         Ok(())
-    });
-    let parsed = parser.parse_path(dir, None, &mut chunker);
-    let flushed = chunker.flush();
-    match (parsed, flushed) {
-        (Ok(outcome), Ok(())) => Produced {
-            stats: outcome.stats,
-            failed: !outcome.errors.is_empty(),
-            output_error: None,
-        },
-        (Ok(outcome), Err(e)) => Produced {
-            stats: outcome.stats,
-            failed: true,
-            output_error: consumer_error(e),
-        },
-        (Err(ParseError::Output(e)), _) => Produced {
-            stats: FileStats::default(),
-            failed: true,
-            output_error: consumer_error(e),
-        },
-        (Err(_), _) => Produced {
-            stats: FileStats::default(),
-            failed: true,
-            output_error: None,
-        },
     }
+}
+
+/// Parses a directory's logs into arrays sent on `tx` (runs on its own
+/// thread). On a log error the stream stops at the last complete array: the
+/// pending partial one is never sent because of an error.
+fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar>) -> Produced {
+    let track = RefCell::new(Track {
+        tx: &tx,
+        bar,
+        skip: job.skip,
+        expect: job.expect,
+        part: 0,
+        part_start: 0,
+        emitted: 0,
+        arrays: 0,
+        digest: Digest::default(),
+        refused: None,
+    });
+    let mut pushed = 0u64;
+    let mut stats = FileStats::default();
+    let mut parser = Parser::new(job.opts);
+    let mut chunker = Chunker::new(job.size, job.max_bytes, |a: &[u8], n: usize| {
+        track.borrow_mut().array(a, n)
+    });
+    let mut failed = None;
+    let mut output_error = None;
+    for (part, (log, proto)) in job.logs.iter().enumerate() {
+        {
+            let mut t = track.borrow_mut();
+            t.part = part as u32;
+            t.part_start = pushed;
+        }
+        let mut sink = Counting {
+            inner: &mut chunker,
+            pushed: &mut pushed,
+        };
+        let name = log.display().to_string();
+        match parser.parse_file(log, *proto, &mut sink) {
+            Ok(st) => {
+                parser.report_file(&name, &st);
+                stats.add(&st);
+            }
+            Err(ParseError::Output(e)) => {
+                output_error = consumer_error(e);
+                break;
+            }
+            Err(e) => {
+                // Rows read before the failure still count.
+                if let Some(st) = e.partial_stats() {
+                    parser.report_file(&name, st);
+                    stats.add(st);
+                }
+                if e.is_interrupted() {
+                    failed = Some(format!("{name}: parsing stopped by a signal"));
+                } else {
+                    cli::error(job.prog, &e);
+                    failed = Some(format!("{name}: cannot be read completely"));
+                }
+                break;
+            }
+        }
+    }
+    if failed.is_none()
+        && output_error.is_none()
+        && track.borrow().refused.is_none()
+        && let Err(e) = chunker.flush()
+    {
+        output_error = consumer_error(e);
+    }
+    drop(chunker);
+    let mut t = track.into_inner();
+    if t.refused.is_none() && failed.is_none() && output_error.is_none() && t.arrays < t.skip {
+        t.refused = Some(format!(
+            "the logs now give {} messages, fewer than the {} confirmed",
+            t.arrays, t.skip
+        ));
+    }
+    if let Some(why) = &failed {
+        // Tell the publisher to stop after what it has (it may be gone).
+        let _ = tx.try_send(Item::Failed(why.clone()));
+    }
+    if t.refused.is_some() {
+        output_error = None;
+    }
+    Produced {
+        stats,
+        failed,
+        refused: t.refused,
+        output_error,
+    }
+}
+
+/// Counts documents on their way to the chunker.
+struct Counting<'a, S: FlowSink> {
+    inner: &'a mut S,
+    pushed: &'a mut u64,
+}
+
+impl<S: FlowSink> FlowSink for Counting<'_, S> {
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        *self.pushed += 1;
+        self.inner.flow(doc)
+    }
+}
+
+/// The message for a directory whose record does not apply, with the way to
+/// ship it anyway.
+fn refusal_text(r: &Refusal, record: &Path, root: &Path, dir: &Path) -> String {
+    format!(
+        "{r} (record {}); to ship it again deliberately under new message ids: \
+         tstat_send -d {} --reship {} (flows confirmed before arrive a second time \
+         under the new ids)",
+        record.display(),
+        root.display(),
+        dir.display()
+    )
 }
 
 /// A closed channel means the consumer stopped and reports why itself; a
@@ -496,8 +821,8 @@ fn consumer_error(e: io::Error) -> Option<io::Error> {
 
 /// `-N`: writes each array as a line on stdout.
 async fn print_all(
-    first: Vec<u8>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    first: Outgoing,
+    mut rx: mpsc::Receiver<Item>,
 ) -> Result<PublishOutcome, SendError> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
@@ -505,7 +830,7 @@ async fn print_all(
         messages: 0,
         bytes: 0,
     };
-    let mut next = Some(first);
+    let mut next = Some(first.body);
     while let Some(m) = next {
         out.write_all(&m)
             .and_then(|()| out.write_all(b"\n"))
@@ -515,7 +840,10 @@ async fn print_all(
             })?;
         n.messages += 1;
         n.bytes += m.len() as u64;
-        next = rx.recv().await;
+        next = match rx.recv().await {
+            Some(Item::Message(o)) => Some(o.body),
+            Some(Item::Failed(_)) | None => None,
+        };
     }
     out.flush().map_err(|source| SendError::Io {
         what: "writing stdout".into(),

@@ -82,8 +82,8 @@ fn removes_only_processed_directories_older_than_the_ttl() {
     let mut lines: Vec<_> = got.stdout.lines().collect();
     lines.sort();
     let mut expected = [
-        format!("removed {}", old.display()),
-        format!("removed {}", nested_old.display()),
+        format!("removing {}", old.display()),
+        format!("removing {}", nested_old.display()),
     ];
     expected.sort();
     assert_eq!(lines, expected);
@@ -96,7 +96,7 @@ fn removes_only_processed_directories_older_than_the_ttl() {
     // A shorter, fractional TTL takes the young one too.
     let got = run(&["-d".as_ref(), r.as_os_str(), "-t".as_ref(), "46.5".as_ref()]);
     assert_eq!(got.code, Some(0), "{}", got.stderr);
-    assert_eq!(got.stdout, format!("removed {}\n", young.display()));
+    assert_eq!(got.stdout, format!("removing {}\n", young.display()));
     assert!(!young.exists());
     assert!(unprocessed.is_dir());
 }
@@ -179,7 +179,7 @@ fn never_follows_a_symlink_out_of_root() {
 
     let got = run(&["-d".as_ref(), root.as_os_str(), "-t".as_ref(), "0".as_ref()]);
     assert_eq!(got.code, Some(0), "{}", got.stderr);
-    assert_eq!(got.stdout, format!("removed {}\n", inside.display()));
+    assert_eq!(got.stdout, format!("removing {}\n", inside.display()));
     assert!(!inside.exists());
     assert!(target.join("log_tcp_complete").is_file());
     assert!(target.join(".processed").is_file());
@@ -202,7 +202,7 @@ fn root_given_as_a_symlink_is_walked() {
     assert_eq!(got.code, Some(0), "{}", got.stderr);
     assert_eq!(
         got.stdout,
-        format!("removed {}\n", link.join("2024_01_01_00_00.out").display())
+        format!("removing {}\n", link.join("2024_01_01_00_00.out").display())
     );
     assert!(!d.exists());
 }

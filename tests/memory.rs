@@ -9,10 +9,15 @@
 //! - `tstat-parse --bytes 0 DIR | tstat-chunk` (this process sits between the
 //!   two, counting lines): every row gives two documents, every 100 documents
 //!   one array;
+//! - `tstat-parse --bytes 0 DIR` with 16 workers forced
+//!   (`TSTAT_PARSE_THREADS=16`): every document, memory independent of the
+//!   worker count;
 //! - `tstat-parse --bytes 25G DIR`: exactly the directions the generator made
 //!   at or above 25 GB;
 //!
 //! and asserts each program's peak resident set stays at or under 32 MiB.
+//! Another test feeds `tstat-chunk` a 200 MB line, which it must refuse
+//! within the same bound.
 //! The peak is the kernel's own figure: `/usr/bin/time -f %M` (wait4
 //! rusage) when present, else `VmHWM` from `/proc/PID/status` polled while
 //! the program runs (`TSTAT_MEMORY_POLL=1` forces the latter).
@@ -61,6 +66,18 @@ impl Measured {
     /// Starts `bin args` with piped stdout, the given stdin, stderr to a file
     /// in `tmp`.
     fn spawn(tmp: &Path, name: &str, bin: &str, args: &[&str], stdin: Stdio) -> Measured {
+        Measured::spawn_env(tmp, name, bin, args, &[], stdin)
+    }
+
+    /// `spawn` with extra environment variables.
+    fn spawn_env(
+        tmp: &Path,
+        name: &str,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Measured {
         let stderr_file = tmp.join(format!("{name}.stderr"));
         let time_file = tmp.join(format!("{name}.time"));
         // TSTAT_MEMORY_POLL=1 forces the /proc fallback (to test it).
@@ -73,6 +90,7 @@ impl Measured {
             Command::new(bin)
         };
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr_file).unwrap());
@@ -249,6 +267,27 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
     assert_bounded(&parse, "tstat-parse --bytes 0");
     assert_bounded(&chunk, "tstat-chunk");
 
+    // Many workers forced: the blocks in flight are a fixed budget, so
+    // memory does not grow with the worker count.
+    let mut parse = Measured::spawn_env(
+        tmp.path(),
+        "parse-16-threads",
+        PARSE,
+        &["--bytes", "0", "-S", "s", &dir],
+        &[("TSTAT_PARSE_THREADS", "16")],
+        Stdio::null(),
+    );
+    let out = parse.take_stdout();
+    let sink = thread::spawn(move || count_lines(out, None));
+    wait_all(&mut [&mut parse], limit);
+    assert_ok(&parse);
+    assert_eq!(
+        sink.join().unwrap().unwrap(),
+        docs,
+        "16 workers give every document"
+    );
+    assert_bounded(&parse, "tstat-parse --bytes 0 with 16 workers");
+
     // The driver's parse → chunk path (-N prints the arrays, marks nothing).
     let root_s = root.to_str().unwrap().to_string();
     let mut send = Measured::spawn(
@@ -302,6 +341,63 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
         assert!(bits / 8 >= gentree::DEFAULT_THRESHOLD, "{d}");
     }
     assert_bounded(&parse, "tstat-parse --bytes 25G");
+}
+
+/// `tstat-chunk` refuses a 200 MB input line as it streams: it fails with
+/// the line number while staying under the bound, stops reading there, and
+/// the arrays of the lines before it are written.
+#[test]
+fn chunk_refuses_a_200_mb_line_within_32_mib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut chunk = Measured::spawn(tmp.path(), "chunk-long-line", CHUNK, &[], Stdio::piped());
+    let mut stdin = chunk.child.stdin.take().unwrap();
+    let out = chunk.take_stdout();
+    let writer = thread::spawn(move || -> io::Result<()> {
+        let mut head = String::new();
+        for i in 0..150 {
+            head.push_str(&format!("{{\"i\":{i}}}\n"));
+        }
+        stdin.write_all(head.as_bytes())?;
+        stdin.write_all(b"{\"junk\":\"")?;
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            stdin.write_all(&block)?;
+        }
+        stdin.write_all(b"\"}\n{\"i\":999}\n")
+    });
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let mut out = out;
+        out.read_to_string(&mut s).map(|_| s)
+    });
+    wait_all(&mut [&mut chunk], Duration::from_secs(300));
+    let written = writer.join().unwrap();
+    let text = reader.join().unwrap().unwrap();
+    let status = chunk.status.expect("waited");
+    assert_eq!(status.code(), Some(1), "{}", chunk.stderr());
+    assert!(
+        chunk
+            .stderr()
+            .contains("tstat-chunk: error: stdin: line 151: longer than 8388608 bytes"),
+        "{}",
+        chunk.stderr()
+    );
+    assert!(
+        written.is_err(),
+        "tstat-chunk read the whole 200 MB line instead of stopping in it"
+    );
+    let sizes: Vec<usize> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [100, 50], "the lines before it are written");
+    assert_bounded(&chunk, "tstat-chunk on a 200 MB line");
 }
 
 /// The generator's headers are the real Tstat 3.0 ones of the fixtures, so

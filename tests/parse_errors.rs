@@ -508,3 +508,338 @@ fn truncated_gzip_keeps_complete_rows_and_fails() {
         r.stderr
     );
 }
+
+/// `tstat-parse` with extra environment variables.
+fn parse_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tstat-parse")
+}
+
+/// A TCP log several read chunks long, so worker threads take part.
+fn large_tcp_log(rows: usize) -> Vec<u8> {
+    let log = tcp_log(&vec![good_row(); rows]);
+    assert!(log.len() > 4 * 256 * 1024, "{} bytes", log.len());
+    log
+}
+
+/// A worker thread that panics fails its file (exit 1, the file named),
+/// instead of the run ending with exit 0 and fewer rows.
+#[cfg(debug_assertions)]
+#[test]
+fn failing_parser_worker_is_an_error_for_its_file() {
+    let (_t, dir) = tree(Some(&large_tcp_log(3000)), None);
+    let p = dir.display().to_string();
+    let args = ["--bytes", "0", "-S", "s", &p];
+    let ok = parse_env(&args, &[("TSTAT_PARSE_THREADS", "2")]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(ndjson(&String::from_utf8(ok.stdout).unwrap()).len(), 6000);
+
+    let out = parse_env(
+        &args,
+        &[
+            ("TSTAT_PARSE_THREADS", "2"),
+            ("TSTAT_TEST_WORKER_PANIC", "1"),
+        ],
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tstat-parse: error: {p}/log_tcp_complete: a parser thread failed: panicked: forced failure"
+        )),
+        "{err}"
+    );
+    assert!(ndjson(&String::from_utf8(out.stdout).unwrap()).len() < 6000);
+}
+
+#[test]
+fn many_forced_workers_give_the_same_output() {
+    let (_t, dir) = tree(Some(&large_tcp_log(3000)), None);
+    let p = dir.display().to_string();
+    let args = ["--bytes", "0", "-S", "s", &p];
+    let one = parse_env(&args, &[("TSTAT_PARSE_THREADS", "1")]);
+    assert_eq!(one.status.code(), Some(0));
+    for n in ["2", "16", "64"] {
+        let many = parse_env(&args, &[("TSTAT_PARSE_THREADS", n)]);
+        assert_eq!(many.status.code(), Some(0), "{n}");
+        assert!(many.stdout == one.stdout, "{n} threads: output differs");
+    }
+    for bad in ["0", "x", "-1"] {
+        let out = parse_env(&args, &[("TSTAT_PARSE_THREADS", bad)]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("TSTAT_PARSE_THREADS"), "{err}");
+    }
+}
+
+/// The rows read before a `.gz` ends early still count: the end-of-file
+/// summary of the part that was read is printed with the error.
+#[test]
+fn truncated_gzip_still_reports_the_rows_before_the_cut() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut rows: Vec<String> = vec![good_row(), "short row".into()];
+    rows.extend((0..2000).map(|_| good_row()));
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    enc.write_all(&tcp_log(&rows)).unwrap();
+    let gz = enc.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("2026_01_01_00_00.out");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("log_tcp_complete.gz"), &gz[..gz.len() / 2]).unwrap();
+    for threads in ["1", "2"] {
+        let p = dir.display().to_string();
+        let out = parse_env(
+            &["--bytes", "0", "-S", "s", &p],
+            &[("TSTAT_PARSE_THREADS", threads)],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let docs = ndjson(&String::from_utf8(out.stdout).unwrap()).len();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!(
+                "log_tcp_complete.gz: compressed stream ends early (Tstat may still be writing it); kept the {} complete rows",
+                docs / 2
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "tstat-parse: warning: {p}/log_tcp_complete.gz: 1 malformed row skipped (first at line 3)"
+                    .replace("{p}", &p)
+                    .as_str()
+            ),
+            "{threads} threads: {err}"
+        );
+    }
+}
+
+/// Runs tstat-parse on `paths`, failing the test if it does not end within
+/// a minute (a FIFO opened for reading would block forever).
+fn parse_with_deadline(paths: &[&Path]) -> Run {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+        .args(["--bytes", "0", "-S", "s"])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("tstat-parse blocked on {paths:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        docs: ndjson(&String::from_utf8(out.stdout).unwrap()),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A log name that is not a regular file fails its directory (exit 1, the
+/// file and what it is named) instead of being taken as absent; other
+/// directories are still parsed, and nothing blocks on a FIFO.
+#[test]
+fn log_that_is_not_a_regular_file_fails_its_directory() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let stray = outside
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("log_tcp_complete");
+    std::fs::write(&stray, tcp_log(&[good_row()])).unwrap();
+    type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "fifo",
+            Box::new(|p| {
+                let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }),
+            "is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "directory",
+            Box::new(|p| std::fs::create_dir(p).unwrap()),
+            "is a directory, not a regular file",
+        ),
+        (
+            "socket",
+            Box::new(|p| {
+                std::mem::forget(std::os::unix::net::UnixListener::bind(p).unwrap());
+            }),
+            "is a socket, not a regular file",
+        ),
+        (
+            "device",
+            Box::new(|p| symlink("/dev/null", p).unwrap()),
+            "is a symbolic link to a character device, not a regular file",
+        ),
+        (
+            "dangling",
+            Box::new(|p| symlink(p.with_file_name("nothing"), p).unwrap()),
+            "is a symbolic link whose target does not exist, not a regular file",
+        ),
+        (
+            "outside",
+            Box::new(|p| symlink(&stray, p).unwrap()),
+            "is a symbolic link to {stray}, outside its directory; refusing to follow it",
+        ),
+    ];
+    let (_g, good) = tree(Some(&tcp_log(&[good_row()])), None);
+    for (what, make, msg) in cases {
+        let (_t, dir) = tree(None, Some(&udp_log(&[udp_sample().1.join(" ")])));
+        let log = dir.join("log_tcp_complete");
+        make(&log);
+        // The plain name wins over a valid .gz beside it: still an error.
+        std::fs::write(dir.join("log_tcp_complete.gz"), b"").unwrap();
+        let r = parse_with_deadline(&[&dir, &good]);
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "tstat-parse: error: {}: {}",
+                log.display(),
+                msg.replace("{stray}", &stray.display().to_string())
+            )),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_eq!(r.docs.len(), 2, "{what}: only the other directory's flows");
+    }
+}
+
+/// A log that is a symbolic link inside its own directory is followed.
+#[test]
+fn log_linked_inside_its_directory_is_read() {
+    let (_t, dir) = tree(None, None);
+    std::fs::create_dir(dir.join("keep")).unwrap();
+    std::fs::write(dir.join("keep/tcp"), tcp_log(&[good_row()])).unwrap();
+    std::os::unix::fs::symlink("keep/tcp", dir.join("log_tcp_complete")).unwrap();
+    let r = parse_with_deadline(&[&dir]);
+    assert_eq!((r.code, r.docs.len()), (0, 2), "{}", r.stderr);
+}
+
+/// A value whose result does not fit an `i128` (start, end) drops that
+/// direction and counts it; it never wraps or saturates into a document.
+#[test]
+fn overflowing_values_drop_the_direction_and_are_counted() {
+    let (h, row) = udp_sample();
+    let huge_start = with(&h, &row, &[("c_first_abs", "1e300")]);
+    let huge_end = with(
+        &h,
+        &row,
+        &[("s_first_abs", "1.7e41"), ("s_durat", &"9".repeat(38))],
+    );
+    let (_t, dir) = tree(None, Some(&udp_log(&[huge_start, huge_end])));
+    let r = run_on(&dir, &["-v"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.docs.len(), 2, "the other direction of each row stays");
+    assert_eq!(
+        r.docs[0]["meta"]["src_ip"],
+        Value::from(row[col(&h, "s_ip")].as_str())
+    );
+    assert_eq!(
+        r.docs[1]["meta"]["src_ip"],
+        Value::from(row[col(&h, "c_ip")].as_str())
+    );
+    assert!(
+        r.stderr.contains("2 flow directions dropped"),
+        "{}",
+        r.stderr
+    );
+
+    let (h, row) = tcp_sample();
+    let bad = with(&h, &row, &[("first", "1e300")]);
+    let (_t, dir) = tree(Some(&tcp_log(&[bad, good_row()])), None);
+    let r = run_on(&dir, &[]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.docs.len(), 2, "only the good row");
+    assert!(
+        r.stderr.contains(
+            "2 flow directions dropped (values that cannot be computed) (first at line 2)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+/// CRLF line ends (header included) give the same documents as LF.
+#[test]
+fn crlf_logs_parse_like_lf_logs() {
+    let tcp = tcp_log(&[good_row(), good_row()]);
+    let udp = udp_log(&[udp_sample().1.join(" ")]);
+    let crlf = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap().replace('\n', "\r\n");
+    let (_t1, lf_dir) = tree(Some(&tcp), Some(&udp));
+    let (_t2, crlf_dir) = tree(Some(crlf(&tcp).as_bytes()), Some(crlf(&udp).as_bytes()));
+    let lf = run_on(&lf_dir, &[]);
+    let cr = run_on(&crlf_dir, &[]);
+    assert_eq!((cr.code, cr.stderr.as_str()), (0, ""));
+    assert_eq!(cr.docs.len(), 6);
+    for (a, b) in lf.docs.iter().zip(&cr.docs) {
+        assert!(docs::same(a, b), "{a}\n{b}");
+    }
+    // A log whose last column is used: `20\r` must not become a string.
+    let small = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 \
+                 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\r\n\
+                 10.0.0.1 5353 1000000.5 2.5 100 2 10.0.0.2 53 1000001.0 1.0 300 20\r\n";
+    let (_t3, dir) = tree(None, Some(small.as_bytes()));
+    let r = run_on(&dir, &[]);
+    assert_eq!((r.code, r.stderr.as_str(), r.docs.len()), (0, "", 2));
+    assert_eq!(r.docs[1]["values"]["num_packets"], 20);
+}
+
+/// A log whose only line is longer than 1 MiB has no header, like a log
+/// whose only line is short garbage: exit 1, "no header".
+#[test]
+fn only_line_longer_than_1_mib_is_no_header() {
+    let short = b"garbage\n".to_vec();
+    let mut long = vec![b'x'; 3 << 20];
+    long.push(b'\n');
+    let mut long_hash = long.clone();
+    long_hash[0] = b'#';
+    let long_no_newline = vec![b'x'; 3 << 20];
+    for (what, log, msg) in [
+        (
+            "short",
+            short,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long",
+            long,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long without newline",
+            long_no_newline,
+            "no header line: the first line does not start with '#'",
+        ),
+        (
+            "long '#' line",
+            long_hash,
+            "the first line is longer than 1 MiB, so it is no Tstat header",
+        ),
+    ] {
+        let (_t, dir) = tree(Some(&log), None);
+        let r = run_on(&dir, &[]);
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        assert!(r.docs.is_empty());
+        assert!(
+            r.stderr.contains(&format!("log_tcp_complete: {msg}")),
+            "{what}: {}",
+            r.stderr
+        );
+    }
+}

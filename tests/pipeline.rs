@@ -283,3 +283,86 @@ fn instance_is_a_string_only_when_given() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(without[0]["meta"]["sensor_id"], Value::from(host.trim()));
 }
+
+/// `tstat-find ROOT | tstat-parse` with directory names that are not UTF-8
+/// (byte 0xff) or hold a newline: paths pass as bytes, and `-0` on both
+/// sides carries any name. The output equals tstat-parse given the same
+/// directories as arguments.
+#[test]
+fn find_parse_pipeline_carries_any_directory_name() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let copy = |src: &str, dst: &std::path::Path| {
+        std::fs::create_dir_all(dst).unwrap();
+        for f in ["log_tcp_complete", "log_udp_complete"] {
+            std::fs::copy(fixtures().join("synthetic").join(src).join(f), dst.join(f)).unwrap();
+        }
+    };
+    let eth = root.join(OsStr::from_bytes(b"eth\xff"));
+    copy("2026_03_01_00_00.out", &eth.join("2026_03_01_00_00.out"));
+    copy(
+        "2026_03_01_01_00.out",
+        &root.join(OsStr::from_bytes(b"2026_03_01_01_00\xff.out")),
+    );
+    let newline = root.join("line\nbreak");
+    let root_s = root.display().to_string();
+    let run_pipe = |find_args: &str, parse_args: &str| {
+        let sh = format!(
+            "set -o pipefail; '{FIND}' --all {find_args} '{root_s}' | '{PARSE}' --bytes 0 -S s {parse_args}"
+        );
+        Command::new("bash").args(["-c", &sh]).output().unwrap()
+    };
+    // What tstat-find lists, NUL-separated, given back as arguments.
+    let listed = |root: &str| -> Vec<std::ffi::OsString> {
+        let out = Command::new(FIND)
+            .args(["--all", "-0", root])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| OsStr::from_bytes(p).to_os_string())
+            .collect()
+    };
+    let by_args = |dirs: &[std::ffi::OsString]| {
+        let out = Command::new(PARSE)
+            .args(["--bytes", "0", "-S", "s"])
+            .args(dirs)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+
+    let dirs = listed(&root_s);
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let expected = by_args(&dirs);
+    assert!(expected.len() > 1000);
+    for (find_args, parse_args) in [("", ""), ("-0", "-0")] {
+        let out = run_pipe(find_args, parse_args);
+        assert!(
+            out.status.success(),
+            "{find_args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == expected, "{find_args}: output differs");
+    }
+
+    // A newline in a name needs -0 on both sides.
+    copy(
+        "2026_03_01_00_00.out",
+        &newline.join("2026_03_01_02_00.out"),
+    );
+    let dirs = listed(&root_s);
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    let out = run_pipe("-0", "-0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == by_args(&dirs), "-0: output differs");
+}

@@ -9,13 +9,12 @@ mod common;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::rabbit::{RabbitCluster, RabbitNode, run_with_deadline, wait_until};
+use common::rabbit::{RabbitCluster, RabbitNode, confirmed_count, run_with_deadline, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -32,13 +31,6 @@ fn config(hosts: &[&RabbitNode]) -> String {
          queue = {QUEUE}\nrouting_key = {QUEUE}\nexchange =\n{OPTIONS}",
         hosts.join(",")
     )
-}
-
-fn read_count(path: &Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -137,7 +129,7 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
     wait_until(
         "the first confirms through the first node",
         Duration::from_secs(60),
-        || read_count(&progress) >= 500,
+        || confirmed_count(&progress) >= 500,
     );
     cluster.nodes[other].stop_app();
     let _ = stopped_tx.send(());
@@ -151,7 +143,7 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
     };
     let _ = feeder.join();
     let err1 = err_reader.join().unwrap_or_default();
-    let confirmed = read_count(&progress);
+    let confirmed = confirmed_count(&progress);
     assert!(confirmed < TOTAL as u64 || status.success(), "{err1}");
 
     if status.success() {
@@ -177,7 +169,7 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(read_count(&progress), TOTAL as u64);
+    assert_eq!(confirmed_count(&progress), TOTAL as u64);
     assert!(err1.contains("reconnecting"), "{err1}");
 
     let got = cluster.nodes[member].drain(QUEUE, DEADLINE);

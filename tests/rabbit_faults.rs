@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::rabbit::{RabbitNode, run_with_deadline, spawn_with_stdin, wait_until};
+use common::rabbit::{
+    RabbitNode, confirmed_count, run_with_deadline, spawn_with_stdin, wait_until,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -23,13 +25,6 @@ fn lines(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("[{{\"i\":{i},\"pad\":\"{}\"}}]\n", "x".repeat(64)))
         .collect()
-}
-
-fn read_count(path: &Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn index_of(id: &str) -> usize {
@@ -137,13 +132,13 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
     wait_until(
         "the first lines to be confirmed",
         Duration::from_secs(60),
-        || read_count(&progress) == FIRST as u64,
+        || confirmed_count(&progress) == FIRST as u64,
     );
     let _ = go_tx.send(());
     wait_until(
         "publishing to go on past the first lines",
         Duration::from_secs(60),
-        || read_count(&progress) > FIRST as u64,
+        || confirmed_count(&progress) > FIRST as u64,
     );
     node.stop_app();
     let _ = stopped_tx.send(());
@@ -167,7 +162,7 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
             && err1.contains("was not confirmed after 1 retries"),
         "{err1}"
     );
-    let confirmed = read_count(&progress);
+    let confirmed = confirmed_count(&progress);
     assert!(
         (FIRST as u64..TOTAL as u64).contains(&confirmed),
         "progress {confirmed}"
@@ -189,7 +184,7 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
         err2.contains(&format!("{confirmed} skipped from progress")),
         "{err2}"
     );
-    assert_eq!(read_count(&progress), TOTAL as u64);
+    assert_eq!(confirmed_count(&progress), TOTAL as u64);
 
     let got = node.drain("resume", DEADLINE);
     let mut seen: HashMap<usize, usize> = HashMap::new();

@@ -187,10 +187,7 @@ fn progress_file_counts_confirmed_lines_and_a_rerun_skips_them() {
         first.as_bytes(),
     );
     assert_exit(&out, 0);
-    assert_eq!(
-        fs::read_to_string(&progress).expect("progress").trim(),
-        "10"
-    );
+    assert_eq!(common::rabbit::confirmed_count(&progress), 10);
 
     // The same input grew by five lines: only those are sent.
     let second: String = (0..15).map(|i| format!("[{i}]\n")).collect();
@@ -205,10 +202,7 @@ fn progress_file_counts_confirmed_lines_and_a_rerun_skips_them() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        fs::read_to_string(&progress).expect("progress").trim(),
-        "15"
-    );
+    assert_eq!(common::rabbit::confirmed_count(&progress), 15);
     let ids: Vec<usize> = node
         .drain(&queue, READ_DEADLINE)
         .iter()
@@ -545,7 +539,7 @@ fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
         .expect("write stdin");
     stdin.flush().expect("flush");
     common::rabbit::wait_until("ten confirms", Duration::from_secs(60), || {
-        fs::read_to_string(&progress).is_ok_and(|t| t.trim() == "10")
+        common::rabbit::confirmed_count(&progress) == 10
     });
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -568,13 +562,13 @@ fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
     }
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(
-        err.contains("tstat-rabbit: error: interrupted: 10 lines confirmed, progress saved"),
+        err.contains(&format!(
+            "tstat-rabbit: error: interrupted: 10 lines confirmed, recorded in {}",
+            progress.display()
+        )),
         "{err}"
     );
-    assert_eq!(
-        fs::read_to_string(&progress).expect("progress").trim(),
-        "10"
-    );
+    assert_eq!(common::rabbit::confirmed_count(&progress), 10);
     assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 10);
 }
 

@@ -24,11 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::rabbit::{RabbitNode, Received, run_with_deadline, spawn, wait_until};
-use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use common::flows::{consume_all, dedup, flatten, queue_len, split_id};
+use common::rabbit::{RabbitNode, run_with_deadline, spawn, wait_until};
 use serde_json::Value;
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
@@ -40,7 +37,6 @@ const DIR1: &str = "2026_03_01_01_00.out";
 /// The "current" directory Tstat is still writing (newest name, fresh logs).
 const CURRENT: &str = "2026_03_01_02_00.out";
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
-const READ_DEADLINE: Duration = Duration::from_secs(120);
 /// The flags every run here uses to match the golden file.
 const GOLDEN_FLAGS: [&str; 6] = ["--bytes", "0", "-S", "s", "-I", "1"];
 
@@ -170,7 +166,8 @@ fn is_marked(dir: &Path) -> bool {
     }
 }
 
-/// Every `.processed` and `.progress` (and temp file) under `root`.
+/// Every `.processed` and `.progress` (and temp file) under `root`; the
+/// tree's lock file is not a marker.
 fn markers(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -182,7 +179,7 @@ fn markers(root: &Path) -> Vec<PathBuf> {
             } else if p
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
+                .is_some_and(|n| n.starts_with('.') && n != ".tstat_send.lock")
             {
                 found.push(p);
             }
@@ -196,18 +193,6 @@ fn golden_docs() -> Vec<Value> {
     docs::ndjson(&t)
 }
 
-/// The flow documents of a sequence of array messages, in order.
-fn flatten<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (i, b) in bodies.into_iter().enumerate() {
-        match serde_json::from_slice::<Value>(b) {
-            Ok(Value::Array(a)) => out.extend(a),
-            other => panic!("message {i} is not a JSON array: {other:?}"),
-        }
-    }
-    out
-}
-
 #[track_caller]
 fn assert_docs(got: &[Value], want: &[Value], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: flow count");
@@ -219,130 +204,10 @@ fn assert_docs(got: &[Value], want: &[Value], what: &str) {
     }
 }
 
-/// Runs `f` on a fresh connection to `url` (bounded by `deadline`).
-fn with_channel<T>(url: &str, deadline: Duration, f: impl AsyncFnOnce(&lapin::Channel) -> T) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async {
-        let work = async {
-            let conn = Connection::connect(url, ConnectionProperties::default())
-                .await
-                .expect("connect to read back");
-            let channel = conn.create_channel().await.expect("channel");
-            let r = f(&channel).await;
-            let _ = conn.close(200, "done".into()).await;
-            r
-        };
-        tokio::time::timeout(deadline, work)
-            .await
-            .unwrap_or_else(|_| panic!("broker work not done within {deadline:?}"))
-    })
-}
-
-/// Messages in `queue` now (passive declare).
-fn queue_len(node: &RabbitNode, queue: &str) -> u32 {
-    with_channel(&node.url(), READ_DEADLINE, async |ch| {
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count()
-    })
-}
-
-/// Consumes every message in `queue` (the count is taken first; the
-/// publishers have finished), in queue order.
-fn consume_all(node: &RabbitNode, queue: &str) -> Vec<Received> {
-    with_channel(&node.url(), READ_DEADLINE, async |ch| {
-        let n = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare")
-            .message_count() as usize;
-        let mut got = Vec::with_capacity(n);
-        if n == 0 {
-            return got;
-        }
-        let mut consumer = ch
-            .basic_consume(
-                queue.into(),
-                "send-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("basic_consume");
-        while got.len() < n {
-            let d = consumer
-                .next()
-                .await
-                .expect("consumer ended early")
-                .expect("delivery");
-            got.push(Received {
-                body: d.data,
-                properties: d.properties,
-            });
-        }
-        got
-    })
-}
-
-/// `SENSOR:DIR:INDEX` split into (DIR, INDEX).
-fn split_id(id: &str) -> (String, u64) {
-    let mut parts = id.rsplitn(2, ':');
-    let index = parts
-        .next()
-        .and_then(|i| i.parse().ok())
-        .unwrap_or_else(|| panic!("message id {id:?} has no index"));
-    let rest = parts.next().unwrap_or_default();
-    let dir = rest.split_once(':').map(|(_, d)| d).unwrap_or_default();
-    (dir.to_string(), index)
-}
-
-/// Messages de-duplicated by id (first copy kept), ordered by (dir, index),
-/// and the number of ids that arrived more than once.
-fn dedup(msgs: &[Received]) -> (Vec<(String, u64, Vec<u8>)>, usize) {
-    let mut by_id: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
-    let mut seen: HashMap<String, u32> = HashMap::new();
-    for m in msgs {
-        let id = m.message_id();
-        *seen.entry(id.clone()).or_default() += 1;
-        let (dir, index) = split_id(&id);
-        let body = by_id.entry((dir, index)).or_insert_with(|| m.body.clone());
-        assert_eq!(
-            *body, m.body,
-            "message {id} arrived twice with different bodies"
-        );
-    }
-    let dups = seen.values().filter(|&&c| c > 1).count();
-    let list = by_id.into_iter().map(|((d, i), b)| (d, i, b)).collect();
-    (list, dups)
-}
-
-/// The count in a `.progress` file (0 when missing or being replaced).
+/// The confirmed count in a `.progress` record (0 when missing or being
+/// replaced).
 fn progress_count(dir: &Path) -> u64 {
-    fs::read_to_string(dir.join(".progress"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
+    common::rabbit::confirmed_count(&dir.join(".progress"))
 }
 
 // ---------------------------------------------------------------------------
@@ -634,9 +499,9 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         cfg.to_str().expect("utf-8"),
     );
     // Small messages and a small window keep the run long enough (many
-    // confirm round trips) for `stop_app`, which takes a second or two to
-    // act, to land while it publishes.
-    let window = 4usize;
+    // confirm round trips and record writes) for `stop_app`, which takes a
+    // second or two to act, to land while it publishes.
+    let window = 16usize;
     let common = [
         "-d",
         r,

@@ -1,10 +1,10 @@
 //! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (SPEC §5).
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tstat_transport::chunk::{self, Chunker};
+use tstat_transport::chunk::{self, Chunker, LineRead};
 use tstat_transport::cli;
 
 const PROG: &str = "tstat-chunk";
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
-    let mut chunker = Chunker::new(size, max_bytes, |a: &[u8]| {
+    let mut chunker = Chunker::new(size, max_bytes, |a: &[u8], _n: usize| {
         out.write_all(a)?;
         out.write_all(b"\n")
     });
@@ -40,15 +40,21 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
     // A data error ends the input; what came before is still written.
     let mut bad_line: Option<String> = None;
     loop {
-        line.clear();
-        if input
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
+        // A line is refused as soon as it is longer than an array may be,
+        // never buffered whole (it could be any size).
+        let read =
+            chunk::read_line_bounded(&mut input, &mut line, max_bytes).context("reading stdin")?;
+        if read == LineRead::End {
             break;
         }
         lineno += 1;
+        if read == LineRead::TooLong {
+            bad_line = Some(format!(
+                "longer than {max_bytes} bytes, so no document on it fits in an array \
+                 of at most {max_bytes} bytes (--max-bytes)"
+            ));
+            break;
+        }
         let pushed = match chunk::check_object(&line) {
             Ok(doc) => chunker.push(doc),
             Err(why) => {

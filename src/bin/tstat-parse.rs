@@ -1,13 +1,15 @@
 //! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
 
+use std::ffi::OsStr;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tstat_transport::args::ProtocolArg;
 use tstat_transport::cli;
 use tstat_transport::find::{self, FindOptions};
-use tstat_transport::parse::{NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 
 const PROG: &str = "tstat-parse";
 
@@ -28,6 +30,11 @@ fn main() -> ExitCode {
             "reading a log from stdin ('-') needs --protocol tcp|udp",
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match parse::threads_from_env(cores) {
+        Ok(n) => n,
+        Err(msg) => return cli::usage_error(PROG, msg),
+    };
     let opts = ParseOptions {
         threshold: cli
             .threshold
@@ -38,13 +45,15 @@ fn main() -> ExitCode {
         legacy_udp: cli.legacy_udp_duration,
         verbose: cli.verbose,
         prog: PROG.into(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads,
+        stop: None,
     };
-    cli::finish(PROG, run(cli.paths, protocol, opts))
+    cli::finish(PROG, run(cli.paths, cli.null, protocol, opts))
 }
 
 fn run(
     paths: Vec<PathBuf>,
+    null: bool,
     protocol: Option<Protocol>,
     opts: ParseOptions,
 ) -> anyhow::Result<ExitCode> {
@@ -77,12 +86,23 @@ fn run(
                  (e.g. tstat-find ROOT | tstat-parse); Ctrl-D ends, --help shows more"
             );
         }
-        for line in io::stdin().lock().lines() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
+        // Paths are bytes on Unix: a directory name need not be UTF-8.
+        let end = if null { b'\0' } else { b'\n' };
+        let mut input = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if input.read_until(end, &mut line)? == 0 {
+                break;
             }
-            one(&mut parser, PathBuf::from(line), &mut sink)?;
+            let path = stdin_path(&line, null);
+            if !path.is_empty() {
+                one(
+                    &mut parser,
+                    PathBuf::from(OsStr::from_bytes(path)),
+                    &mut sink,
+                )?;
+            }
         }
     } else {
         for path in paths {
@@ -95,6 +115,21 @@ fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The path in one record read from stdin: without its terminator (and a
+/// CR before a newline); empty when there is none (a blank line).
+fn stdin_path(record: &[u8], null: bool) -> &[u8] {
+    if null {
+        return record.strip_suffix(b"\0").unwrap_or(record);
+    }
+    let p = record.strip_suffix(b"\n").unwrap_or(record);
+    let p = p.strip_suffix(b"\r").unwrap_or(p);
+    if p.iter().all(u8::is_ascii_whitespace) {
+        &[]
+    } else {
+        p
+    }
 }
 
 /// A tree root given where a tstat directory belongs: say how to parse the
@@ -114,5 +149,20 @@ fn suggest_find(root: &Path) {
             if found == 1 { "y" } else { "ies" },
             root.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_records_are_bytes() {
+        assert_eq!(stdin_path(b"a\xffb\n", false), b"a\xffb");
+        assert_eq!(stdin_path(b"a b\r\n", false), b"a b");
+        assert_eq!(stdin_path(b"last", false), b"last");
+        assert_eq!(stdin_path(b"  \n", false), b"");
+        assert_eq!(stdin_path(b"a\nb\0", true), b"a\nb");
+        assert_eq!(stdin_path(b"\0", true), b"");
     }
 }

@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
 
+use std::collections::BTreeMap;
+
 use tokio::sync::{mpsc, watch};
 use tstat_transport::cli;
-use tstat_transport::publish::{PublishError, Publisher};
+use tstat_transport::publish::{Item, Outgoing, PublishError, Publisher, Recorder, StreamStart};
+use tstat_transport::resume::{self, Digest, Mark, Plan, RecordFile};
 use tstat_transport::runtime;
 
 const PROG: &str = "tstat-rabbit";
@@ -26,9 +29,18 @@ struct Cli {
     /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
     #[arg(long, value_name = "PREFIX")]
     message_id_prefix: Option<String>,
-    /// Record the count of confirmed lines here; skip that many on start.
+    /// Keep the progress record here: confirmed lines are skipped on start,
+    /// after checking they are the lines that were sent.
     #[arg(long, value_name = "FILE")]
     progress: Option<PathBuf>,
+    /// What the input is made of (settings, log identities): stored in the
+    /// progress record, which is refused when it differs.
+    #[arg(long, value_name = "TEXT", requires = "progress")]
+    fingerprint: Option<String>,
+    /// Start over under new message ids (PREFIX~GEN:INDEX), whatever the
+    /// progress record says.
+    #[arg(long, requires = "progress")]
+    reship: bool,
     /// Print the checked config (password hidden), connections and a summary.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -49,6 +61,49 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let opts = cli.publish.options(PROG, verbose);
 
+    // The progress record, and how far it lets this input resume.
+    let (plan, mut record) = match &cli.progress {
+        None => (Plan::fresh(0), None),
+        Some(path) => {
+            let settings = BTreeMap::from([
+                (
+                    "message_id_prefix".to_string(),
+                    cli.message_id_prefix
+                        .clone()
+                        .unwrap_or_else(|| "(none)".into()),
+                ),
+                (
+                    "fingerprint".to_string(),
+                    cli.fingerprint.clone().unwrap_or_else(|| "(none)".into()),
+                ),
+            ]);
+            let loaded = resume::load(path);
+            let plan = if cli.reship {
+                Plan::fresh(resume::new_generation(
+                    loaded.ok().flatten().map(|r| r.generation),
+                ))
+            } else {
+                match loaded.and_then(|r| {
+                    r.map_or(Ok(Plan::fresh(0)), |r| resume::plan(&r, &settings, &[]))
+                }) {
+                    Ok(p) => p,
+                    Err(r) => return refused(path, &r.to_string()),
+                }
+            };
+            let rec = RecordFile::new(path.clone(), PROG, settings, Vec::new(), &plan);
+            (plan, Some(rec))
+        }
+    };
+    let prefix = cli
+        .message_id_prefix
+        .as_deref()
+        .map(|p| resume::id_prefix(p, plan.generation));
+    if let Some(p) = &prefix
+        && let Err(e) = resume::check_id_prefix(p)
+    {
+        return cli::usage_error(PROG, format!("--message-id-prefix: {e}"));
+    }
+
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,10 +117,11 @@ fn main() -> ExitCode {
 
     // Lines are read on their own thread so publishing never waits on a
     // slow producer while confirms are due; the channel bounds memory.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+    let (tx, rx) = mpsc::channel::<Item>(16);
+    let (skip, expect) = (plan.skip, plan.expect);
     let reader = thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_lines(tx));
+        .spawn(move || read_lines(tx, skip, expect));
     let reader = match reader {
         Ok(r) => r,
         Err(e) => {
@@ -79,13 +135,13 @@ fn main() -> ExitCode {
         let signal = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
         let result = async {
             let mut publisher = Publisher::connect(&cfg, &opts).await?;
+            let start = StreamStart {
+                index: plan.next_index,
+                mark: plan.expect,
+            };
+            let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
             let report = publisher
-                .publish_stream(
-                    cli.message_id_prefix.as_deref(),
-                    cli.progress.as_deref(),
-                    rx,
-                    stop_rx,
-                )
+                .publish_stream(prefix.as_deref(), start, recorder, rx, stop_rx)
                 .await;
             publisher.close().await;
             report
@@ -105,7 +161,12 @@ fn main() -> ExitCode {
             // The publisher saw the end of input; was it a real end?
             match reader.join() {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                Ok(Err(ReadError::Refused(why))) => {
+                    if let Some(path) = &cli.progress {
+                        return refused(path, &why);
+                    }
+                }
+                Ok(Err(ReadError::Io(e))) => {
                     cli::error(
                         PROG,
                         format!(
@@ -124,7 +185,7 @@ fn main() -> ExitCode {
                 eprintln!(
                     "{PROG}: {} lines confirmed ({} skipped from progress, {} published, {} resent, {} bytes, {} reconnects)",
                     report.confirmed,
-                    report.skipped,
+                    plan.skip,
                     report.published,
                     report.resent,
                     report.bytes,
@@ -134,9 +195,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Err(PublishError::Interrupted { confirmed }), code) => {
+            let saved = match &cli.progress {
+                Some(p) => format!(", recorded in {}", p.display()),
+                None => " (no --progress: a re-run starts from the first line)".into(),
+            };
             cli::error(
                 PROG,
-                format!("interrupted: {confirmed} lines confirmed, progress saved"),
+                format!("interrupted: {confirmed} lines confirmed{saved}"),
             );
             ExitCode::from(code.unwrap_or(cli::EXIT_SIGINT))
         }
@@ -152,15 +217,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends each stdin line (without its `\n` or `\r\n`) to the publisher.
-/// Stops quietly when the publisher is gone.
-fn read_lines(tx: mpsc::Sender<Vec<u8>>) -> io::Result<u64> {
+/// Why reading the input stopped.
+enum ReadError {
+    Io(io::Error),
+    /// The confirmed lines of the record are not this input's first lines.
+    Refused(String),
+}
+
+/// A record that does not apply: nothing is published (exit 3).
+fn refused(path: &std::path::Path, why: &str) -> ExitCode {
+    cli::error(
+        PROG,
+        format!(
+            "{}: {why}; nothing published (to send this input anyway under new message ids, add --reship)",
+            path.display()
+        ),
+    );
+    ExitCode::from(EXIT_REFUSED)
+}
+
+/// Exit status when the progress record does not describe this input.
+const EXIT_REFUSED: u8 = 3;
+
+/// Sends each stdin line (without its `\n` or `\r\n`) to the publisher,
+/// after skipping the `skip` lines an earlier run confirmed and checking that
+/// they end at `expect`. Stops quietly when the publisher is gone.
+fn read_lines(tx: mpsc::Sender<Item>, skip: u64, expect: Mark) -> Result<u64, ReadError> {
     let stdin = io::stdin();
     let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
     let mut count = 0u64;
+    let mut digest = Digest::default();
     loop {
         let mut line = Vec::new();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        if input.read_until(b'\n', &mut line).map_err(ReadError::Io)? == 0 {
+            if count < skip {
+                return Err(ReadError::Refused(format!(
+                    "the input has {count} lines, fewer than the {skip} confirmed"
+                )));
+            }
             return Ok(count);
         }
         if line.last() == Some(&b'\n') {
@@ -169,10 +263,29 @@ fn read_lines(tx: mpsc::Sender<Vec<u8>>) -> io::Result<u64> {
                 line.pop();
             }
         }
-        if tx.blocking_send(line).is_err() {
+        count += 1;
+        let mark = Mark {
+            part: 0,
+            items: count,
+            digest: digest.add(&line),
+        };
+        if count < skip {
+            continue;
+        }
+        if count == skip {
+            if mark != expect {
+                return Err(ReadError::Refused(format!(
+                    "the first {skip} lines differ from the ones confirmed before"
+                )));
+            }
+            continue;
+        }
+        if tx
+            .blocking_send(Item::Message(Outgoing { body: line, mark }))
+            .is_err()
+        {
             return Ok(count);
         }
-        count += 1;
     }
 }
 

@@ -11,7 +11,7 @@ use tstat_transport::cli;
 use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
-use tstat_transport::{bytesize, chunk, runtime};
+use tstat_transport::{bytesize, chunk, find, lock, resume, runtime};
 
 const PROG: &str = "tstat_send";
 
@@ -58,6 +58,11 @@ struct Cli {
     /// Keep running: one pass every SECONDS, reusing the connection.
     #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
     watch: Option<Duration>,
+    /// Ship these directories again from their start under new message ids,
+    /// whatever their progress record says (after a refusal; flows confirmed
+    /// before arrive a second time, under the new ids).
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "no_transport", "single"])]
+    reship: Vec<PathBuf>,
     /// Write Prometheus metrics here after every pass (atomically).
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<PathBuf>,
@@ -95,7 +100,20 @@ fn main() -> ExitCode {
             format!("{}: not a directory", cli.directory.display()),
         );
     }
+    let sensor = cli.sensor.clone().unwrap_or_else(cli::hostname);
+    // SENSOR:DIRNAME:INDEX must fit in an AMQP short string.
+    if let Err(e) = resume::check_id_prefix(&format!("{sensor}:d")) {
+        return cli::usage_error(PROG, format!("-S/--sensor: {e}"));
+    }
     let stdout = cli.no_transport || cli.transport == TransportArg::Stdout;
+    if stdout && !cli.reship.is_empty() {
+        return cli::usage_error(PROG, "--reship needs the rabbit transport");
+    }
+    for d in &cli.reship {
+        if let Err(why) = reship_target(&cli.directory, d) {
+            return cli::usage_error(PROG, format!("--reship {}: {why}", d.display()));
+        }
+    }
     let transport = if stdout {
         Transport::Stdout
     } else {
@@ -121,7 +139,7 @@ fn main() -> ExitCode {
                 .threshold
                 .or(cli.bytes)
                 .unwrap_or(bytesize::DEFAULT_BYTES),
-            sensor: cli.sensor.unwrap_or_else(cli::hostname),
+            sensor,
             instance: cli.instance,
             legacy_udp: cli.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
@@ -129,6 +147,7 @@ fn main() -> ExitCode {
             prog: PROG.into(),
             // The publisher has the other core; one parser thread keeps up with it.
             threads: 1,
+            stop: None,
         },
         chunk_size: cli.chunk_size as usize,
         max_bytes: chunk::DEFAULT_MAX_BYTES,
@@ -136,7 +155,24 @@ fn main() -> ExitCode {
         watch: cli.watch,
         metrics_file: cli.metrics_file,
         progress_bar: !cli.quiet,
+        reship: cli.reship,
         prog: PROG,
+    };
+    // One shipping run per tree; printing with -N writes nothing in it.
+    let _lock = if stdout {
+        None
+    } else {
+        match lock::lock_tree(&opts.root, PROG) {
+            Ok(l) => Some(l),
+            Err(e @ lock::LockError::Held { .. }) => {
+                cli::error(PROG, e);
+                return ExitCode::from(lock::EXIT_LOCKED);
+            }
+            Err(e) => {
+                cli::error(PROG, e);
+                return ExitCode::from(cli::EXIT_FAILURE);
+            }
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -184,6 +220,27 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Checks that a `--reship` directory is an unmarked tstat directory inside
+/// the tree.
+fn reship_target(root: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    let (Ok(r), Ok(d)) = (root.canonicalize(), dir.canonicalize()) else {
+        return Err("no such directory".into());
+    };
+    if !d.starts_with(&r) || d == r {
+        return Err(format!("not a directory below {}", root.display()));
+    }
+    if !find::is_tstat_dir(dir).unwrap_or(false) {
+        return Err("not a tstat directory (no log_tcp_complete or log_udp_complete)".into());
+    }
+    if dir.join(find::PROCESSED).exists() {
+        return Err(format!(
+            "already marked {} (remove that file first to ship it again)",
+            find::PROCESSED
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

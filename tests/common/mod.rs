@@ -1,3 +1,4 @@
 #![allow(dead_code)]
+pub mod flows;
 pub mod rabbit;
 pub mod tls;

@@ -407,6 +407,37 @@ impl RabbitNode {
         read_queue(&self.url(), queue, Some(n), deadline)
     }
 
+    /// Kills the broker's Erlang VM with SIGKILL (no clean shutdown: what
+    /// was not fsynced is lost), then starts it again on the same data and
+    /// ports and waits until it accepts connections.
+    pub fn kill9_and_restart(&mut self) {
+        let beam = fs::read_to_string(self.dir.path().join("pid")).unwrap_or_default();
+        let beam = beam.trim().to_string();
+        assert!(!beam.is_empty(), "no pid file for {}", self.name);
+        let _ = Command::new("kill").args(["-9", &beam]).status();
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        wait_until("the killed broker gone", Duration::from_secs(30), || {
+            !Path::new(&format!("/proc/{beam}")).exists()
+        });
+        let out = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.out"))
+            .expect("server.out");
+        let err = out.try_clone().expect("clone server.out");
+        let server = Command::new(SERVER)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("restarting {SERVER}: {e}"));
+        self.server = Some(server);
+        self.await_startup();
+    }
+
     /// Stops the node now (also done on drop).
     pub fn stop(&mut self) {
         let Some(mut server) = self.server.take() else {
@@ -781,4 +812,14 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The confirmed count in a progress record (0 when missing or being
+/// replaced).
+pub fn confirmed_count(path: &Path) -> u64 {
+    fs::read(path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["confirmed"].as_u64())
+        .unwrap_or(0)
 }

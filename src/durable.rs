@@ -1,0 +1,83 @@
+//! Files that must survive a crash or a power loss whole or not at all: the
+//! progress record, the `.processed` marker and the metrics file. Each is
+//! written to a temporary file in the same directory, fsynced, renamed over
+//! the old one, and the directory is fsynced so the rename itself is on disk.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Replaces `path` with `bytes` atomically and durably. `mode` sets the
+/// file's permission bits (tempfile's default is 0600).
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&name).suffix(".tmp");
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    // On any failure below the temporary file is deleted when dropped.
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries (a rename or an unlink in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Removes `path` if it exists and flushes the removal to disk.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => sync_dir(d),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("record");
+        atomic_write(&p, b"one\n", None).expect("write");
+        atomic_write(&p, b"two\n", Some(0o644)).expect("write");
+        assert_eq!(fs::read(&p).expect("read"), b"two\n");
+        let mode = fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("record")]);
+        remove(&p).expect("remove");
+        remove(&p).expect("a missing file is removed already");
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("missing-dir").join("record");
+        assert!(atomic_write(&p, b"x", None).is_err());
+    }
+}

@@ -1,0 +1,484 @@
+//! The progress record that makes resuming exact (SPEC §8.7, §6.3).
+//!
+//! A record says what a stream of messages is (the settings that shaped it
+//! and the logs it was read from), how much of it was confirmed, where the
+//! next message starts (a position in the input and a digest of every body
+//! before it) and which message ids may already have been sent. A resumed run
+//! applies it only after proving it describes the stream being sent now:
+//! same settings, logs that at most grew, and the same bodies up to the
+//! recorded position. It owns the record's format and those rules; it never
+//! publishes or parses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::durable;
+
+/// Version of the record's layout.
+pub const FORMAT: u32 = 2;
+
+/// Where a message ends in its stream: the input part (log) it ends in, how
+/// many items (documents, or input lines) of that part precede the end, and
+/// a digest of every body up to and including it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Index of the input part (0: the TCP log, 1: the UDP log; 0 for stdin).
+    pub part: u32,
+    /// Items of that part before the next message.
+    pub items: u64,
+    /// CRC-32 of the concatenated bodies so far.
+    pub digest: u32,
+}
+
+/// A running digest of message bodies, the `digest` of a [`Mark`].
+#[derive(Clone, Debug, Default)]
+pub struct Digest(crc32fast::Hasher);
+
+impl Digest {
+    /// Adds one body; returns the digest of all bodies so far.
+    pub fn add(&mut self, body: &[u8]) -> u32 {
+        self.0.update(body);
+        // The length separates bodies: ["ab","c"] and ["a","bc"] differ.
+        self.0.update(&(body.len() as u64).to_le_bytes());
+        self.0.clone().finalize()
+    }
+}
+
+/// The identity of a log file when it was read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogId {
+    /// File name inside the directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+}
+
+impl LogId {
+    /// The identity of `path` now.
+    pub fn of(path: &Path) -> io::Result<LogId> {
+        let m = fs::metadata(path)?;
+        Ok(LogId {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size: m.size(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            inode: m.ino(),
+        })
+    }
+}
+
+/// The record as stored in `DIR/.progress` (pretty JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Program that wrote it.
+    pub program: String,
+    /// Re-ship generation: 0, or the one `--reship` chose; part of the ids.
+    pub generation: u64,
+    /// Settings that shape the stream, by name.
+    pub settings: BTreeMap<String, String>,
+    /// Logs read, as they were when this run opened them.
+    pub logs: Vec<LogId>,
+    /// Messages of the stream confirmed (a contiguous prefix).
+    pub confirmed: u64,
+    /// Where the next message starts.
+    pub next: Mark,
+    /// Id index of the next message (≥ `confirmed` after a resume of grown logs).
+    pub next_index: u64,
+    /// Ids below this may have been sent (written before they are).
+    pub reserved: u64,
+}
+
+/// Why a record cannot be applied to the stream being sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The file exists but is not a record this version can read.
+    Unreadable(String),
+    /// Settings differ: (name, recorded, now).
+    Settings(Vec<(String, String, String)>),
+    /// A recorded log was replaced, shrank or is gone.
+    Logs(Vec<String>),
+    /// The stream before the recorded position is not what was sent.
+    Stream(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Unreadable(why) => write!(f, "the progress record cannot be used: {why}"),
+            Refusal::Settings(diffs) => {
+                let list: Vec<String> = diffs
+                    .iter()
+                    .map(|(k, was, now)| format!("{k} was {was}, now {now}"))
+                    .collect();
+                write!(
+                    f,
+                    "settings changed since the interrupted run: {}",
+                    list.join("; ")
+                )
+            }
+            Refusal::Logs(what) => write!(
+                f,
+                "logs changed since the interrupted run: {}",
+                what.join("; ")
+            ),
+            Refusal::Stream(why) => write!(
+                f,
+                "the logs no longer give the messages that were sent: {why}"
+            ),
+        }
+    }
+}
+
+/// Reads a record; `Ok(None)` when there is none.
+pub fn load(path: &Path) -> Result<Option<Record>, Refusal> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Refusal::Unreadable(e.to_string())),
+    };
+    let trimmed = String::from_utf8_lossy(&text);
+    let trimmed = trimmed.trim();
+    if trimmed.is_empty() {
+        return Err(Refusal::Unreadable("the file is empty".into()));
+    }
+    if trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::Unreadable(format!(
+            "it holds only a count ({trimmed}) from an older version, which cannot say \
+             what it counted"
+        )));
+    }
+    let rec: Record = serde_json::from_slice(&text)
+        .map_err(|e| Refusal::Unreadable(format!("not a progress record: {e}")))?;
+    if rec.format != FORMAT {
+        return Err(Refusal::Unreadable(format!(
+            "record format {} (this version reads {FORMAT})",
+            rec.format
+        )));
+    }
+    Ok(Some(rec))
+}
+
+/// Writes a record atomically and durably.
+pub fn save(path: &Path, rec: &Record) -> io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+    text.push(b'\n');
+    durable::atomic_write(path, &text, Some(0o644))
+}
+
+/// What a resumed stream must do, from a record that applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Messages of the stream to skip (confirmed earlier).
+    pub skip: u64,
+    /// The mark the stream must be at after skipping them.
+    pub expect: Mark,
+    /// Id index of the first message sent.
+    pub next_index: u64,
+    /// Re-ship generation for the ids.
+    pub generation: u64,
+}
+
+impl Plan {
+    /// A stream started from its beginning.
+    pub fn fresh(generation: u64) -> Plan {
+        Plan {
+            skip: 0,
+            expect: Mark::default(),
+            next_index: 0,
+            generation,
+        }
+    }
+}
+
+/// Checks a record against the settings and logs of now; returns how to
+/// resume. Logs may have grown (a truncated `.gz` completed, a log that
+/// appeared): then ids that may have been in flight are not reused.
+pub fn plan(
+    rec: &Record,
+    settings: &BTreeMap<String, String>,
+    logs: &[LogId],
+) -> Result<Plan, Refusal> {
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        rec.settings.keys().chain(settings.keys()).collect();
+    for k in keys {
+        let was = rec.settings.get(k);
+        let now = settings.get(k);
+        if was != now {
+            let show = |v: Option<&String>| v.map_or("(not set)".to_string(), |v| format!("{v:?}"));
+            diffs.push((k.clone(), show(was), show(now)));
+        }
+    }
+    if !diffs.is_empty() {
+        return Err(Refusal::Settings(diffs));
+    }
+    let mut bad = Vec::new();
+    let mut grew = false;
+    for old in &rec.logs {
+        match logs.iter().find(|l| l.name == old.name) {
+            None => bad.push(format!("{} is gone", old.name)),
+            Some(new) if new.inode != old.inode => bad.push(format!(
+                "{} was replaced (inode {} → {})",
+                old.name, old.inode, new.inode
+            )),
+            Some(new) if new.size < old.size => bad.push(format!(
+                "{} shrank ({} → {} bytes)",
+                old.name, old.size, new.size
+            )),
+            Some(new) if new != old => grew = true,
+            Some(_) => {}
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Refusal::Logs(bad));
+    }
+    grew |= logs
+        .iter()
+        .any(|l| !rec.logs.iter().any(|o| o.name == l.name));
+    // Unchanged logs give the same bodies again, so an id that may have been
+    // sent carries the same body; after growth it might not.
+    let next_index = if grew {
+        rec.next_index.max(rec.reserved)
+    } else {
+        rec.next_index
+    };
+    Ok(Plan {
+        skip: rec.confirmed,
+        expect: rec.next,
+        next_index,
+        generation: rec.generation,
+    })
+}
+
+/// Message id prefix for a stream: `PREFIX`, or `PREFIX~GEN` after a re-ship.
+pub fn id_prefix(prefix: &str, generation: u64) -> String {
+    if generation == 0 {
+        prefix.to_string()
+    } else {
+        format!("{prefix}~{generation}")
+    }
+}
+
+/// The longest message id AMQP carries (a short string).
+pub const MAX_ID: usize = 255;
+
+/// Checks that ids `PREFIX:INDEX` fit in [`MAX_ID`] bytes for any index.
+pub fn check_id_prefix(prefix: &str) -> Result<(), String> {
+    // ":" and up to 20 digits.
+    if prefix.len() + 21 > MAX_ID {
+        return Err(format!(
+            "the message id prefix {:?}… is {} bytes; ids must fit in {MAX_ID} bytes \
+             (shorten the sensor id or the directory path)",
+            prefix.chars().take(40).collect::<String>(),
+            prefix.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A generation for `--reship`: the current Unix time, above any earlier one.
+pub fn new_generation(previous: Option<u64>) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    now.max(previous.map_or(0, |p| p + 1)).max(1)
+}
+
+/// The record file of a stream, kept up to date as confirms arrive.
+#[derive(Debug)]
+pub struct RecordFile {
+    path: PathBuf,
+    record: Record,
+    /// Stream position minus id index (0 unless ids were moved past a
+    /// window that may have been in flight).
+    offset: u64,
+}
+
+impl RecordFile {
+    /// A record for a stream with these settings and logs, resumed by `plan`.
+    pub fn new(
+        path: PathBuf,
+        program: &str,
+        settings: BTreeMap<String, String>,
+        logs: Vec<LogId>,
+        plan: &Plan,
+    ) -> RecordFile {
+        RecordFile {
+            path,
+            offset: plan.next_index - plan.skip,
+            record: Record {
+                format: FORMAT,
+                program: program.to_string(),
+                generation: plan.generation,
+                settings,
+                logs,
+                confirmed: plan.skip,
+                next: plan.expect,
+                next_index: plan.next_index,
+                reserved: plan.next_index,
+            },
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records that ids below `confirmed` are confirmed (the last one ending
+    /// at `mark`) and that ids below `reserved` may have been sent.
+    pub fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> io::Result<()> {
+        self.record.next_index = confirmed;
+        self.record.confirmed = confirmed - self.offset;
+        self.record.next = mark;
+        self.record.reserved = reserved.max(confirmed);
+        save(&self.path, &self.record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(threshold: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("threshold".to_string(), threshold.to_string()),
+            ("chunk_size".to_string(), "100".to_string()),
+        ])
+    }
+
+    fn log(name: &str, size: u64, inode: u64) -> LogId {
+        LogId {
+            name: name.into(),
+            size,
+            mtime_ns: 5,
+            inode,
+        }
+    }
+
+    fn record() -> Record {
+        let plan = Plan::fresh(0);
+        let mut f = RecordFile::new(
+            "x".into(),
+            "tstat_send",
+            settings("0"),
+            vec![log("log_tcp_complete", 100, 7)],
+            &plan,
+        );
+        f.record.confirmed = 3;
+        f.record.next_index = 3;
+        f.record.reserved = 259;
+        f.record
+    }
+
+    #[test]
+    fn same_settings_and_logs_resume_at_the_confirmed_index() {
+        let r = record();
+        let p = plan(&r, &settings("0"), &r.logs).expect("applies");
+        assert_eq!((p.skip, p.next_index), (3, 3));
+    }
+
+    #[test]
+    fn grown_logs_resume_past_what_may_have_been_sent() {
+        let r = record();
+        let p = plan(&r, &settings("0"), &[log("log_tcp_complete", 150, 7)]).expect("grew");
+        assert_eq!((p.skip, p.next_index), (3, 259));
+        let p = plan(
+            &r,
+            &settings("0"),
+            &[
+                log("log_tcp_complete", 100, 7),
+                log("log_udp_complete", 1, 8),
+            ],
+        )
+        .expect("a log appeared");
+        assert_eq!(p.next_index, 259);
+    }
+
+    #[test]
+    fn changed_settings_and_replaced_logs_are_refused_by_name() {
+        let r = record();
+        let e = plan(&r, &settings("25000000000"), &r.logs).expect_err("settings");
+        assert_eq!(
+            e.to_string(),
+            "settings changed since the interrupted run: threshold was \"0\", now \"25000000000\""
+        );
+        let e = plan(&r, &settings("0"), &[log("log_tcp_complete", 100, 8)]).expect_err("inode");
+        assert!(
+            e.to_string().contains("log_tcp_complete was replaced"),
+            "{e}"
+        );
+        let e = plan(&r, &settings("0"), &[log("log_tcp_complete", 99, 7)]).expect_err("shrank");
+        assert!(e.to_string().contains("shrank (100 → 99 bytes)"), "{e}");
+        let e = plan(&r, &settings("0"), &[]).expect_err("gone");
+        assert!(e.to_string().contains("log_tcp_complete is gone"), "{e}");
+    }
+
+    #[test]
+    fn record_round_trips_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join(".progress");
+        assert_eq!(load(&p), Ok(None));
+        let r = record();
+        save(&p, &r).expect("save");
+        assert_eq!(load(&p), Ok(Some(r)));
+        for (text, why) in [
+            ("", "empty"),
+            ("12\n", "only a count"),
+            ("{", "not a progress record"),
+        ] {
+            fs::write(&p, text).expect("write");
+            let e = load(&p).expect_err(text);
+            assert!(e.to_string().contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn digest_separates_bodies_and_offsets_carry_over() {
+        let mut a = Digest::default();
+        let mut b = Digest::default();
+        a.add(b"ab");
+        b.add(b"a");
+        assert_ne!(a.add(b"c"), b.add(b"bc"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = record();
+        let plan = plan(&r, &settings("0"), &[log("log_tcp_complete", 150, 7)]).expect("grew");
+        let mut f = RecordFile::new(
+            dir.path().join(".progress"),
+            "tstat_send",
+            settings("0"),
+            vec![],
+            &plan,
+        );
+        f.save(260, Mark::default(), 300).expect("save");
+        let back = load(f.path()).expect("load").expect("some");
+        assert_eq!(
+            (back.confirmed, back.next_index, back.reserved),
+            (4, 260, 300)
+        );
+    }
+
+    #[test]
+    fn ids_fit_in_a_short_string() {
+        assert!(check_id_prefix("sensor:2026_03_01_00_00.out").is_ok());
+        assert!(check_id_prefix(&"x".repeat(234)).is_ok());
+        assert!(check_id_prefix(&"x".repeat(235)).is_err());
+        assert_eq!(id_prefix("s:d", 0), "s:d");
+        assert_eq!(id_prefix("s:d", 7), "s:d~7");
+        assert!(new_generation(Some(u64::MAX - 1)) == u64::MAX);
+    }
+}
