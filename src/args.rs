@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::{chunk, cli, cull, find};
+use crate::{chunk, cli, cull, find, runtime};
 
 /// Where every key of the config file is explained, from a source tree and
 /// from the Debian package.
@@ -76,6 +76,44 @@ Short flags are the original tool's: -t is --ttl and -D is --dry-run here,
 while in tstat_send -t is --transport and -D is --debug.
 
 See also: tstat_send(1).
+";
+
+const RABBIT_AFTER: &str = "\
+Examples:
+  tstat-parse DIR | tstat-chunk | tstat-rabbit -c config.ini
+  ... | tstat-rabbit -c config.ini --message-id-prefix sensor1:DIR --progress DIR/.progress
+  echo '[]' | tstat-rabbit -c config.ini -v      check the config and the broker
+
+Exit status:
+  0    every line was confirmed by the broker
+  1    a message was nacked, unroutable or unconfirmed after the retries, or the
+       broker could not be reached (with --progress, a re-run resumes)
+  2    usage or config error (nothing was sent)
+  3    the --progress record is not this input's (nothing sent; --reship sends it anyway)
+  130  interrupted by SIGINT, 143 by SIGTERM (with --progress, progress saved)
+
+See also: tstat_send(1), tstat-chunk(1).
+";
+
+const SEND_AFTER: &str = "\
+Examples:
+  tstat_send -d /var/lib/tstat -c /etc/tstat-transport/config.ini
+  tstat_send -d /var/lib/tstat -N --bytes 0 | head -1 | jq .   look, ship and mark nothing
+  tstat_send -d /var/lib/tstat --all -v                        a backfill, the live directory too
+  tstat_send -d /var/lib/tstat --watch 600 --metrics-file /var/lib/tstat-transport/tstat_send.prom
+
+Exit status:
+  0    every ready directory was shipped and marked
+  1    a directory failed (it stays unmarked; the next run resumes it) or the
+       broker failed
+  2    usage or config error (nothing was read or sent)
+  75   another tstat_send holds the tree's lock (nothing touched; try later)
+  130  interrupted by SIGINT, 143 by SIGTERM (progress saved, nothing marked)
+
+Short flags are the original tool's: -t is --transport and -D is --debug here,
+while in tstat-cull -t is --ttl and -D is --dry-run.
+
+See also: tstat-find(1), tstat-cull(1), tstat_send.sh (the same job as a pipeline).
 ";
 
 fn after(text: &str) -> String {
@@ -205,12 +243,119 @@ pub struct CullCli {
     pub verbose: bool,
 }
 
+/// Publish one message per stdin line to RabbitMQ and wait for every confirm.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tstat-rabbit", version, after_help = after(RABBIT_AFTER))]
+pub struct RabbitCli {
+    /// The config.ini with the [rabbit] section.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub publish: runtime::PublishArgs,
+    /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
+    #[arg(long, value_name = "PREFIX")]
+    pub message_id_prefix: Option<String>,
+    /// Keep the progress record here: confirmed lines are skipped on start,
+    /// after checking they are the lines that were sent.
+    #[arg(long, value_name = "FILE")]
+    pub progress: Option<PathBuf>,
+    /// What the input is made of (settings, log identities): stored in the
+    /// progress record, which is refused when it differs.
+    #[arg(long, value_name = "TEXT", requires = "progress")]
+    pub fingerprint: Option<String>,
+    /// Start over under new message ids (PREFIX~GEN:INDEX), whatever the
+    /// progress record says.
+    #[arg(long, requires = "progress")]
+    pub reship: bool,
+    /// Print the checked config (password hidden), connections and a summary.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// Ship every finished Tstat directory under DIRECTORY to RabbitMQ, exactly once.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tstat_send", version, after_help = after(SEND_AFTER))]
+pub struct SendCli {
+    /// The Tstat output tree.
+    #[arg(short = 'd', long, value_name = "ROOT")]
+    pub directory: PathBuf,
+    /// The config.ini with the [rabbit] section (not read with -N).
+    #[arg(short = 'c', long, value_name = "FILE", default_value = "./config.ini")]
+    pub config: PathBuf,
+    /// Keep flows of at least this many bytes (25G, 1.5G, 10GiB, 0 …) [default: 25Gb].
+    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
+    pub bytes: Option<u64>,
+    /// Keep flows of at least this many megabytes (10^6 bytes).
+    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
+    pub threshold: Option<u64>,
+    /// Where arrays go.
+    #[arg(short = 't', long, value_enum, default_value = "rabbit")]
+    pub transport: TransportArg,
+    /// Print the arrays on stdout and mark nothing (= --transport stdout).
+    #[arg(short = 'N', long)]
+    pub no_transport: bool,
+    /// Stop after the first directory that yielded data.
+    #[arg(short = 's', long)]
+    pub single: bool,
+    /// Sensor id [default: the host name].
+    #[arg(short = 'S', long, value_name = "ID")]
+    pub sensor: Option<String>,
+    /// Instance id (a JSON string when given; the integer 0 otherwise).
+    #[arg(short = 'I', long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Reproduce the original tool's UDP durations (1000× too small).
+    #[arg(long)]
+    pub legacy_udp_duration: bool,
+    /// Ship every directory that is not done, even the one Tstat may still write.
+    #[arg(long)]
+    pub all: bool,
+    /// Seconds without a write after which a directory without a newer sibling counts as finished.
+    #[arg(long, value_name = "SECONDS", default_value_t = find::DEFAULT_SETTLE.as_secs())]
+    pub settle: u64,
+    /// Keep running: one pass every SECONDS, reusing the connection.
+    #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
+    pub watch: Option<Duration>,
+    /// Ship these directories again from their start under new message ids,
+    /// whatever their progress record says (after a refusal; flows confirmed
+    /// before arrive a second time, under the new ids).
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "no_transport", "single"])]
+    pub reship: Vec<PathBuf>,
+    /// Write Prometheus metrics here after every pass (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Objects per message.
+    #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_size: u64,
+    #[command(flatten)]
+    pub publish: runtime::PublishArgs,
+    /// Report each directory and connection.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Debug logging.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+    /// No summary line and no progress bar.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Where tstat_send sends the arrays (`--transport`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportArg {
+    /// Publish to RabbitMQ.
+    Rabbit,
+    /// Print them on stdout (as -N).
+    Stdout,
+}
+
 /// Every program's clap command, for generating man pages and completions.
 pub fn commands() -> Vec<clap::Command> {
     vec![
         FindCli::command(),
         ParseCli::command(),
         ChunkCli::command(),
+        RabbitCli::command(),
+        SendCli::command(),
         CullCli::command(),
     ]
 }
@@ -316,5 +461,70 @@ mod tests {
         ] {
             assert!(CullCli::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn rabbit_flags() {
+        let c = RabbitCli::try_parse_from(["tstat-rabbit", "-c", "x.ini"]).unwrap();
+        assert_eq!(
+            (
+                c.publish.window.get(),
+                c.publish.retries,
+                c.publish.heartbeat
+            ),
+            (256, 5, 60)
+        );
+        assert!(
+            RabbitCli::try_parse_from(["tstat-rabbit"]).is_err(),
+            "-c is required"
+        );
+        assert!(RabbitCli::try_parse_from(["tstat-rabbit", "-c", "x", "--window", "0"]).is_err());
+        assert!(
+            RabbitCli::try_parse_from(["tstat-rabbit", "-c", "x", "--confirm-timeout", "0"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn send_flags() {
+        let c = SendCli::try_parse_from(["tstat_send", "-d", "r"]).unwrap();
+        assert_eq!(
+            (c.bytes, c.settle, c.publish.window.get()),
+            (None, 7200, 256)
+        );
+        assert_eq!(c.config, PathBuf::from("./config.ini"));
+        let c = SendCli::try_parse_from([
+            "tstat_send",
+            "-d",
+            "r",
+            "-N",
+            "-s",
+            "--watch",
+            "0.5",
+            "--confirm-timeout",
+            "3",
+        ])
+        .unwrap();
+        assert!(c.no_transport && c.single);
+        assert_eq!(
+            (c.watch, c.publish.confirm_timeout),
+            (Some(Duration::from_millis(500)), Duration::from_secs(3))
+        );
+        assert!(
+            SendCli::try_parse_from(["tstat_send"]).is_err(),
+            "-d is required"
+        );
+        assert!(SendCli::try_parse_from(["tstat_send", "-d", "r", "--watch", "-1"]).is_err());
+    }
+
+    #[test]
+    fn original_short_flags_keep_their_meaning_in_each_program() {
+        // design §8.1 and §11: -t and -D differ between tstat_send and tstat-cull.
+        let c = SendCli::try_parse_from(["tstat_send", "-d", "r", "-t", "stdout", "-D"]).unwrap();
+        assert_eq!(c.transport, TransportArg::Stdout);
+        assert!(c.debug);
+        let c = CullCli::try_parse_from(["tstat-cull", "-d", "r", "-t", "2", "-D"]).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(7200));
+        assert!(c.dry_run);
     }
 }

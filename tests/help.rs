@@ -9,10 +9,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 6] = [
     env!("CARGO_BIN_EXE_tstat-find"),
     env!("CARGO_BIN_EXE_tstat-parse"),
     env!("CARGO_BIN_EXE_tstat-chunk"),
+    env!("CARGO_BIN_EXE_tstat-rabbit"),
+    env!("CARGO_BIN_EXE_tstat_send"),
     env!("CARGO_BIN_EXE_tstat-cull"),
 ];
 const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
