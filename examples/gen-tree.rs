@@ -1,4 +1,4 @@
-//! Writes a realistic Tstat 3.0 log tree for benchmarks (SPEC §10).
+//! Writes a realistic Tstat 3.0 log tree for benchmarks (design §10).
 //!
 //!     cargo run --release --example gen-tree -- ROOT --dirs N --tcp ROWS --udp ROWS --seed S
 //!

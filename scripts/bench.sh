@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks of SPEC §10: input MB/s and peak RSS of each stage on a generated
+# Benchmarks of design §10: input MB/s and peak RSS of each stage on a generated
 # Tstat tree, next to `wc -l` and `cat` on the same files (the machine's
 # ceiling), each also as a ratio to `wc -l` measured in the same run.
 #
@@ -230,7 +230,7 @@ need_node() {
     FAILED=1
     return 1
 }
-# Each run starts from a missing queue; the publisher declares it (SPEC §6.4).
+# Each run starts from a missing queue; the publisher declares it (design §6.4).
 fresh_queue() {
     rabbit_node_ctl delete_queue "$QUEUE" >/dev/null 2>&1 || true
 }
@@ -304,7 +304,7 @@ done
 echo "(vs wc -l: wc -l MB/s divided by this row's MB/s; input: tree = the log files,"
 echo " ndjson = tstat-parse --bytes 0 output, chunks = tstat-chunk output of it)"
 
-# End to end against publishing alone (SPEC §10 target: within 1.3×).
+# End to end against publishing alone (design §10 target: within 1.3×).
 e2e="" alone=""
 for r in "${ROWS[@]}"; do
     IFS='|' read -r label _ _ secs _ status <<<"$r"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo.sh — see tstat-transport work, from a fresh Debian machine (SPEC §9.1).
+# demo.sh — see tstat-transport work, from a fresh Debian machine (design §9.1).
 #
 # Builds the programs, starts a throwaway private RabbitMQ node (its own
 # ports and files in a temp dir; the system broker on 5672 is never used),
@@ -38,9 +38,18 @@ debug) build_flags=() ;;
     exit 2
     ;;
 esac
-say "building ($profile)"
-cargo build --quiet "${build_flags[@]+"${build_flags[@]}"}" --bins --example consume
-bin=$root_dir/target/$profile
+say "building ($profile; the first build takes a few minutes)"
+cargo build "${build_flags[@]+"${build_flags[@]}"}" --bins --example consume
+# Ask cargo where it put them: CARGO_TARGET_DIR or build.target-dir may send
+# the build anywhere, not only to ./target.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+if [ -z "$target_dir" ] || [ ! -x "$target_dir/$profile/tstat_send" ]; then
+    echo "demo.sh: cannot find the programs cargo just built (target directory '$target_dir')" >&2
+    exit 1
+fi
+bin=$target_dir/$profile
+echo "programs in $bin"
 
 # shellcheck source=scripts/lib/rabbit-node.sh
 . "$root_dir/scripts/lib/rabbit-node.sh"

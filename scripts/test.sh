@@ -13,6 +13,8 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
 fi
 
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo build --quiet --all-targets
+# No --quiet on the builds: the first one takes minutes, and cargo's
+# progress shows that something is happening.
+cargo clippy --all-targets -- -D warnings
+cargo build --all-targets
 cargo test --quiet -- --test-threads="${TEST_THREADS:-4}"

@@ -164,8 +164,10 @@ if [ -n "${TSTAT_BIN_DIR:-}" ]; then
 elif [ -x "$script_dir/tstat-rabbit" ]; then
     bin_dir=$script_dir
 else
-    rel=$script_dir/../target/release
-    dbg=$script_dir/../target/debug
+    # cargo builds into $CARGO_TARGET_DIR when it is set.
+    target=${CARGO_TARGET_DIR:-$script_dir/../target}
+    rel=$target/release
+    dbg=$target/debug
     if [ -x "$rel/tstat-rabbit" ] && { [ ! -x "$dbg/tstat-rabbit" ] || [ "$rel/tstat-rabbit" -nt "$dbg/tstat-rabbit" ]; }; then
         bin_dir=$rel
     elif [ -x "$dbg/tstat-rabbit" ]; then

@@ -4,6 +4,7 @@
 //!
 //! Each stage is a module; the programs in `src/bin/` are thin wrappers.
 
+pub mod args;
 pub mod bytesize;
 pub mod check;
 pub mod chunk;

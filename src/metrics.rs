@@ -1,6 +1,15 @@
-//! The `--metrics-file` of tstat_send (SPEC §8.5): counters in Prometheus
-//! text exposition format for node_exporter's textfile collector, replaced
+//! The `--metrics-file` of tstat_send (design §8.5): Prometheus text
+//! exposition format for node_exporter's textfile collector, replaced
 //! atomically so a scrape never sees half a file.
+//!
+//! tstat_send usually runs as a oneshot unit, one process per run, so a
+//! counter kept only in memory would restart at 0 every run and break
+//! `rate()`/`increase()`. The `_total` counters are therefore cumulative
+//! across runs: the first write of a process reads the counters of the file
+//! it replaces and adds this process's totals to them. A missing file starts
+//! from zero; an unreadable or damaged one too (Prometheus sees a counter
+//! reset, which it handles), and only the values it can still read are kept.
+//! This module never touches anything but the one file.
 
 use std::io;
 use std::path::Path;
@@ -14,75 +23,126 @@ pub struct Metrics {
     pub totals: Summary,
     /// Failed passes or directories.
     pub errors: u64,
+    /// Directories refused because their `.progress` no longer matches what
+    /// would be sent (design §8.7); they stay unshipped until re-shipped by hand.
+    pub refused: u64,
+    /// Messages published but never confirmed when a run gave up on them
+    /// (nack, returned, timeout, lost connection); the next run resends them.
+    pub unconfirmed: u64,
     /// Seconds the last pass took.
     pub last_run_seconds: f64,
     /// Unix time of the last pass that ended without error (0: never).
     pub last_success: f64,
+    /// What earlier runs counted, read from the file on the first write.
+    previous: Option<Previous>,
+}
+
+/// The counters of earlier runs, as found in an existing metrics file.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Previous {
+    counters: [u64; COUNTERS.len()],
+    last_success: f64,
 }
 
 const PREFIX: &str = "tstat_send_";
 
+/// The counters, in file order: name (after the prefix) and help text.
+const COUNTERS: [(&str, &str); 9] = [
+    (
+        "directories_total",
+        "Tstat directories shipped and marked processed.",
+    ),
+    ("rows_total", "Log rows read."),
+    (
+        "rows_skipped_total",
+        "Malformed rows skipped and flow directions dropped.",
+    ),
+    (
+        "flows_total",
+        "Flow documents at or above the byte threshold.",
+    ),
+    (
+        "messages_total",
+        "Messages confirmed by the broker (printed with -N).",
+    ),
+    ("bytes_total", "Bytes of confirmed message bodies."),
+    ("errors_total", "Passes or directories that failed."),
+    (
+        "directories_refused_total",
+        "Directories refused because their .progress no longer matches.",
+    ),
+    (
+        "messages_unconfirmed_total",
+        "Messages published but not confirmed when a run gave up on them.",
+    ),
+];
+
+/// The gauges: name (after the prefix) and help text.
+const GAUGES: [(&str, &str); 2] = [
+    ("last_run_seconds", "Duration of the last pass in seconds."),
+    (
+        "last_success_timestamp_seconds",
+        "Unix time of the last pass that ended without error.",
+    ),
+];
+
 impl Metrics {
-    /// The exposition text.
+    /// Every metric name the file holds, prefix included (for dashboards and
+    /// alert rules, which must use only these).
+    pub fn names() -> impl Iterator<Item = String> {
+        COUNTERS
+            .iter()
+            .chain(GAUGES.iter())
+            .map(|(n, _)| format!("{PREFIX}{n}"))
+    }
+
+    /// This process's counters, in the order of `COUNTERS`.
+    fn own_counters(&self) -> [u64; COUNTERS.len()] {
+        let t = &self.totals;
+        [
+            t.directories,
+            t.rows,
+            t.skipped,
+            t.flows,
+            t.messages,
+            t.bytes,
+            self.errors,
+            self.refused,
+            self.unconfirmed,
+        ]
+    }
+
+    /// The exposition text: earlier runs' counters (if read) plus this
+    /// process's.
     pub fn render(&self) -> String {
+        let previous = self.previous.clone().unwrap_or_default();
         let mut s = String::new();
         let mut put = |name: &str, kind: &str, help: &str, value: String| {
-            s.push_str(&format!("# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}\n{PREFIX}{name} {value}\n"));
+            s.push_str(&format!(
+                "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}\n{PREFIX}{name} {value}\n"
+            ));
         };
-        put(
-            "directories_total",
-            "counter",
-            "Tstat directories shipped and marked processed.",
-            self.totals.directories.to_string(),
-        );
-        put(
-            "rows_total",
-            "counter",
-            "Log rows read.",
-            self.totals.rows.to_string(),
-        );
-        put(
-            "rows_skipped_total",
-            "counter",
-            "Malformed rows skipped and flow directions dropped.",
-            self.totals.skipped.to_string(),
-        );
-        put(
-            "flows_total",
-            "counter",
-            "Flow documents at or above the byte threshold.",
-            self.totals.flows.to_string(),
-        );
-        put(
-            "messages_total",
-            "counter",
-            "Messages confirmed by the broker.",
-            self.totals.messages.to_string(),
-        );
-        put(
-            "bytes_total",
-            "counter",
-            "Bytes of confirmed message bodies.",
-            self.totals.bytes.to_string(),
-        );
-        put(
-            "errors_total",
-            "counter",
-            "Passes or directories that failed.",
-            self.errors.to_string(),
-        );
-        put(
-            "last_run_seconds",
-            "gauge",
-            "Duration of the last pass in seconds.",
-            format!("{:.3}", self.last_run_seconds),
-        );
-        put(
-            "last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last pass that ended without error.",
-            format!("{:.3}", self.last_success),
-        );
+        for (((name, help), own), before) in COUNTERS
+            .iter()
+            .zip(self.own_counters())
+            .zip(previous.counters)
+        {
+            put(
+                name,
+                "counter",
+                help,
+                own.saturating_add(before).to_string(),
+            );
+        }
+        let last_success = if self.last_success > 0.0 {
+            self.last_success
+        } else {
+            previous.last_success
+        };
+        let values = [self.last_run_seconds, last_success];
+        for ((name, help), value) in GAUGES.iter().zip(values) {
+            put(name, "gauge", help, format!("{value:.3}"));
+        }
         s
     }
 
@@ -90,15 +150,52 @@ impl Metrics {
     /// failing run does not reset it to 0.
     pub fn previous_success(path: &Path) -> Option<f64> {
         let text = std::fs::read_to_string(path).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("tstat_send_last_success_timestamp_seconds "))
-            .and_then(|v| v.trim().parse().ok())
+        let p = Previous::parse(&text);
+        (p.last_success > 0.0).then_some(p.last_success)
     }
 
-    /// Writes the file atomically and durably (node_exporter runs as
-    /// another user, so it is made readable: 0644).
-    pub fn write(&self, path: &Path) -> io::Result<()> {
+    /// Writes the file atomically and durably (`durable::atomic_write`).
+    /// The first write of a process reads the file it replaces, so
+    /// the counters continue from the last run.
+    pub fn write(&mut self, path: &Path) -> io::Result<()> {
+        if self.previous.is_none() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            self.previous = Some(Previous::parse(&text));
+        }
+        // node_exporter runs as another user: the file must be readable.
         crate::durable::atomic_write(path, self.render().as_bytes(), Some(0o644))
+    }
+}
+
+impl Previous {
+    /// Reads what it can: each `name value` sample line of a known metric
+    /// whose value is a finite, non-negative number; anything else is ignored.
+    fn parse(text: &str) -> Previous {
+        let mut p = Previous::default();
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_ascii_whitespace();
+            let (Some(name), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(name) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if !value.is_finite() || value < 0.0 {
+                continue;
+            }
+            if let Some(i) = COUNTERS.iter().position(|(n, _)| *n == name) {
+                p.counters[i] = value as u64;
+            } else if name == GAUGES[1].0 {
+                p.last_success = value;
+            }
+        }
+        p
     }
 }
 
@@ -106,30 +203,109 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_every_metric_with_type() {
-        let m = Metrics {
+    fn sample(directories: u64, messages: u64) -> Metrics {
+        Metrics {
             totals: Summary {
-                directories: 2,
-                messages: 26,
+                directories,
+                messages,
                 ..Default::default()
             },
-            last_success: 1.5,
             ..Default::default()
-        };
+        }
+    }
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{PREFIX}{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn renders_every_metric_with_help_and_type() {
+        let mut m = sample(2, 26);
+        m.last_success = 1.5;
         let t = m.render();
         assert!(t.contains(
             "# TYPE tstat_send_directories_total counter\ntstat_send_directories_total 2\n"
         ));
         assert!(t.contains("tstat_send_last_success_timestamp_seconds 1.500\n"));
+        for name in Metrics::names() {
+            assert!(t.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(t.contains(&format!("# TYPE {name} ")), "{name}");
+            assert!(t.contains(&format!("\n{name} ")), "{name}");
+        }
+        // node_exporter's conventions: counters end in _total, units in names.
+        for (name, _) in COUNTERS {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn counters_continue_across_runs_and_passes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.prom");
-        m.write(&p).unwrap();
-        assert_eq!(Metrics::previous_success(&p), Some(1.5));
+
+        let mut first = sample(2, 26);
+        first.last_success = 100.0;
+        first.write(&p).unwrap();
+
+        // A new process (the next oneshot run) adds to what is there.
+        let mut second = sample(1, 10);
+        second.errors = 1;
+        second.write(&p).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(value(&t, "directories_total"), 3.0);
+        assert_eq!(value(&t, "messages_total"), 36.0);
+        assert_eq!(value(&t, "errors_total"), 1.0);
+        // It failed: the last success stays the first run's.
+        assert_eq!(value(&t, "last_success_timestamp_seconds"), 100.0);
+        assert_eq!(Metrics::previous_success(&p), Some(100.0));
+
+        // A later pass of the same process (--watch) carries cumulative
+        // totals: the earlier runs are added once, not again.
+        second.totals.messages = 15;
+        second.write(&p).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(value(&t, "messages_total"), 41.0);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn missing_or_damaged_file_starts_from_what_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.prom");
+        let mut m = sample(1, 1);
+        m.write(&p).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(value(&t, "messages_total"), 1.0);
+
+        std::fs::write(
+            &p,
+            "garbage\x00\ntstat_send_messages_total banana\ntstat_send_rows_total -4\n\
+             tstat_send_flows_total NaN\ntstat_send_bytes_total 7 extra\n\
+             tstat_send_directories_total 5\n",
+        )
+        .unwrap();
+        let mut m = sample(1, 1);
+        m.write(&p).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(value(&t, "messages_total"), 1.0);
+        assert_eq!(value(&t, "rows_total"), 0.0);
+        assert_eq!(value(&t, "flows_total"), 0.0);
+        assert_eq!(value(&t, "bytes_total"), 0.0);
+        assert_eq!(value(&t, "directories_total"), 6.0);
+
+        // Not text at all.
+        std::fs::write(&p, [0xff, 0xfe, 0x00]).unwrap();
+        let mut m = sample(0, 3);
+        m.write(&p).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(value(&t, "messages_total"), 3.0);
     }
 }

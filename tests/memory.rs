@@ -1,4 +1,4 @@
-//! Peak memory stays bounded whatever the directory size (SPEC §3.8, §10):
+//! Peak memory stays bounded whatever the directory size (design §3.8, §10):
 //! `tstat-parse` and `tstat-chunk` stream rows, they never collect them.
 //!
 //! One test generates a large directory (300k TCP + 100k UDP rows, ~200 MB, by
@@ -36,7 +36,7 @@ const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
 const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 
-/// SPEC §10: peak RSS ≤ 32 MB for any directory size.
+/// design §10: peak RSS ≤ 32 MB for any directory size.
 const RSS_LIMIT_KIB: u64 = 32 * 1024;
 
 const GNU_TIME: &str = "/usr/bin/time";
@@ -211,7 +211,7 @@ fn assert_bounded(p: &Measured, what: &str) {
     );
     assert!(
         kib <= RSS_LIMIT_KIB,
-        "{what}: peak RSS {kib} KiB exceeds {RSS_LIMIT_KIB} KiB (SPEC §10: ≤ 32 MB for any directory size)"
+        "{what}: peak RSS {kib} KiB exceeds {RSS_LIMIT_KIB} KiB (design §10: ≤ 32 MB for any directory size)"
     );
 }
 

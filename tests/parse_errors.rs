@@ -1,4 +1,4 @@
-//! One test per kind of bad input (SPEC §3.3, §4.1): what is emitted, what
+//! One test per kind of bad input (design §3.3, §4.1): what is emitted, what
 //! is skipped, and what stderr says about it.
 
 #[path = "support/docs.rs"]

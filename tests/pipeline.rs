@@ -173,7 +173,7 @@ fn chunk_rejects_non_objects_naming_the_line() {
     }
 }
 
-/// The byte-count table of SPEC §3.5, through the real flag.
+/// The byte-count table of design §3.5, through the real flag.
 #[test]
 fn bytes_flag_table() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! tstat-rabbit over TLS (SPEC §7.3) against private nodes with an AMQPS
+//! tstat-rabbit over TLS (design §7.3) against private nodes with an AMQPS
 //! listener and certificates made by rcgen: a CA-verified server
 //! certificate, a wrong CA, the host name check and server_hostname,
 //! CERT_NONE (works, warns) and client-certificate authentication.

@@ -1131,8 +1131,21 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
 fn demo_script_ships_the_sample_tree_and_reports_its_flows() {
     common::rabbit::require_rabbitmq();
     let mut cmd = Command::new(DEMO);
-    // The test build is there already; a release build would take minutes.
-    cmd.env("TSTAT_DEMO_PROFILE", "debug");
+    // The test build is there already (debug, or release under
+    // `cargo test --release`); another build would take minutes.
+    let profile = bin_dir()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a profile directory")
+        .to_string();
+    cmd.env("TSTAT_DEMO_PROFILE", profile);
+    // Wherever cargo put this build (CARGO_TARGET_DIR, build.target-dir), the
+    // demo must find the programs there: it asks cargo, never assumes ./target.
+    let target_dir = bin_dir()
+        .parent()
+        .expect("the profile directory has a parent")
+        .to_path_buf();
+    cmd.env("CARGO_TARGET_DIR", &target_dir);
     let out = run_with_deadline(cmd, None, Duration::from_secs(900)).expect("run demo.sh");
     let stdout = text(&out.stdout);
     assert!(
@@ -1140,6 +1153,11 @@ fn demo_script_ships_the_sample_tree_and_reports_its_flows() {
         "demo.sh failed ({:?})\nstdout:\n{stdout}\nstderr:\n{}",
         out.status,
         text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("programs in {}\n", bin_dir().display())),
+        "demo runs the programs cargo built in {}:\n{stdout}",
+        bin_dir().display()
     );
     let want = golden_docs().len()
         + docs::ndjson(

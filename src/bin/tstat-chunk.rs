@@ -1,6 +1,6 @@
 //! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (SPEC §5).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,17 +9,7 @@ use tstat_transport::cli;
 
 const PROG: &str = "tstat-chunk";
 
-/// Group NDJSON objects from stdin into JSON arrays, one compact array per line.
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// Objects per array.
-    #[arg(short = 'n', long, default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    size: u64,
-    /// Largest array in bytes (K, M, Ki, Mi … suffixes accepted).
-    #[arg(long, value_name = "BYTES", default_value = "8Mi", value_parser = cli::bytes_arg)]
-    max_bytes: u64,
-}
+type Cli = tstat_transport::args::ChunkCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -37,6 +27,13 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
         out.write_all(b"\n")
     });
     let stdin = io::stdin();
+    if stdin.is_terminal() {
+        // Typed alone, it would otherwise wait in silence.
+        eprintln!(
+            "{PROG}: reading NDJSON flow documents from stdin \
+             (e.g. tstat-parse DIR | tstat-chunk); Ctrl-D ends, --help shows more"
+        );
+    }
     let mut input = io::BufReader::with_capacity(1 << 17, stdin.lock());
     let mut line = Vec::with_capacity(4096);
     let mut lineno = 0u64;
@@ -84,22 +81,4 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
         }
         None => ExitCode::SUCCESS,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c = Cli::try_parse_from(["tstat-chunk"]).unwrap();
-        assert_eq!((c.size, c.max_bytes), (100, 8 << 20));
-        assert!(Cli::try_parse_from(["tstat-chunk", "--size", "0"]).is_err());
-    }
 }

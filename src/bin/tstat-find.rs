@@ -14,45 +14,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::Parser;
 use tstat_transport::cli::{self, EXIT_FAILURE};
 use tstat_transport::find::{self, FindOptions};
 
 const PROG: &str = "tstat-find";
 
-/// List finished Tstat log directories, oldest first.
-///
-/// A directory is listed when it is not done (holds no .processed) and Tstat
-/// has rotated away from it (a later tstat directory exists beside it) or
-/// none of its log files was modified for --settle seconds.
-#[derive(Debug, Parser)]
-#[command(name = "tstat-find", version)]
-struct Cli {
-    /// List every directory that is not done, ignoring --settle and rotation.
-    #[arg(long)]
-    all: bool,
-
-    /// Also list directories that are done (hold .processed).
-    #[arg(long)]
-    include_done: bool,
-
-    /// Quiet time after which a directory without a newer sibling is finished.
-    #[arg(long, value_name = "SECONDS", default_value_t = find::DEFAULT_SETTLE.as_secs())]
-    settle: u64,
-
-    /// Terminate each path with NUL instead of a newline.
-    #[arg(short = '0', long)]
-    null: bool,
-
-    /// Mark the given tstat directories done (write DIR/.processed
-    /// atomically) instead of listing.
-    #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "null"])]
-    mark: bool,
-
-    /// Directories to search (with --mark: the tstat directories to mark).
-    #[arg(value_name = "ROOT|DIR", required = true)]
-    paths: Vec<PathBuf>,
-}
+type Cli = tstat_transport::args::FindCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -116,60 +83,5 @@ fn mark(dirs: &[PathBuf]) -> ExitCode {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults() {
-        let c = Cli::try_parse_from(["tstat-find", "root"]).expect("parse");
-        assert!(!c.all && !c.include_done && !c.null && !c.mark);
-        assert_eq!(c.settle, 7200);
-        assert_eq!(c.paths, [PathBuf::from("root")]);
-    }
-
-    #[test]
-    fn flags() {
-        let c = Cli::try_parse_from([
-            "tstat-find",
-            "--all",
-            "--include-done",
-            "--settle",
-            "60",
-            "-0",
-            "a",
-            "b",
-        ])
-        .expect("parse");
-        assert!(c.all && c.include_done && c.null);
-        assert_eq!(c.settle, 60);
-        assert_eq!(c.paths.len(), 2);
-        let c = Cli::try_parse_from(["tstat-find", "--mark", "a.out", "b.out"]).expect("parse");
-        assert!(c.mark);
-        assert_eq!(c.paths.len(), 2);
-    }
-
-    #[test]
-    fn usage_errors() {
-        for args in [
-            &["tstat-find"][..],
-            &["tstat-find", "--settle", "-5", "r"],
-            &["tstat-find", "--settle", "soon", "r"],
-            &["tstat-find", "--mark", "--all", "a.out"],
-            &["tstat-find", "--mark", "-0", "a.out"],
-            &["tstat-find", "--mark"],
-            &["tstat-find", "--bogus", "r"],
-        ] {
-            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
-        }
     }
 }

@@ -1,63 +1,19 @@
 //! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
 
 use std::ffi::OsStr;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use tstat_transport::args::ProtocolArg;
+use tstat_transport::find::{self, FindOptions};
 use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 use tstat_transport::{chunk, cli};
 
 const PROG: &str = "tstat-parse";
 
-/// Turn Tstat log rows into flow documents, one JSON object per line.
-///
-/// Each PATH is a tstat directory (its log_tcp_complete, then its
-/// log_udp_complete, plain or .gz) or a single log file; `-` reads a log from
-/// stdin (with --protocol). Without PATHs, directory paths are read from stdin,
-/// one per line (or NUL-terminated with -0), as bytes, so
-/// `tstat-find ROOT | tstat-parse` works with any directory name.
-///
-/// TSTAT_PARSE_THREADS=N sets the number of worker threads for large files
-/// (default: the number of cores).
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// Tstat directories or log files.
-    paths: Vec<PathBuf>,
-    /// Keep flows of at least this many bytes: 1000, 25G, 25Gb, 1.5G, 10GiB …
-    /// [default: 25Gb]
-    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
-    bytes: Option<u64>,
-    /// Keep flows of at least this many megabytes (10^6 bytes).
-    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
-    threshold: Option<u64>,
-    /// Sensor id in every document [default: the host name].
-    #[arg(short = 'S', long, value_name = "ID")]
-    sensor: Option<String>,
-    /// Instance id (a JSON string when given; the integer 0 otherwise).
-    #[arg(short = 'I', long, value_name = "ID")]
-    instance: Option<String>,
-    /// Reproduce the original tool's UDP durations (1000× too small).
-    #[arg(long)]
-    legacy_udp_duration: bool,
-    /// Protocol of a log file whose name does not tell (or of stdin `-`).
-    #[arg(long, value_enum)]
-    protocol: Option<ProtocolArg>,
-    /// Report every skipped row with its file and line number.
-    #[arg(short, long)]
-    verbose: bool,
-    /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
-    #[arg(short = '0', long, conflicts_with = "paths")]
-    null: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum ProtocolArg {
-    Tcp,
-    Udp,
-}
+type Cli = tstat_transport::args::ParseCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -114,10 +70,24 @@ fn run(
             } else {
                 parser.parse_path(&path, protocol, sink)?
             };
+            if outcome
+                .errors
+                .iter()
+                .any(|e| matches!(e, ParseError::NoLogs { .. }))
+            {
+                suggest_find(&path);
+            }
             failed |= !outcome.errors.is_empty();
             Ok(())
         };
     if paths.is_empty() {
+        if io::stdin().is_terminal() {
+            // Typed alone, it would otherwise wait in silence.
+            eprintln!(
+                "{PROG}: reading tstat directory paths from stdin, one per line \
+                 (e.g. tstat-find ROOT | tstat-parse); Ctrl-D ends, --help shows more"
+            );
+        }
         // Paths are bytes on Unix: a directory name need not be UTF-8.
         let end = if null { b'\0' } else { b'\n' };
         let mut input = io::stdin().lock();
@@ -164,29 +134,29 @@ fn stdin_path(record: &[u8], null: bool) -> &[u8] {
     }
 }
 
+/// A tree root given where a tstat directory belongs: say how to parse the
+/// tstat directories below it.
+fn suggest_find(root: &Path) {
+    let opts = FindOptions {
+        all: true,
+        include_done: true,
+        ..FindOptions::default()
+    };
+    let found = find::find_ready([root], &opts, |_| {}).len();
+    if found > 0 {
+        eprintln!(
+            "{PROG}: hint: {} holds {found} tstat director{} below it; to parse them all: \
+             tstat-find --all {} | {PROG}",
+            root.display(),
+            if found == 1 { "y" } else { "ies" },
+            root.display()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c =
-            Cli::try_parse_from(["tstat-parse", "-b", "1.5G", "-S", "s", "-I", "1", "d"]).unwrap();
-        assert_eq!(
-            (c.bytes, c.sensor.as_deref(), c.instance.as_deref()),
-            (Some(1_500_000_000), Some("s"), Some("1"))
-        );
-        assert!(Cli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
-        assert!(Cli::try_parse_from(["tstat-parse", "--bytes", "12X"]).is_err());
-        assert!(Cli::try_parse_from(["tstat-parse", "-0"]).unwrap().null);
-        assert!(Cli::try_parse_from(["tstat-parse", "-0", "d"]).is_err());
-    }
 
     #[test]
     fn stdin_records_are_bytes() {

@@ -3,7 +3,6 @@
 //! confirmed; 1 on a runtime failure; 2 on a usage or config error.
 
 use std::io::{self, BufRead};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
 
@@ -17,34 +16,7 @@ use tstat_transport::runtime;
 
 const PROG: &str = "tstat-rabbit";
 
-/// Publish one message per stdin line to RabbitMQ and wait for every confirm.
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// The config.ini with the [rabbit] section.
-    #[arg(short = 'c', long, value_name = "FILE")]
-    config: PathBuf,
-    #[command(flatten)]
-    publish: runtime::PublishArgs,
-    /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
-    #[arg(long, value_name = "PREFIX")]
-    message_id_prefix: Option<String>,
-    /// Keep the progress record here: confirmed lines are skipped on start,
-    /// after checking they are the lines that were sent.
-    #[arg(long, value_name = "FILE")]
-    progress: Option<PathBuf>,
-    /// What the input is made of (settings, log identities): stored in the
-    /// progress record, which is refused when it differs.
-    #[arg(long, value_name = "TEXT", requires = "progress")]
-    fingerprint: Option<String>,
-    /// Start over under new message ids (PREFIX~GEN:INDEX), whatever the
-    /// progress record says.
-    #[arg(long, requires = "progress")]
-    reship: bool,
-    /// Print the checked config (password hidden), connections and a summary.
-    #[arg(short = 'v', long)]
-    verbose: bool,
-}
+type Cli = tstat_transport::args::RabbitCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -286,37 +258,5 @@ fn read_lines(tx: mpsc::Sender<Item>, skip: u64, expect: Mark) -> Result<u64, Re
         {
             return Ok(count);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c = Cli::try_parse_from(["tstat-rabbit", "-c", "x.ini"]).unwrap();
-        assert_eq!(
-            (
-                c.publish.window.get(),
-                c.publish.retries,
-                c.publish.heartbeat
-            ),
-            (256, 5, 60)
-        );
-        assert!(
-            Cli::try_parse_from(["tstat-rabbit"]).is_err(),
-            "-c is required"
-        );
-        assert!(Cli::try_parse_from(["tstat-rabbit", "-c", "x", "--window", "0"]).is_err());
-        assert!(
-            Cli::try_parse_from(["tstat-rabbit", "-c", "x", "--confirm-timeout", "0"]).is_err()
-        );
     }
 }

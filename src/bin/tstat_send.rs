@@ -3,100 +3,19 @@
 //! confirms, then mark each directory `.processed`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tstat_transport::cli;
-use tstat_transport::find::{DEFAULT_SETTLE, FindOptions};
+use tstat_transport::find::FindOptions;
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
-use tstat_transport::{bytesize, chunk, find, lock, resume, runtime};
+use tstat_transport::{bytesize, find, lock, resume, runtime};
 
 const PROG: &str = "tstat_send";
 
-/// Ship every finished Tstat directory under DIRECTORY to RabbitMQ, exactly once.
-#[derive(clap::Parser, Debug)]
-#[command(name = PROG, version)]
-struct Cli {
-    /// The Tstat output tree.
-    #[arg(short = 'd', long, value_name = "ROOT")]
-    directory: PathBuf,
-    /// The config.ini with the [rabbit] section (not read with -N).
-    #[arg(short = 'c', long, value_name = "FILE", default_value = "./config.ini")]
-    config: PathBuf,
-    /// Keep flows of at least this many bytes (25G, 1.5G, 10GiB, 0 …) [default: 25Gb].
-    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
-    bytes: Option<u64>,
-    /// Keep flows of at least this many megabytes (10^6 bytes).
-    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
-    threshold: Option<u64>,
-    /// Where arrays go.
-    #[arg(short = 't', long, value_enum, default_value = "rabbit")]
-    transport: TransportArg,
-    /// Print the arrays on stdout and mark nothing (= --transport stdout).
-    #[arg(short = 'N', long)]
-    no_transport: bool,
-    /// Stop after the first directory that yielded data.
-    #[arg(short = 's', long)]
-    single: bool,
-    /// Sensor id [default: the host name].
-    #[arg(short = 'S', long, value_name = "ID")]
-    sensor: Option<String>,
-    /// Instance id (a JSON string when given; the integer 0 otherwise).
-    #[arg(short = 'I', long, value_name = "ID")]
-    instance: Option<String>,
-    /// Reproduce the original tool's UDP durations (1000× too small).
-    #[arg(long)]
-    legacy_udp_duration: bool,
-    /// Ship every directory that is not done, even the one Tstat may still write.
-    #[arg(long)]
-    all: bool,
-    /// Seconds without a write after which a directory without a newer sibling counts as finished.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SETTLE.as_secs())]
-    settle: u64,
-    /// Keep running: one pass every SECONDS, reusing the connection.
-    #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
-    watch: Option<Duration>,
-    /// Ship these directories again from their start under new message ids,
-    /// whatever their progress record says (after a refusal; flows confirmed
-    /// before arrive a second time, under the new ids).
-    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "no_transport", "single"])]
-    reship: Vec<PathBuf>,
-    /// Check everything a run needs (config, broker login and queue, the
-    /// tree, metrics directory, lock) without shipping or marking anything;
-    /// one line per check, exit 0 only when all pass.
-    #[arg(long, conflicts_with_all = ["no_transport", "watch", "reship"])]
-    check: bool,
-    /// Write Prometheus metrics here after every pass (atomically).
-    #[arg(long, value_name = "PATH")]
-    metrics_file: Option<PathBuf>,
-    /// Objects per message.
-    #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    chunk_size: u64,
-    /// Largest message in bytes (an array is sent earlier rather than grow
-    /// past it; a row whose document alone is larger is skipped as malformed).
-    #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_MAX_BYTES, value_parser = max_bytes_arg)]
-    max_bytes: usize,
-    #[command(flatten)]
-    publish: runtime::PublishArgs,
-    /// Report each directory and connection.
-    #[arg(short = 'v', long)]
-    verbose: bool,
-    /// Debug logging.
-    #[arg(short = 'D', long)]
-    debug: bool,
-    /// No summary line and no progress bar.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum TransportArg {
-    Rabbit,
-    Stdout,
-}
+use tstat_transport::args::{SendCli as Cli, TransportArg};
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -292,15 +211,6 @@ fn check(cli: &Cli) -> ExitCode {
     }
 }
 
-/// A message size limit: at least 1 KiB, so a normal flow fits.
-fn max_bytes_arg(s: &str) -> Result<usize, String> {
-    let n = cli::bytes_arg(s)?;
-    if n < 1024 {
-        return Err(format!("at least 1024 bytes, got {n}"));
-    }
-    usize::try_from(n).map_err(|_| "too large".to_string())
-}
-
 /// Checks that a `--reship` directory is an unmarked tstat directory inside
 /// the tree.
 fn reship_target(root: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
@@ -320,47 +230,4 @@ fn reship_target(root: &std::path::Path, dir: &std::path::Path) -> Result<(), St
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser as _};
-
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_parse() {
-        let c = Cli::try_parse_from(["tstat_send", "-d", "r"]).unwrap();
-        assert_eq!(
-            (c.bytes, c.settle, c.publish.window.get()),
-            (None, 7200, 256)
-        );
-        assert_eq!(c.config, PathBuf::from("./config.ini"));
-        let c = Cli::try_parse_from([
-            "tstat_send",
-            "-d",
-            "r",
-            "-N",
-            "-s",
-            "--watch",
-            "0.5",
-            "--confirm-timeout",
-            "3",
-        ])
-        .unwrap();
-        assert!(c.no_transport && c.single);
-        assert_eq!(
-            (c.watch, c.publish.confirm_timeout),
-            (Some(Duration::from_millis(500)), Duration::from_secs(3))
-        );
-        assert!(
-            Cli::try_parse_from(["tstat_send"]).is_err(),
-            "-d is required"
-        );
-        assert!(Cli::try_parse_from(["tstat_send", "-d", "r", "--watch", "-1"]).is_err());
-    }
 }
