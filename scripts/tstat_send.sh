@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tstat_send.sh — the tstat_send job as a pipeline of the filters (SPEC §8.6).
+# tstat_send.sh — the tstat_send job as a pipeline of the filters (design §8.6).
 #
 # For each ready directory of ROOT, oldest first: its logs are read once
 # completely (a log that cannot be, e.g. a .gz Tstat is still writing, leaves

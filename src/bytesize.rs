@@ -1,4 +1,4 @@
-//! The byte threshold of `--bytes` and `-T/--threshold` (SPEC §3.5): a number
+//! The byte threshold of `--bytes` and `-T/--threshold` (design §3.5): a number
 //! with an optional decimal or binary suffix, rounded down to whole bytes.
 
 /// Default threshold: 25 GB, as the original tool documented.

@@ -1,4 +1,4 @@
-//! `tstat_send --check` (SPEC §13.1): everything a run needs, looked at
+//! `tstat_send --check` (design §13.1): everything a run needs, looked at
 //! without shipping or marking anything — the broker (connect, log in, TLS,
 //! the queue as declared, never created), the tree (Tstat directories, what
 //! is ready, writable for the records), the metrics file's directory and the

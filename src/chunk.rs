@@ -1,4 +1,4 @@
-//! Batching flow documents into JSON arrays (SPEC §5): at most `size`
+//! Batching flow documents into JSON arrays (design §5): at most `size`
 //! elements and `max_bytes` bytes per array, one compact array per message.
 //! It owns the array framing; it never parses logs or talks to a broker.
 

@@ -1,4 +1,4 @@
-//! The `config.ini` file (SPEC §7): reading with rust-ini, `${VAR}`
+//! The `config.ini` file (design §7): reading with rust-ini, `${VAR}`
 //! interpolation, and validation of every key before anything is touched.
 //! It owns the typed broker settings; it never opens a connection.
 //!
@@ -100,7 +100,7 @@ pub struct QueueOptions {
 }
 
 impl QueueOptions {
-    /// True when the section was absent or empty (SPEC §6.4 default rule).
+    /// True when the section was absent or empty (design §6.4 default rule).
     pub fn is_empty(&self) -> bool {
         self.durable.is_none()
             && self.exclusive.is_none()

@@ -1,4 +1,4 @@
-//! Removal of old, already shipped tstat directories (SPEC §11).
+//! Removal of old, already shipped tstat directories (design §11).
 //!
 //! It owns the decision "may this directory be deleted": only a tstat
 //! directory strictly below the root, holding a `.processed` file whose

@@ -1,4 +1,4 @@
-//! Discovery of Tstat output directories (SPEC §2): which directories under a
+//! Discovery of Tstat output directories (design §2): which directories under a
 //! root are tstat directories, which are done (`.processed`), which are ready
 //! (tstat has rotated away from them or they have been quiet for the settle
 //! time), and the atomic `.processed` marker itself.
@@ -298,7 +298,7 @@ pub fn sort_dirs(dirs: &mut Vec<PathBuf>) {
     dirs.dedup();
 }
 
-/// Finds the directories to process under every root (SPEC §2.3), oldest
+/// Finds the directories to process under every root (design §2.3), oldest
 /// first (see [`sort_dirs`]).
 ///
 /// A directory that is not done is listed when a tstat directory with a

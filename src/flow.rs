@@ -1,4 +1,4 @@
-//! The flow document (SPEC §4): value casts of §3.4, the arithmetic of §4.2
+//! The flow document (design §4): value casts of §3.4, the arithmetic of §4.2
 //! with the reference's number kinds, and the JSON wire layout with its key
 //! order. It owns the bytes of one document; it never reads files or decides
 //! which rows to keep.
@@ -6,7 +6,7 @@
 use std::io::Write;
 
 /// Version of the flow document layout. It is one of the settings in the
-/// progress record (SPEC §8.7): a changed layout never resumes an old count.
+/// progress record (design §8.7): a changed layout never resumes an old count.
 pub const DOCUMENT_VERSION: u32 = 1;
 
 /// A raw field after the reference's cast: an integer, a float rounded to 3

@@ -1,4 +1,4 @@
-//! One shipping run per tree (SPEC §8.7): an advisory lock (flock) on
+//! One shipping run per tree (design §8.7): an advisory lock (flock) on
 //! `ROOT/.tstat_send.lock`, held for the life of the process and released by
 //! the kernel when it dies, so a crash never leaves a stale lock. The file
 //! names the holder for the run that finds it taken. `scripts/tstat_send.sh`

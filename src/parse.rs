@@ -1,4 +1,4 @@
-//! Reading Tstat logs (SPEC §3): the header, row splitting, malformed-row
+//! Reading Tstat logs (design §3): the header, row splitting, malformed-row
 //! accounting, gzip, directories, and the byte threshold. Columns are found by
 //! name, rows are streamed through a reused buffer, and each kept direction is
 //! handed to a [`FlowSink`]. It never decides where documents go.
@@ -41,13 +41,13 @@ impl Protocol {
 /// What the flow documents carry and which flows are kept.
 #[derive(Clone, Debug)]
 pub struct ParseOptions {
-    /// Keep a direction when its byte count is at least this (SPEC §3.5).
+    /// Keep a direction when its byte count is at least this (design §3.5).
     pub threshold: u64,
     /// `sensor_id`.
     pub sensor: String,
     /// `instance_id`: a string when given, the integer 0 otherwise.
     pub instance: Option<String>,
-    /// Reproduce the reference's UDP durations (milliseconds, SPEC §4.2).
+    /// Reproduce the reference's UDP durations (milliseconds, design §4.2).
     pub legacy_udp: bool,
     /// Report every skipped row on stderr.
     pub verbose: bool,

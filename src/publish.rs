@@ -1,4 +1,4 @@
-//! The publish stage (SPEC §6): one RabbitMQ connection and channel in confirm
+//! The publish stage (design §6): one RabbitMQ connection and channel in confirm
 //! mode, a window of unconfirmed messages, failover over the configured hosts,
 //! reconnect-and-resend with backoff, and the hooks that keep a progress
 //! record ([`Recorder`]) exact: written before new ids go out and as confirms
@@ -131,7 +131,7 @@ const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
 
 /// Tuning of a publishing run; [`Default`] gives the documented defaults of
-/// `tstat-rabbit` (SPEC §6.1, §6.5).
+/// `tstat-rabbit` (design §6.1, §6.5).
 #[derive(Clone)]
 pub struct PublishOptions {
     /// Most messages published but not yet confirmed (`--window`, 256).
@@ -523,7 +523,7 @@ impl PublishError {
     }
 }
 
-/// Warnings every run must print for this configuration (SPEC §7.3: an
+/// Warnings every run must print for this configuration (design §7.3: an
 /// unverified TLS connection).
 pub fn config_warnings(cfg: &RabbitConfig) -> Vec<String> {
     match &cfg.tls {
@@ -692,7 +692,7 @@ enum Step {
 
 impl Publisher {
     /// Connects to the first reachable host of `cfg.endpoints` (in order),
-    /// checks or declares the queue (SPEC §6.4) and puts the channel in
+    /// checks or declares the queue (design §6.4) and puts the channel in
     /// confirm mode. One pass over the hosts, each bounded by the connect
     /// timeout; a refused login, a certificate error or a queue mismatch is
     /// returned as such.
@@ -1204,7 +1204,7 @@ impl Publisher {
             props,
         );
         // While the broker blocks us the frame is never written, so this
-        // wait is the "bounded by the confirm timeout" of SPEC §6.5.
+        // wait is the "bounded by the confirm timeout" of design §6.5.
         match tokio::time::timeout(self.opts.confirm_timeout, publish).await {
             Ok(Ok(confirm)) => Ok((confirm, Instant::now() + self.opts.confirm_timeout)),
             Ok(Err(e)) => Err(PublishError::ConnectionLost {

@@ -1,4 +1,4 @@
-//! The progress record that makes resuming exact (SPEC §8.7, §6.3).
+//! The progress record that makes resuming exact (design §8.7, §6.3).
 //!
 //! A record says what a stream of messages is (the settings that shaped it
 //! and the logs it was read from), how much of it was confirmed, where the

@@ -1,4 +1,4 @@
-//! The standard job of `tstat_send` (SPEC §8): for each ready directory,
+//! The standard job of `tstat_send` (design §8): for each ready directory,
 //! oldest first, parse → threshold → chunk → publish with per-directory
 //! resume, then mark it `.processed`. It wires the library stages together
 //! (find, parse, chunk, publish, metrics) and never re-implements one.
@@ -27,7 +27,7 @@ use crate::publish::{
 use crate::resume::{self, Digest, LogId, Mark, Plan, RecordFile, Refusal};
 use crate::{cli, durable, flow};
 
-/// Name of the per-directory resume record (SPEC §6.3, §8.2).
+/// Name of the per-directory resume record (design §6.3, §8.2).
 pub const PROGRESS_FILE: &str = ".progress";
 
 /// Messages buffered between the parser thread and the publisher.
@@ -168,7 +168,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The one summary line of SPEC §8.5; `printed` for `-N`, where
+    /// The one summary line of design §8.5; `printed` for `-N`, where
     /// messages are printed rather than confirmed.
     pub fn line(&self, secs: f64, printed: bool) -> String {
         format!(
@@ -349,7 +349,7 @@ impl Sender {
         Ok(())
     }
 
-    /// The settings that shape a directory's stream (SPEC §8.7), by name.
+    /// The settings that shape a directory's stream (design §8.7), by name.
     fn settings(&self, id_prefix: &str) -> BTreeMap<String, String> {
         let p = &self.opts.parse;
         BTreeMap::from([

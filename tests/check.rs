@@ -1,4 +1,4 @@
-//! `tstat_send --check` (SPEC §13.1) against a private TLS-capable broker:
+//! `tstat_send --check` (design §13.1) against a private TLS-capable broker:
 //! one line per check, ✓ or ✗ with the fix, exit 0 only when all pass, and
 //! nothing shipped, marked or created (not even the queue).
 

@@ -1,4 +1,4 @@
-//! The exactly-once promise of SPEC §8.7, run against private broker nodes
+//! The exactly-once promise of design §8.7, run against private broker nodes
 //! with the real binaries: a truncated log completed later, flag changes
 //! between an interrupted run and the next (refused, then re-shipped on
 //! purpose), two runs at once, a tree the service user cannot write, a full

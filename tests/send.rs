@@ -718,7 +718,7 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
     assert!(dups <= window, "{dups} ids delivered twice");
 }
 
-/// SPEC §8.4: SIGTERM ends the run with 143 whatever publishing waits on,
+/// design §8.4: SIGTERM ends the run with 143 whatever publishing waits on,
 /// also a publish held up by a blocked broker (regression: it exited 1).
 #[test]
 fn sigterm_while_blocked_exits_143_and_next_run_completes() {

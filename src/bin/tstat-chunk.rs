@@ -1,4 +1,4 @@
-//! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (SPEC §5).
+//! `tstat-chunk`: NDJSON objects in, JSON arrays of N objects out (design §5).
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! `tstat-cull`: removes processed tstat directories older than a TTL
-//! (SPEC §11), printing each removal on stdout.
+//! (design §11), printing each removal on stdout.
 //!
 //! Exit status: 0 when everything could be examined and every due removal
 //! succeeded; 1 when any path could not be read or removed (the others are

@@ -1,5 +1,5 @@
 //! `tstat-find`: lists the tstat directories under one or more roots that are
-//! ready to be shipped, oldest first (SPEC §2), or with `--mark` writes their
+//! ready to be shipped, oldest first (design §2), or with `--mark` writes their
 //! `.processed` markers.
 //!
 //! Exit status: 0 when everything could be examined (or marked); 1 when any

@@ -1,4 +1,4 @@
-//! `tstat-parse`: Tstat logs in, NDJSON flow documents out (SPEC §3, §4).
+//! `tstat-parse`: Tstat logs in, NDJSON flow documents out (design §3, §4).
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead, IsTerminal, Write};

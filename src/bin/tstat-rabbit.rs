@@ -1,5 +1,5 @@
 //! `tstat-rabbit`: one message body per stdin line, published to RabbitMQ
-//! with publisher confirms (SPEC §6). Exits 0 only when every line was
+//! with publisher confirms (design §6). Exits 0 only when every line was
 //! confirmed; 1 on a runtime failure; 2 on a usage or config error.
 
 use std::io::{self, BufRead};

@@ -1,4 +1,4 @@
-//! `tstat_send`: the standard job in one process (SPEC §8): find the ready
+//! `tstat_send`: the standard job in one process (design §8): find the ready
 //! directories, parse, keep the big flows, batch them and publish them with
 //! confirms, then mark each directory `.processed`.
 

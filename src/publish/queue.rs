@@ -1,4 +1,4 @@
-//! Queue checks before publishing (SPEC §6.4): a passive declare (and a
+//! Queue checks before publishing (design §6.4): a passive declare (and a
 //! durable create plus binding when the queue is missing) when
 //! `[rabbit_queue_options]` is empty, or a declare with exactly the configured
 //! options. It turns the broker's 406 PRECONDITION_FAILED text into a sentence

@@ -1,4 +1,4 @@
-//! TLS for the broker connection (SPEC §7.3), with rustls: which roots to
+//! TLS for the broker connection (design §7.3), with rustls: which roots to
 //! trust (`ca_certs` only, or the system store), the client certificate, and
 //! the `CERT_NONE` escape hatch. It builds a connector; it never opens a socket.
 
