@@ -17,12 +17,32 @@ pub const EXIT_SIGTERM: u8 = 143;
 
 /// Prints `prog: error: msg` on stderr.
 pub fn error(prog: &str, msg: impl std::fmt::Display) {
-    eprintln!("{prog}: error: {msg}");
+    print_line(&format!("{prog}: error: {msg}"));
 }
 
 /// Prints `prog: warning: msg` on stderr.
 pub fn warning(prog: &str, msg: impl std::fmt::Display) {
-    eprintln!("{prog}: warning: {msg}");
+    print_line(&format!("{prog}: warning: {msg}"));
+}
+
+/// The progress bar on screen, if any: lines printed meanwhile go above it
+/// instead of through it.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Makes `bar` the one lines are printed around (`None`: no bar).
+pub fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut b) = BAR.lock() {
+        *b = bar;
+    }
+}
+
+/// Prints one line on stderr, above the progress bar when one is shown.
+pub fn print_line(line: &str) {
+    let bar = BAR.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(b) => b.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }
 
 /// True when the error (or anything in its chain) is a closed pipe, which a

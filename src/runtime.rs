@@ -92,7 +92,7 @@ pub fn load_config(
 /// `verbose`, `debug` with `debug`; `RUST_LOG` overrides, except that no
 /// other crate's `trace` events are ever written: the AMQP library logs
 /// its frames there, the login frame with the password included.
-pub fn init_logging(verbose: bool, debug: bool) {
+pub fn init_logging(prog: &'static str, verbose: bool, debug: bool) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -105,16 +105,79 @@ pub fn init_logging(verbose: bool, debug: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            not_secret(meta.target(), *meta.level())
-        }));
+    let safe =
+        || tracing_subscriber::filter::filter_fn(|meta| not_secret(meta.target(), *meta.level()));
+    // -D (or RUST_LOG): timestamps, levels and modules for debugging; else
+    // lines like the program's own (`tstat_send: …`).
+    let detailed = debug || std::env::var_os("RUST_LOG").is_some();
+    let full = detailed.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(safe())
+    });
+    let plain = (!detailed).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(|| LineWriter(Vec::new()))
+            .event_format(PlainLine(prog))
+            .with_filter(safe())
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(full)
+        .with(plain)
         .try_init();
+}
+
+/// Collects one formatted event and prints it with [`cli::print_line`], so
+/// it goes above a progress bar.
+struct LineWriter(Vec<u8>);
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let text = text.trim_end_matches('\n');
+        if !text.is_empty() {
+            cli::print_line(text);
+        }
+    }
+}
+
+/// Formats an event as `prog: message` (`prog: warning: message` for
+/// warnings), the shape of every other line the programs print.
+struct PlainLine(&'static str);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(w, "{}: ", self.0)?;
+        match *event.metadata().level() {
+            tracing::Level::ERROR => write!(w, "error: ")?,
+            tracing::Level::WARN => write!(w, "warning: ")?,
+            _ => {}
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 /// False for the events that may carry credentials: `trace` from anything

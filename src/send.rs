@@ -171,14 +171,16 @@ impl Summary {
     /// The one summary line of design §8.5; `printed` for `-N`, where
     /// messages are printed rather than confirmed.
     pub fn line(&self, secs: f64, printed: bool) -> String {
+        let n = |count: u64, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
         format!(
-            "{} director{}, {} rows read, {} rows skipped, {} flows kept, {} messages {}, {:.1} MB, {:.1} s",
-            self.directories,
-            if self.directories == 1 { "y" } else { "ies" },
-            self.rows,
-            self.skipped,
-            self.flows,
-            self.messages,
+            "{}, {} read, {} skipped, {} kept, {} {}, {:.1} MB, {:.1} s",
+            n(self.directories, "directory", "directories"),
+            n(self.rows, "row", "rows"),
+            n(self.skipped, "row", "rows"),
+            n(self.flows, "flow", "flows"),
+            n(self.messages, "message", "messages"),
             if printed { "printed" } else { "confirmed" },
             self.bytes as f64 / 1e6,
             secs
@@ -266,6 +268,14 @@ impl Sender {
             if *shutdown.borrow() {
                 return Ok(());
             }
+            let waiting = Bar::new(self.opts.progress_bar, 0, "{spinner} {msg} ({elapsed})");
+            if let Some(b) = waiting.get() {
+                b.set_message(format!(
+                    "waiting {} s for the next pass; so far {}",
+                    interval.as_secs_f64(),
+                    self.summary.line(0.0, false)
+                ));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => {
@@ -330,11 +340,25 @@ impl Sender {
             dirs
         };
         let mut data_errors = walk_errors;
-        for dir in dirs {
+        let sizes: Vec<u64> = dirs.iter().map(|d| log_bytes(d)).collect();
+        let bar = Bar::new(
+            self.opts.progress_bar,
+            sizes.iter().sum(),
+            "{spinner} [{prefix}] {wide_msg} {bytes}/{total_bytes} ({percent}%, ETA {eta})",
+        );
+        for (i, dir) in dirs.iter().enumerate() {
             if *shutdown.borrow() {
                 break;
             }
-            match self.ship(&dir, shutdown, reship).await? {
+            if let Some(b) = bar.get() {
+                b.set_prefix(format!("{}/{}", i + 1, dirs.len()));
+                b.set_message(self.id_name(dir));
+            }
+            let shipped = self.ship(dir, shutdown, reship, bar.get()).await;
+            if let Some(b) = bar.get() {
+                b.inc(sizes[i]);
+            }
+            match shipped? {
                 DirResult::Done { had_data } => {
                     if had_data && self.opts.single {
                         break;
@@ -464,6 +488,7 @@ impl Sender {
         dir: &Path,
         shutdown: &watch::Receiver<bool>,
         reship: bool,
+        bar: Option<&indicatif::ProgressBar>,
     ) -> Result<DirResult, SendError> {
         let name = self.id_name(dir);
         let base = format!("{}:{name}", self.opts.parse.sensor);
@@ -496,7 +521,7 @@ impl Sender {
             );
         }
         tracing::info!("{}: shipping", dir.display());
-        let bar = self.progress_bar(&name);
+        let bar = bar.cloned();
         // The parser stops within one read once a signal comes.
         let stop = Arc::new(AtomicBool::new(false));
         let relay = {
@@ -523,6 +548,7 @@ impl Sender {
                 skip: plan.skip,
                 expect: plan.expect,
                 prog: self.opts.prog,
+                name: name.clone(),
             };
             let bar = bar.clone();
             std::thread::Builder::new()
@@ -625,9 +651,6 @@ impl Sender {
             refused: None,
             output_error: None,
         });
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
         self.summary.rows += parsed.stats.rows;
         self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
         self.summary.flows += parsed.stats.flows;
@@ -682,21 +705,49 @@ impl Sender {
         self.summary.directories += 1;
         Ok(DirResult::Done { had_data })
     }
+}
 
-    fn progress_bar(&self, name: &str) -> Option<indicatif::ProgressBar> {
-        if !self.opts.progress_bar || !io::stderr().is_terminal() {
-            return None;
+/// The progress bar of a pass (or of the wait between passes): shown only
+/// on a terminal and without `-q`, registered so that messages printed
+/// meanwhile go above it, and cleared however the pass ends.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(wanted: bool, len: u64, template: &str) -> Bar {
+        if !wanted || !io::stderr().is_terminal() {
+            return Bar(None);
         }
-        let bar = indicatif::ProgressBar::new_spinner();
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} messages ({per_sec})")
-        {
+        let bar = indicatif::ProgressBar::new(len);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
-        bar.set_message(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Some(bar)
+        cli::set_progress_bar(Some(bar.clone()));
+        Bar(Some(bar))
     }
+
+    fn get(&self) -> Option<&indicatif::ProgressBar> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+            cli::set_progress_bar(None);
+        }
+    }
+}
+
+/// Bytes of a directory's logs (what the bar counts).
+fn log_bytes(dir: &Path) -> u64 {
+    dir_logs(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(p, _)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 struct PublishOutcome {
@@ -726,12 +777,16 @@ struct Job {
     /// Where the stream must be after them.
     expect: Mark,
     prog: &'static str,
+    /// The directory's name in ids and on the bar.
+    name: String,
 }
 
 /// The stream's position as arrays are formed.
 struct Track<'a> {
     tx: &'a mpsc::Sender<Item>,
     bar: Option<&'a indicatif::ProgressBar>,
+    /// The directory's name, for the bar.
+    name: &'a str,
     skip: u64,
     expect: Mark,
     /// Current log.
@@ -781,7 +836,7 @@ impl Track<'_> {
             }))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the publisher stopped"))?;
         if let Some(b) = self.bar {
-            b.inc(1);
+            b.set_message(format!("{}: {} messages", self.name, self.arrays));
         }
         Ok(())
     }
@@ -794,6 +849,7 @@ fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar
     let track = RefCell::new(Track {
         tx: &tx,
         bar,
+        name: &job.name,
         skip: job.skip,
         expect: job.expect,
         part: 0,
@@ -958,8 +1014,8 @@ mod tests {
         };
         assert_eq!(
             s.line(0.25, false),
-            "1 directory, 10 rows read, 1 rows skipped, 18 flows kept, 1 messages confirmed, 2.5 MB, 0.2 s"
+            "1 directory, 10 rows read, 1 row skipped, 18 flows kept, 1 message confirmed, 2.5 MB, 0.2 s"
         );
-        assert!(s.line(0.25, true).contains("1 messages printed"));
+        assert!(s.line(0.25, true).contains("1 message printed"));
     }
 }

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    runtime::init_logging(cli.verbose, false);
+    runtime::init_logging(PROG, cli.verbose, false);
 
     let cfg = match runtime::load_config(PROG, &cli.config, cli.verbose) {
         Ok(c) => c,

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    runtime::init_logging(cli.verbose, cli.debug);
+    runtime::init_logging(PROG, cli.verbose, cli.debug);
     if cli.check {
         return check(&cli);
     }
@@ -131,13 +131,9 @@ fn main() -> ExitCode {
         } else {
             None
         };
-        if !quiet {
-            eprintln!(
-                "{PROG}: {}",
-                summary.line(started.elapsed().as_secs_f64(), stdout)
-            );
-        }
-        match result {
+        // The error first, then the summary: a failed run's counts are
+        // no success report.
+        let code = match result {
             Ok(()) => match signal {
                 Some(code) => ExitCode::from(code),
                 None => ExitCode::SUCCESS,
@@ -151,7 +147,14 @@ fn main() -> ExitCode {
                 cli::error(PROG, &e);
                 ExitCode::from(cli::EXIT_FAILURE)
             }
+        };
+        if !quiet {
+            eprintln!(
+                "{PROG}: {}",
+                summary.line(started.elapsed().as_secs_f64(), stdout)
+            );
         }
+        code
     })
 }
 

@@ -1,0 +1,132 @@
+//! `tstat_send`'s progress bar on a real pseudo-terminal: which directory of
+//! how many, bytes and percentage with an ETA, messages of the directory;
+//! warnings printed above it on lines of their own; nothing of it left on
+//! screen at the end.
+
+#[path = "support/gentree.rs"]
+mod gentree;
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
+
+/// What a terminal would show: for each line, what follows its last
+/// carriage return, without escape sequences.
+fn screen(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    text.split('\n')
+        .map(|line| {
+            // The terminal sends "\r\n" for each "\n".
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let visible = line.rsplit('\r').next().unwrap_or_default();
+            let mut out = String::new();
+            let mut chars = visible.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    // CSI: ESC [ params final-byte
+                    if chars.peek() == Some(&'[') {
+                        chars.next();
+                        for d in chars.by_ref() {
+                            if d.is_ascii_alphabetic() {
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn the_bar_names_the_directory_and_leaves_nothing_behind() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let sum = gentree::generate_tree(
+        root.path(),
+        &gentree::GenConfig {
+            dirs: 2,
+            tcp_rows: 60_000,
+            udp_rows: 20_000,
+            seed: 6,
+            ..gentree::GenConfig::default()
+        },
+    )
+    .expect("generate tree");
+    // A malformed row: its warning must not be drawn through the bar.
+    let log = sum.dirs[1].join("log_udp_complete");
+    let mut text = fs::read(&log).expect("read");
+    text.extend_from_slice(b"garbage row\n");
+    fs::write(&log, text).expect("write");
+
+    let (mut master, slave) = {
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty writes two new descriptors into m and s; the null
+        // pointers ask for no name, settings or size.
+        let rc = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors are fresh and owned only here.
+        unsafe {
+            (
+                fs::File::from(OwnedFd::from_raw_fd(m)),
+                OwnedFd::from_raw_fd(s),
+            )
+        }
+    };
+    let mut child = Command::new(SEND)
+        .args(["--all", "-N", "-b", "0", "-S", "s", "-d"])
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn");
+    let reader = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        // EIO once the child (the last holder of the slave) is gone.
+        let _ = master.read_to_end(&mut raw);
+        raw
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "tstat_send did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let raw = reader.join().expect("reader");
+    let all = String::from_utf8_lossy(&raw);
+    assert!(all.contains("[1/2]") && all.contains("[2/2]"), "{all:?}");
+    assert!(all.contains("%, ETA"), "{all:?}");
+    assert!(all.contains("messages"), "{all:?}");
+    let lines: Vec<String> = screen(&raw)
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("malformed row skipped"))
+        .unwrap_or_else(|| panic!("a warning line: {lines:?}"));
+    assert!(warning.starts_with("tstat_send: warning: "), "{warning:?}");
+    let last = lines.last().expect("output");
+    assert!(
+        last.starts_with("tstat_send: 2 directories, "),
+        "the summary is the last thing on screen: {lines:?}"
+    );
+}
