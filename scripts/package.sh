@@ -7,7 +7,8 @@
 # [package.metadata.deb] in Cargo.toml. Installs cargo-deb with
 # `cargo install cargo-deb --locked` when it is missing (once, a few minutes).
 #
-# Extra arguments go to cargo deb (e.g. --fast). Install the result with
+# Extra arguments go to cargo deb (e.g. --fast; the tests use --profile dev
+# --fast to package the debug build they already have). Install the result with
 #   sudo apt install ./tstat-transport_*.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,16 @@ if [ -z "$target_dir" ]; then
     echo "package.sh: cannot find cargo's target directory" >&2
     exit 1
 fi
-gen=$target_dir/release/gen-docs
+# The profile's output directory (cargo-deb reads the assets named
+# target/release/... there): release unless --profile says otherwise.
+profile_dir=release
+prev=""
+for a in "$@"; do
+    case $prev in --profile) [ "$a" = dev ] && profile_dir=debug || profile_dir=$a ;; esac
+    case $a in --profile=*) p=${a#--profile=}; [ "$p" = dev ] && profile_dir=debug || profile_dir=$p ;; esac
+    prev=$a
+done
+gen=$target_dir/$profile_dir/gen-docs
 rm -rf "$gen"
 echo "package.sh: generating man pages and completions in $gen" >&2
 cargo run --example gen-docs -- "$gen" >/dev/null

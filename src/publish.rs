@@ -469,6 +469,8 @@ pub enum PublishError {
         index: u64,
         /// Retries made.
         retries: u32,
+        /// Messages sent and not confirmed when it gave up.
+        pending: u64,
         /// The last failure.
         #[source]
         cause: Box<PublishError>,
@@ -836,6 +838,7 @@ impl Publisher {
                         return Err(PublishError::Unconfirmed {
                             index: first,
                             retries: failures,
+                            pending: st.next_index - st.confirmed,
                             cause: Box::new(err),
                         });
                     }
@@ -1534,6 +1537,7 @@ mod tests {
         let wrapped = PublishError::Unconfirmed {
             index: 4,
             retries: 0,
+            pending: 1,
             cause: Box::new(e),
         };
         assert!(wrapped.to_string().starts_with(

@@ -509,7 +509,10 @@ impl Sender {
             Transport::Stdout => (Plan::fresh(0), None),
             Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship) {
                 Ok((plan, rec)) => (plan, Some(rec)),
-                Err(why) => return Ok(self.refuse(dir, why)),
+                Err(why) => {
+                    self.metrics.refused += 1;
+                    return Ok(self.refuse(dir, why));
+                }
             },
         };
         let prefix = resume::id_prefix(&base, plan.generation);
@@ -639,7 +642,12 @@ impl Sender {
                         messages: 0,
                         bytes: 0,
                     }),
-                    Err(source) => Err(self.publish_failed(dir, source, record.as_mut())),
+                    Err(source) => {
+                        if let PublishError::Unconfirmed { pending, .. } = &source {
+                            self.metrics.unconfirmed += pending;
+                        }
+                        Err(self.publish_failed(dir, source, record.as_mut()))
+                    }
                 }
             }
         };
@@ -671,6 +679,7 @@ impl Sender {
             });
         }
         if let Some(why) = parsed.refused {
+            self.metrics.refused += 1;
             let path = dir.join(PROGRESS_FILE);
             return Ok(self.refuse(
                 dir,

@@ -9,10 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::rabbit::{NodeOptions, RabbitNode, TlsListener, run_with_deadline};
+use common::rabbit::{NodeOptions, RabbitNode, TlsListener, run_with_deadline, unique};
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -27,15 +26,6 @@ fn node() -> &'static RabbitNode {
             ..NodeOptions::default()
         })
     })
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// A tree with one finished Tstat directory (logs three hours old).

@@ -17,12 +17,13 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::flows::{consume_all, dedup, flatten, published_so_far, queue_len};
-use common::rabbit::{RabbitNode, Received, confirmed_count, run_with_deadline, spawn, wait_until};
+use common::rabbit::{
+    RabbitNode, Received, confirmed_count, run_with_deadline, shared_node, spawn, unique,
+    wait_until,
+};
 use serde_json::Value;
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
@@ -31,20 +32,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(240);
 /// The real Tstat 3.3 directory of the fixtures.
 const REAL: &str = "real-3.3/2024_06_08_09_10.out";
 const DIR: &str = "2024_06_08_09_10.out";
-
-fn shared_node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(RabbitNode::start)
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 fn run(program: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(program);
@@ -262,6 +249,19 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     assert_eq!(
         queue_len(node, &queue) as u64,
         confirmed_count(&dir.join(".progress"))
+    );
+    // The refusal is counted for the alert on it.
+    let prom = work.path().join("tstat.prom");
+    let p = prom.to_str().expect("utf-8");
+    let out = run(
+        SEND,
+        &[&base[..], variants[0].0, &["--metrics-file", p]].concat(),
+    );
+    assert_status(&out, 1, "refused with metrics");
+    let metrics = fs::read_to_string(&prom).expect("metrics file");
+    assert!(
+        metrics.contains("\ntstat_send_directories_refused_total 1\n"),
+        "{metrics}"
     );
 
     // Deliberately, with new settings: new ids, every flow.

@@ -3,9 +3,11 @@
 //! a terminal say they are reading stdin instead of waiting in silence; and
 //! `tstat-parse ROOT` on a tree root suggests `tstat-find --all ROOT`.
 
+#[path = "support/pty.rs"]
+mod pty;
+
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,28 +71,7 @@ fn parse_on_a_tree_root_suggests_tstat_find() {
 /// Runs `prog` with a pseudo-terminal as stdin, waits for its first stderr
 /// line, then types Ctrl-D; returns that line and the exit status.
 fn on_a_terminal(prog: &str) -> (String, Option<i32>) {
-    let (mut master, slave) = {
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty writes two new descriptors into m and s; the null
-        // pointers ask for no name, settings or size.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned only here.
-        unsafe {
-            (
-                fs::File::from(OwnedFd::from_raw_fd(m)),
-                OwnedFd::from_raw_fd(s),
-            )
-        }
-    };
+    let (mut master, slave) = pty::open();
     let mut child = Command::new(prog)
         .stdin(Stdio::from(slave))
         .stdout(Stdio::null())

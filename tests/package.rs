@@ -3,8 +3,8 @@
 //! program, man page, completion, unit and the conffile with its owner and
 //! mode set up by the maintainer scripts, and the unpacked programs must run.
 //!
-//! The package build is the release build (minutes on a fresh checkout);
-//! `cargo deb` reuses it when it is up to date.
+//! The tests package the debug build the test run already made (`--profile
+//! dev`), so CI does not build everything a second time.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -54,7 +54,10 @@ fn deb() -> &'static Path {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
+        // The debug build this test run already has: no second, release
+        // build in CI (scripts/package.sh alone makes the release package).
         let out = Command::new(PACKAGE_SH)
+            .args(["--profile", "dev", "--fast"])
             .env("CARGO_TARGET_DIR", &target)
             .output()
             .expect("run scripts/package.sh");

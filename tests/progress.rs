@@ -5,10 +5,11 @@
 
 #[path = "support/gentree.rs"]
 mod gentree;
+#[path = "support/pty.rs"]
+mod pty;
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,28 +66,7 @@ fn the_bar_names_the_directory_and_leaves_nothing_behind() {
     text.extend_from_slice(b"garbage row\n");
     fs::write(&log, text).expect("write");
 
-    let (mut master, slave) = {
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty writes two new descriptors into m and s; the null
-        // pointers ask for no name, settings or size.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned only here.
-        unsafe {
-            (
-                fs::File::from(OwnedFd::from_raw_fd(m)),
-                OwnedFd::from_raw_fd(s),
-            )
-        }
-    };
+    let (mut master, slave) = pty::open();
     let mut child = Command::new(SEND)
         .args(["--all", "-N", "-b", "0", "-S", "s", "-d"])
         .arg(root.path())

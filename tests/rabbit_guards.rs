@@ -14,28 +14,17 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::rabbit::{RabbitNode, run_with_deadline, wait_until};
+use common::rabbit::{
+    RabbitNode, confirmed_count, run_with_deadline, shared_node as node, wait_until,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(RabbitNode::start)
-}
-
 fn lines(range: std::ops::Range<usize>) -> String {
     range.map(|i| format!("[{{\"i\":{i}}}]\n")).collect()
-}
-
-fn read_count(path: &Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
@@ -109,7 +98,7 @@ fn queue_deleted_during_the_run_stops_it_with_an_error_and_is_not_recreated() {
     wait_until(
         "the first lines to be confirmed",
         Duration::from_secs(60),
-        || read_count(&progress) == FIRST as u64,
+        || confirmed_count(&progress) == FIRST as u64,
     );
     assert!(queues(node).iter().any(|q| q == QUEUE));
 
@@ -150,7 +139,7 @@ fn queue_deleted_during_the_run_stops_it_with_an_error_and_is_not_recreated() {
         "the queue was created again; stderr:\n{err}"
     );
     assert_eq!(
-        read_count(&progress),
+        confirmed_count(&progress),
         FIRST as u64,
         "nothing counts as confirmed after the queue went"
     );

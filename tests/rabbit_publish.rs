@@ -9,32 +9,15 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::rabbit::{RabbitNode, free_ports, run_with_deadline};
+use common::rabbit::{free_ports, run_with_deadline, shared_node as node, unique};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const GOLDEN: &str = "tests/fixtures/synthetic/expected.bytes0.sensor-s.instance-1.ndjson";
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 const READ_DEADLINE: Duration = Duration::from_secs(60);
-
-fn node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(RabbitNode::start)
-}
-
-/// A queue name no other test uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 struct Scratch {
     dir: tempfile::TempDir,

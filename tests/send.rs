@@ -19,13 +19,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::flows::{consume_all, dedup, flatten, queue_len, split_id};
-use common::rabbit::{RabbitNode, run_with_deadline, spawn, wait_until};
+use common::rabbit::{RabbitNode, run_with_deadline, shared_node, spawn, unique, wait_until};
 use serde_json::Value;
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
@@ -42,21 +42,6 @@ const GOLDEN_FLAGS: [&str; 6] = ["--bytes", "0", "-S", "s", "-I", "1"];
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn shared_node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(RabbitNode::start)
-}
-
-/// A queue name no other test uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 fn bin_dir() -> PathBuf {
     Path::new(SEND)

@@ -56,23 +56,16 @@ pub fn with_channel<T>(
 
 /// Messages in `queue` now (passive declare).
 pub fn queue_len(node: &RabbitNode, queue: &str) -> u32 {
-    with_channel(&node.url(), READ_DEADLINE, async |ch| {
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count()
-    })
+    passive_count(node, queue).expect("passive declare")
 }
 
 /// Messages in `queue` now; 0 while it does not exist yet.
 pub fn published_so_far(node: &RabbitNode, queue: &str) -> u32 {
+    passive_count(node, queue).unwrap_or(0)
+}
+
+/// The message count a passive declare reports.
+fn passive_count(node: &RabbitNode, queue: &str) -> Result<u32, lapin::Error> {
     with_channel(&node.url(), READ_DEADLINE, async |ch| {
         ch.queue_declare(
             queue.into(),
@@ -83,7 +76,7 @@ pub fn published_so_far(node: &RabbitNode, queue: &str) -> u32 {
             FieldTable::default(),
         )
         .await
-        .map_or(0, |q| q.message_count())
+        .map(|q| q.message_count())
     })
 }
 

@@ -823,3 +823,20 @@ pub fn confirmed_count(path: &Path) -> u64 {
         .and_then(|v| v["confirmed"].as_u64())
         .unwrap_or(0)
 }
+
+/// The broker node the tests of one test program share (started on first
+/// use, stopped by the watchdog when the program ends).
+pub fn shared_node() -> &'static RabbitNode {
+    static NODE: std::sync::OnceLock<RabbitNode> = std::sync::OnceLock::new();
+    NODE.get_or_init(RabbitNode::start)
+}
+
+/// A queue (or other) name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
