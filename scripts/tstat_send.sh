@@ -266,7 +266,9 @@ forward() {
 fingerprint() {
     local dir=$1
     printf '%s|%s|%s|' "$version" "${parse_opts[*]}" "${chunk_opts[*]+"${chunk_opts[*]}"}"
-    (cd -- "$dir" && stat -c '%n:%s:%Y:%i' log_tcp_complete* log_udp_complete* 2>/dev/null) |
+    # A directory may hold only one of the two logs: the other glob stays
+    # unmatched and stat complains; what it printed is the fingerprint.
+    { (cd -- "$dir" && stat -c '%n:%s:%Y:%i' log_tcp_complete* log_udp_complete* 2>/dev/null) || true; } |
         tr '\n' ' '
 }
 

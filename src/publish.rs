@@ -689,6 +689,8 @@ enum Step {
     Confirm(Box<Result<lapin::Result<Confirmation>, tokio::time::error::Elapsed>>),
     Body(Option<Item>),
     DrainExpired,
+    /// Time to write the record (`keep_record` sees it is stale).
+    RecordDue,
     Idle,
 }
 
@@ -998,6 +1000,10 @@ impl Publisher {
                 && (st.held < self.opts.window_bytes || st.window.is_empty())
                 && (st.next_index < st.reserved || st.recorder.is_none());
             let drain_deadline = st.stopping;
+            // Confirms not yet recorded are written at the latest a second
+            // after the last write, even when nothing else happens.
+            let record_due = (st.recorder.is_some() && st.confirmed > st.recorded)
+                .then(|| st.last_write + RECORD_INTERVAL);
             let step = {
                 let front = st.window.iter_mut().find(|s| !s.acked);
                 let confirm = async {
@@ -1018,6 +1024,7 @@ impl Publisher {
                     r = confirm => Step::Confirm(Box::new(r)),
                     b = bodies.recv(), if want_input => Step::Body(b),
                     _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => Step::DrainExpired,
+                    _ = sleep_until_opt(record_due), if record_due.is_some() => Step::RecordDue,
                     else => Step::Idle,
                 }
             };
@@ -1030,6 +1037,7 @@ impl Publisher {
                     }
                 }
                 Step::DrainExpired => return Err(Stop::Interrupted),
+                Step::RecordDue => {}
                 Step::Idle => {
                     // Nothing pending and nothing to read: only possible
                     // with an empty window while input is done (handled

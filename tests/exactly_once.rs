@@ -286,6 +286,13 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     assert_flows(&flows_of(&reshipped, &name), &want, "re-shipped flows");
 }
 
+/// `-d ROOT -c CONFIG --all -b 0 -S s -q`, then `extra`.
+fn job<'a>(root: &'a str, cfg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["-d", root, "-c", cfg, "--all", "-b", "0", "-S", "s", "-q"];
+    a.extend_from_slice(extra);
+    a
+}
+
 /// A generated tree of `dirs` directories and the flows each must deliver.
 fn generated(root: &Path, dirs: u32, rows: u64, seed: u64) -> Vec<(String, Vec<Value>)> {
     let sum = gentree::generate_tree(
@@ -320,19 +327,7 @@ fn two_runs_at_once_only_one_ships_and_names_the_other() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let args = [
-        "-d",
-        r,
-        "-c",
-        c,
-        "-b",
-        "0",
-        "-S",
-        "s",
-        "-q",
-        "--confirm-timeout",
-        "120",
-    ];
+    let args = job(r, c, &["--confirm-timeout", "120"]);
     // The first run is held up by a blocked broker, so it is surely still
     // running when the second starts.
     node.set_memory_alarm();
@@ -473,22 +468,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
     let root = small.0.path().join("root");
     let want = generated(&root, 1, 1_500, 3);
     let (r, c) = (root.to_str().expect("utf-8"), cfg.to_str().expect("utf-8"));
-    let args = [
-        "-d",
-        r,
-        "-c",
-        c,
-        "--all",
-        "-b",
-        "0",
-        "-S",
-        "s",
-        "-q",
-        "--chunk-size",
-        "5",
-        "--window",
-        "4",
-    ];
+    let args = job(r, c, &["--chunk-size", "5", "--window", "4"]);
     let filler = small.0.path().join("filler");
     let fill_leaving = |keep: u64| {
         let _ = fs::remove_file(&filler);
@@ -568,28 +548,22 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let args = [
-        "-d",
+    let args = job(
         r,
-        "-c",
         c,
-        "--all",
-        "-b",
-        "0",
-        "-S",
-        "s",
-        "-q",
-        "--chunk-size",
-        "20",
-        "--window",
-        &w,
-        "--retries",
-        "2",
-        "--connect-timeout",
-        "5",
-        "--confirm-timeout",
-        "10",
-    ];
+        &[
+            "--chunk-size",
+            "20",
+            "--window",
+            &w,
+            "--retries",
+            "2",
+            "--connect-timeout",
+            "5",
+            "--confirm-timeout",
+            "10",
+        ],
+    );
     let expected_msgs = (total_flows as u64).div_ceil(20);
 
     // Ten kills of the tool and two of the broker, in a seeded order.
@@ -691,18 +665,7 @@ fn same_directory_name_in_two_sub_trees_gets_distinct_ids() {
         for sub in ["eth0", "eth1"] {
             let _ = fs::remove_file(root.path().join(sub).join(name).join(".processed"));
         }
-        let args = [
-            "-d",
-            r,
-            "-c",
-            cfg.to_str().expect("utf-8"),
-            "--all",
-            "-b",
-            "0",
-            "-S",
-            "s",
-            "-q",
-        ];
+        let args = job(r, cfg.to_str().expect("utf-8"), &[]);
         let out = if shell {
             let mut cmd = Command::new("bash");
             cmd.arg(&script).args(args).env("TSTAT_BIN_DIR", bin_dir);
@@ -853,19 +816,7 @@ fn a_row_too_large_for_any_message_is_skipped_not_blocking() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let args = [
-        "-d",
-        r,
-        "-c",
-        c,
-        "--all",
-        "-b",
-        "0",
-        "-S",
-        "s",
-        "--max-bytes",
-        "1M",
-    ];
+    let args = job(r, c, &["--max-bytes", "1M"]);
     let out = run(SEND, &args);
     assert_status(&out, 0, "an oversized row is a malformed row");
     let err = text(&out.stderr);
@@ -976,22 +927,7 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
     );
     // Small messages and window: a directory takes seconds (a durable record
     // write every few messages), time enough for rabbitmqctl to act.
-    let args = [
-        "-d",
-        r,
-        "-c",
-        c,
-        "--all",
-        "-b",
-        "0",
-        "-S",
-        "s",
-        "-q",
-        "--chunk-size",
-        "5",
-        "--window",
-        "8",
-    ];
+    let args = job(r, c, &["--chunk-size", "5", "--window", "8"]);
     let dirs: Vec<PathBuf> = want.iter().map(|(n, _)| root.path().join(n)).collect();
     let run1 = spawn(SEND, &args, None);
     wait_until("the first directory marked", RUN_DEADLINE, || {
