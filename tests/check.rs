@@ -260,3 +260,25 @@ fn an_unwritable_tree_is_a_cross() {
     );
     assert!(text.contains("✗ lock: cannot lock"), "{text}");
 }
+
+/// Without --check: a root without any Tstat directory is said once, and
+/// -v lines read like the program's own.
+#[test]
+fn a_run_over_an_empty_root_says_so_and_verbose_lines_are_plain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(SEND)
+        .args(["-N", "-v", "-d"])
+        .arg(tmp.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds no Tstat directory") && err.contains("tstat_send --check"),
+        "{err}"
+    );
+    for line in err.lines() {
+        assert!(line.starts_with("tstat_send: "), "{line:?} in\n{err}");
+    }
+    assert!(err.contains("tstat_send: 0 ready directories"), "{err}");
+}

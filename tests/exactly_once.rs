@@ -769,7 +769,6 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
             "--all",
             "-b",
             "0",
-            "-q",
             "--metrics-file",
             metrics.to_str().expect("utf-8"),
             "--connect-timeout",
@@ -786,6 +785,47 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
         err.contains("writing metrics file"),
         "the metrics problem:\n{err}"
     );
+    // The summary comes last, after the errors, and says nothing was done.
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tstat_send: 0 directories, 0 rows read"),
+        "{err}"
+    );
+}
+
+/// A log name that is a FIFO holds back its directory (never read, never
+/// skipped as absent); the other directory is shipped.
+#[test]
+fn a_log_that_is_not_a_regular_file_holds_back_its_directory() {
+    let node = shared_node();
+    let queue = unique("fifo");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), node, &queue);
+    let want = generated(root.path(), 2, 200, 17);
+    let first = root.path().join(&want[0].0);
+    fs::remove_file(first.join("log_udp_complete")).expect("rm");
+    let st = Command::new("mkfifo")
+        .arg(first.join("log_udp_complete"))
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let out = run(SEND, &job(r, c, &[]));
+    assert_status(&out, 1, "a FIFO for a log");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}: not marked", first.display())) && err.contains("FIFO"),
+        "{err}"
+    );
+    assert!(!is_marked(&first));
+    let msgs = consume_all(node, &queue);
+    assert!(flows_of(&msgs, &want[0].0).is_empty(), "nothing of it sent");
+    assert_flows(&flows_of(&msgs, &want[1].0), &want[1].1, &want[1].0);
+    assert!(is_marked(&root.path().join(&want[1].0)));
 }
 
 /// A row whose document can never fit in a message is skipped and counted
