@@ -24,8 +24,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(fs::Permissions::from_mode(mode));
     }
-    // On any failure below the temporary file is deleted when dropped.
-    let mut tmp = builder.tempfile_in(dir)?;
+    // On any failure below the temporary file is deleted when dropped. The
+    // error says why, not which temporary name could not be made.
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => e,
+        })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -47,6 +53,26 @@ pub fn remove(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => sync_dir(d),
         _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Removes the temporary files [`atomic_write`] leaves behind in `dir` for
+/// `names` when a process is killed mid-write. Only safe while no other
+/// process can be writing them (the tree's lock).
+pub fn remove_stale_temps(dir: &Path, names: &[&str]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.ends_with(".tmp")
+            && names
+                .iter()
+                .any(|p| n.len() > p.len() + 4 && n.starts_with(p))
+        {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
@@ -72,6 +98,26 @@ mod tests {
         remove(&p).expect("remove");
         remove(&p).expect("a missing file is removed already");
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn stale_temporary_files_of_named_files_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for n in [
+            ".progressAb12Cd.tmp",
+            ".progress",
+            "log_tcp_complete.tmp",
+            ".processedXy.tmp",
+        ] {
+            fs::write(dir.path().join(n), b"x").expect("write");
+        }
+        remove_stale_temps(dir.path(), &[".progress", ".processed"]);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".progress", "log_tcp_complete.tmp"]);
     }
 
     #[test]

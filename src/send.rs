@@ -505,6 +505,10 @@ impl Sender {
                 "no log_tcp_complete or log_udp_complete in this directory",
             ));
         }
+        if let Transport::Rabbit { .. } = self.transport {
+            // Left by a run killed mid-write; this run holds the tree's lock.
+            durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
+        }
         let (plan, mut record) = match &self.transport {
             Transport::Stdout => (Plan::fresh(0), None),
             Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship) {

@@ -787,10 +787,7 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
     );
     // The summary comes last, after the errors, and says nothing was done.
     let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("tstat_send: 0 directories, 0 rows read"),
-        "{err}"
-    );
+    assert!(last.starts_with("tstat_send: 0 directories, "), "{err}");
 }
 
 /// A log name that is a FIFO holds back its directory (never read, never
