@@ -170,6 +170,23 @@ pub struct ParseCli {
     /// Tstat directories or log files.
     #[arg(value_hint = clap::ValueHint::AnyPath)]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub doc: DocArgs,
+    /// Protocol of a log file whose name does not tell (or of stdin `-`).
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
+    /// Report every skipped row with its file and line number.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
+    #[arg(short = '0', long, conflicts_with = "paths")]
+    pub null: bool,
+}
+
+/// What the flow documents carry and which flows are kept: the flags
+/// `tstat-parse` and `tstat_send` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DocArgs {
     /// Keep flows of at least this many bytes: 1000, 25G, 25Gb, 1.5G, 10GiB …
     /// [default: 25Gb]
     #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
@@ -186,15 +203,20 @@ pub struct ParseCli {
     /// Reproduce the original tool's UDP durations (1000× too small).
     #[arg(long)]
     pub legacy_udp_duration: bool,
-    /// Protocol of a log file whose name does not tell (or of stdin `-`).
-    #[arg(long, value_enum)]
-    pub protocol: Option<ProtocolArg>,
-    /// Report every skipped row with its file and line number.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
-    #[arg(short = '0', long, conflicts_with = "paths")]
-    pub null: bool,
+}
+
+impl DocArgs {
+    /// The byte threshold these flags give (default 25 GB).
+    pub fn threshold_bytes(&self) -> u64 {
+        self.threshold
+            .or(self.bytes)
+            .unwrap_or(crate::bytesize::DEFAULT_BYTES)
+    }
+
+    /// The sensor id (default: the host name).
+    pub fn sensor_id(&self) -> String {
+        self.sensor.clone().unwrap_or_else(cli::hostname)
+    }
 }
 
 /// The protocol of a log given as `--protocol`.
@@ -282,12 +304,8 @@ pub struct SendCli {
     /// The config.ini with the [rabbit] section (not read with -N).
     #[arg(short = 'c', long, value_name = "FILE", default_value = "./config.ini")]
     pub config: PathBuf,
-    /// Keep flows of at least this many bytes (25G, 1.5G, 10GiB, 0 …) [default: 25Gb].
-    #[arg(short = 'b', long, value_name = "N", value_parser = cli::bytes_arg, conflicts_with = "threshold")]
-    pub bytes: Option<u64>,
-    /// Keep flows of at least this many megabytes (10^6 bytes).
-    #[arg(short = 'T', long, value_name = "MB", value_parser = cli::megabytes_arg)]
-    pub threshold: Option<u64>,
+    #[command(flatten)]
+    pub doc: DocArgs,
     /// Where arrays go.
     #[arg(short = 't', long, value_enum, default_value = "rabbit")]
     pub transport: TransportArg,
@@ -297,15 +315,6 @@ pub struct SendCli {
     /// Stop after the first directory that yielded data.
     #[arg(short = 's', long)]
     pub single: bool,
-    /// Sensor id [default: the host name].
-    #[arg(short = 'S', long, value_name = "ID")]
-    pub sensor: Option<String>,
-    /// Instance id (a JSON string when given; the integer 0 otherwise).
-    #[arg(short = 'I', long, value_name = "ID")]
-    pub instance: Option<String>,
-    /// Reproduce the original tool's UDP durations (1000× too small).
-    #[arg(long)]
-    pub legacy_udp_duration: bool,
     /// Ship every directory that is not done, even the one Tstat may still write.
     #[arg(long)]
     pub all: bool,
@@ -441,7 +450,11 @@ mod tests {
         let c = ParseCli::try_parse_from(["tstat-parse", "-b", "1.5G", "-S", "s", "-I", "1", "d"])
             .unwrap();
         assert_eq!(
-            (c.bytes, c.sensor.as_deref(), c.instance.as_deref()),
+            (
+                c.doc.bytes,
+                c.doc.sensor.as_deref(),
+                c.doc.instance.as_deref()
+            ),
             (Some(1_500_000_000), Some("s"), Some("1"))
         );
         assert!(ParseCli::try_parse_from(["tstat-parse", "-b", "1G", "-T", "5"]).is_err());
@@ -507,7 +520,7 @@ mod tests {
     fn send_flags() {
         let c = SendCli::try_parse_from(["tstat_send", "-d", "r"]).unwrap();
         assert_eq!(
-            (c.bytes, c.settle, c.publish.window.get()),
+            (c.doc.bytes, c.settle, c.publish.window.get()),
             (None, 7200, 256)
         );
         assert_eq!(c.config, PathBuf::from("./config.ini"));

@@ -36,13 +36,10 @@ fn main() -> ExitCode {
         Err(msg) => return cli::usage_error(PROG, msg),
     };
     let opts = ParseOptions {
-        threshold: cli
-            .threshold
-            .or(cli.bytes)
-            .unwrap_or(tstat_transport::bytesize::DEFAULT_BYTES),
-        sensor: cli.sensor.unwrap_or_else(cli::hostname),
-        instance: cli.instance,
-        legacy_udp: cli.legacy_udp_duration,
+        threshold: cli.doc.threshold_bytes(),
+        sensor: cli.doc.sensor_id(),
+        instance: cli.doc.instance,
+        legacy_udp: cli.doc.legacy_udp_duration,
         verbose: cli.verbose,
         prog: PROG.into(),
         threads,

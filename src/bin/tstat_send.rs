@@ -11,7 +11,7 @@ use tstat_transport::cli;
 use tstat_transport::find::FindOptions;
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
-use tstat_transport::{bytesize, find, lock, resume, runtime};
+use tstat_transport::{find, lock, resume, runtime};
 
 const PROG: &str = "tstat_send";
 
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             format!("{}: not a directory", cli.directory.display()),
         );
     }
-    let sensor = cli.sensor.clone().unwrap_or_else(cli::hostname);
+    let sensor = cli.doc.sensor_id();
     // SENSOR:DIRNAME:INDEX must fit in an AMQP short string.
     if let Err(e) = resume::check_id_prefix(&format!("{sensor}:d")) {
         return cli::usage_error(PROG, format!("-S/--sensor: {e}"));
@@ -67,13 +67,10 @@ fn main() -> ExitCode {
             ..FindOptions::default()
         },
         parse: ParseOptions {
-            threshold: cli
-                .threshold
-                .or(cli.bytes)
-                .unwrap_or(bytesize::DEFAULT_BYTES),
+            threshold: cli.doc.threshold_bytes(),
             sensor,
-            instance: cli.instance,
-            legacy_udp: cli.legacy_udp_duration,
+            instance: cli.doc.instance,
+            legacy_udp: cli.doc.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
             verbose: cli.debug,
             prog: PROG.into(),
