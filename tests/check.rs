@@ -8,25 +8,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::rabbit::{NodeOptions, RabbitNode, TlsListener, run_with_deadline, unique};
+use common::rabbit::{RabbitNode, run_with_deadline, shared_tls_node as node, unique};
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(|| {
-        RabbitNode::start_with(NodeOptions {
-            tls: Some(TlsListener {
-                fail_if_no_peer_cert: false,
-            }),
-            ..NodeOptions::default()
-        })
-    })
-}
 
 /// A tree with one finished Tstat directory (logs three hours old).
 fn tree(dir: &Path) -> PathBuf {

@@ -24,41 +24,14 @@ use common::rabbit::{
     RabbitNode, Received, confirmed_count, run_with_deadline, shared_node, spawn, unique,
     wait_until,
 };
+use common::run::{RUN_DEADLINE, assert_status, run, text, write_config};
 use serde_json::Value;
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
-const RUN_DEADLINE: Duration = Duration::from_secs(240);
 /// The real Tstat 3.3 directory of the fixtures.
 const REAL: &str = "real-3.3/2024_06_08_09_10.out";
 const DIR: &str = "2024_06_08_09_10.out";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    run_with_deadline(cmd, None, RUN_DEADLINE).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: stderr:\n{}",
-        text(&out.stderr)
-    );
-}
-
-fn write_config(dir: &Path, node: &RabbitNode, queue: &str) -> PathBuf {
-    let p = dir.join(format!("{queue}.ini"));
-    fs::write(&p, node.config(queue, "")).expect("write config");
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod config");
-    p
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -9,29 +9,16 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::rabbit::{NodeOptions, RabbitNode, TlsListener, run_with_deadline};
+use common::rabbit::{
+    NodeOptions, RabbitNode, TlsListener, run_with_deadline, shared_tls_node as node,
+};
 use common::tls::TlsFiles;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A node whose TLS listener verifies client certificates when offered but
-/// does not require one.
-fn node() -> &'static RabbitNode {
-    static NODE: OnceLock<RabbitNode> = OnceLock::new();
-    NODE.get_or_init(|| {
-        RabbitNode::start_with(NodeOptions {
-            tls: Some(TlsListener {
-                fail_if_no_peer_cert: false,
-            }),
-            ..NodeOptions::default()
-        })
-    })
-}
 
 fn certs(node: &RabbitNode) -> &TlsFiles {
     node.certs.as_ref().expect("node has certificates")

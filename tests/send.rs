@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::flows::{consume_all, dedup, flatten, queue_len, split_id};
 use common::rabbit::{RabbitNode, run_with_deadline, shared_node, spawn, unique, wait_until};
+use common::run::{RUN_DEADLINE, assert_status, run_env, text, write_config};
 use serde_json::Value;
 
 const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
@@ -36,7 +37,6 @@ const DIR0: &str = "2026_03_01_00_00.out";
 const DIR1: &str = "2026_03_01_01_00.out";
 /// The "current" directory Tstat is still writing (newest name, fresh logs).
 const CURRENT: &str = "2026_03_01_02_00.out";
-const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// The flags every run here uses to match the golden file.
 const GOLDEN_FLAGS: [&str; 6] = ["--bytes", "0", "-S", "s", "-I", "1"];
 
@@ -98,47 +98,17 @@ fn golden_tree(current: bool) -> tempfile::TempDir {
     root
 }
 
-fn write_config(dir: &Path, node: &RabbitNode, queue: &str) -> PathBuf {
-    let p = dir.join(format!("{queue}.ini"));
-    fs::write(&p, node.config(queue, "")).expect("write config");
-    p
-}
-
-fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    run_with_deadline(cmd, None, RUN_DEADLINE).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
-}
-
 fn send(args: &[&str]) -> Output {
-    run(SEND, args, &[])
+    run_env(SEND, args, &[])
 }
 
 fn script(args: &[&str]) -> Output {
     let dir = bin_dir();
-    run(
+    run_env(
         SCRIPT,
         args,
         &[("TSTAT_BIN_DIR", dir.to_str().expect("utf-8 path"))],
     )
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit status {:?}\nstderr:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
 }
 
 fn is_marked(dir: &Path) -> bool {

@@ -840,3 +840,17 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// A node with a TLS listener that verifies client certificates when
+/// offered but does not require one, shared like [`shared_node`].
+pub fn shared_tls_node() -> &'static RabbitNode {
+    static NODE: std::sync::OnceLock<RabbitNode> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| {
+        RabbitNode::start_with(NodeOptions {
+            tls: Some(TlsListener {
+                fail_if_no_peer_cert: false,
+            }),
+            ..NodeOptions::default()
+        })
+    })
+}
