@@ -627,6 +627,8 @@ pub struct Publisher {
     queue_seen: Option<std::time::Instant>,
     /// What the last connect found of the queue.
     queue_state: std::sync::Mutex<Option<QueueState>>,
+    /// When this publisher first had to create the queue.
+    queue_created: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl fmt::Debug for Publisher {
@@ -712,6 +714,7 @@ impl Publisher {
             link: None,
             queue_seen: None,
             queue_state: std::sync::Mutex::new(None),
+            queue_created: std::sync::Mutex::new(None),
         };
         publisher.link = Some(publisher.open_link().await?);
         Ok(publisher)
@@ -729,6 +732,12 @@ impl Publisher {
     /// lost. `None` when no queue is configured.
     pub fn queue_seen(&self) -> Option<std::time::Instant> {
         self.queue_seen
+    }
+
+    /// When this publisher found the queue missing and created it: messages
+    /// confirmed before that (by earlier runs) went into a queue that is gone.
+    pub fn queue_created_at(&self) -> Option<SystemTime> {
+        self.queue_created.lock().ok().and_then(|c| *c)
     }
 
     /// What the last connect found of the configured queue.
@@ -1457,6 +1466,11 @@ impl Publisher {
         .map_err(SetupError::Fatal)?;
         if let Ok(mut s) = self.queue_state.lock() {
             *s = Some(state);
+        }
+        if state == QueueState::Created
+            && let Ok(mut c) = self.queue_created.lock()
+        {
+            c.get_or_insert_with(SystemTime::now);
         }
         tokio::time::timeout(
             timeout,

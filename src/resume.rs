@@ -339,6 +339,17 @@ impl RecordFile {
         &self.path
     }
 
+    /// How a stream resumes after [`rewind`](Self::rewind): from its start,
+    /// under ids above any sent before.
+    pub fn rewound_plan(&self) -> Plan {
+        Plan {
+            skip: 0,
+            expect: Mark::default(),
+            next_index: self.record.next_index,
+            generation: self.record.generation,
+        }
+    }
+
     /// Forgets what was confirmed (the queue it went to is gone): the stream
     /// starts over from its beginning under ids above any sent before.
     pub fn rewind(&mut self) -> io::Result<()> {

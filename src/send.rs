@@ -482,6 +482,54 @@ impl Sender {
         }
     }
 
+    /// Before resuming a directory with confirmed messages: connects, and if
+    /// this run had to create the queue after the record was written, the
+    /// messages it counts went into a queue that is gone (deleted, or lost by
+    /// the broker between runs). The record is then rewound and the new plan
+    /// ships the directory from its start under new ids.
+    async fn queue_lost_since(
+        &mut self,
+        dir: &Path,
+        plan: &Plan,
+        record: Option<&mut RecordFile>,
+    ) -> Result<Option<Plan>, PublishError> {
+        let (Transport::Rabbit { config, publish }, Some(rec)) = (&self.transport, record) else {
+            return Ok(None);
+        };
+        if plan.skip == 0 {
+            return Ok(None);
+        }
+        if self.publisher.is_none() {
+            self.publisher = Some(Publisher::connect(config, publish).await?);
+        }
+        let created = self
+            .publisher
+            .as_ref()
+            .and_then(Publisher::queue_created_at);
+        let written = std::fs::metadata(rec.path())
+            .and_then(|m| m.modified())
+            .ok();
+        match (created, written) {
+            (Some(c), Some(w)) if w < c => {}
+            _ => return Ok(None),
+        }
+        cli::warning(
+            self.opts.prog,
+            format!(
+                "{}: the queue did not exist and was created by this run, so the {} messages \
+                 confirmed into the old one are gone with it: shipping the directory again \
+                 from its start under new message ids",
+                dir.display(),
+                plan.skip
+            ),
+        );
+        rec.rewind().map_err(|source| PublishError::Progress {
+            path: rec.path().to_path_buf(),
+            source,
+        })?;
+        Ok(Some(rec.rewound_plan()))
+    }
+
     /// Ships one directory: parse on a thread, publish (or print) here.
     async fn ship(
         &mut self,
@@ -518,6 +566,16 @@ impl Sender {
                     return Ok(self.refuse(dir, why));
                 }
             },
+        };
+        let plan = match self.queue_lost_since(dir, &plan, record.as_mut()).await {
+            Ok(Some(rewound)) => rewound,
+            Ok(None) => plan,
+            Err(source) => {
+                return Err(SendError::Publish {
+                    dir: dir.display().to_string(),
+                    source,
+                });
+            }
         };
         let prefix = resume::id_prefix(&base, plan.generation);
         if plan.skip > 0 {

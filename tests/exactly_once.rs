@@ -479,6 +479,26 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
     assert_flows(&flows_of(&msgs, &want[0].0), &want[0].1, "every flow");
 }
 
+/// Sorted ids as runs: `0-146, 300-599`.
+fn ranges(ids: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut start: Option<(u64, u64)> = None;
+    for &i in ids {
+        start = match start {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                out.push(format!("{a}-{b}"));
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = start {
+        out.push(format!("{a}-{b}"));
+    }
+    out.join(", ")
+}
+
 /// A small deterministic generator (SplitMix64) for the torture's moments.
 struct Rng(u64);
 
@@ -547,6 +567,8 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     let mut interruptions = 0u64;
     let mut running = None;
     let mut next = 0;
+    // What happened, shown if a flow is missing.
+    let mut journal: Vec<String> = Vec::new();
     while next < events.len() {
         let mut run1 = running.take().unwrap_or_else(|| spawn(SEND, &args, None));
         // Let it make some progress (observed in the queue) first.
@@ -560,14 +582,21 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
             // Gave up after the broker went away: start it again.
             let (st, err) = run1.wait(RUN_DEADLINE);
             assert_eq!(st.code(), Some(1), "ended before all faults landed: {err}");
+            journal.push(format!("run ended {st:?}: {err}"));
             continue;
         }
         interruptions += 1;
+        let depth = published_so_far(&node, &queue);
         if events[next] {
             let _ = run1.child.kill();
             let _ = run1.child.wait();
+            journal.push(format!("SIGKILL of tstat_send at queue depth {depth}"));
         } else {
             node.kill9_and_restart();
+            journal.push(format!(
+                "SIGKILL of the broker at queue depth {depth}; {} after its restart",
+                published_so_far(&node, &queue)
+            ));
             running = Some(run1);
         }
         next += 1;
@@ -575,12 +604,14 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     if let Some(r) = running.take() {
         let (st, err) = r.wait(RUN_DEADLINE);
         assert!(matches!(st.code(), Some(0 | 1)), "{st:?}: {err}");
+        journal.push(format!("run ended {st:?}: {err}"));
     }
     assert_eq!(interruptions, 12);
     // Then to completion.
     let mut done = false;
     for _ in 0..3 {
         let out = run(SEND, &args);
+        journal.push(format!("final run {:?}: {}", out.status, text(&out.stderr)));
         if out.status.code() == Some(0) {
             done = true;
             break;
@@ -593,7 +624,22 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     let dups = (msgs.len() - unique_msgs.len()) as u64;
     for (name, flows) in &want {
         assert!(is_marked(&root.path().join(name)), "{name} marked");
-        assert_flows(&flows_of(&msgs, name), flows, name);
+        let got = flows_of(&msgs, name);
+        if got.len() != flows.len() {
+            let ids: Vec<u64> = unique_msgs
+                .iter()
+                .filter(|(d, _, _)| d == name)
+                .map(|(_, i, _)| *i)
+                .collect();
+            panic!(
+                "{name}: {} of {} flows; ids present: {}; seed {seed}; what happened:\n{}",
+                got.len(),
+                flows.len(),
+                ranges(&ids),
+                journal.join("\n")
+            );
+        }
+        assert_flows(&got, flows, name);
     }
     eprintln!(
         "crash torture: {interruptions} interruptions, {} messages ({} distinct), \
@@ -1001,4 +1047,43 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
         let family = ids.into_iter().next().expect("family");
         assert_flows(&flows_of(&msgs, &family), flows, name);
     }
+}
+
+/// The queue lost between two runs (deleted, or gone with a broker crash):
+/// the next run creates it and must not resume a directory from a count of
+/// messages that went into the old one.
+#[test]
+fn a_queue_lost_between_runs_rewinds_the_directories_it_held() {
+    let node = shared_node();
+    let queue = unique("lost_between");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(work.path(), node, &queue);
+    let full = truncated_tree(root.path());
+    let confirmed = interrupted_by_truncation(root.path(), &cfg);
+    assert!(confirmed > 0);
+    node.ctl_ok(&["delete_queue", &queue]);
+    let dir = root.path().join(DIR);
+    fs::write(dir.join("log_tcp_complete.gz"), full).expect("complete");
+    let mut args = vec![
+        "-d",
+        root.path().to_str().expect("utf-8"),
+        "-c",
+        cfg.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(&FLAGS);
+    let out = run(SEND, &args);
+    assert_status(&out, 0, "the run after the queue was lost");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the queue did not exist and was created by this run"),
+        "{err}"
+    );
+    assert!(is_marked(&dir));
+    let want = parsed(&docs::fixtures().join(REAL), &[]);
+    assert_flows(
+        &flows_of(&consume_all(node, &queue), DIR),
+        &want,
+        "every flow in the new queue",
+    );
 }

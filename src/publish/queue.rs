@@ -29,6 +29,8 @@ pub enum QueueState {
     Present,
     /// It does not exist yet (only seen when asked not to create it).
     Missing,
+    /// It did not exist and was created now (durable, and bound).
+    Created,
 }
 
 /// Makes sure the configured queue exists as configured. A 404 closes the
@@ -124,7 +126,7 @@ pub(crate) async fn ensure(
         .await?
         .map_err(|e| fail("create", e))?;
         bind(&channel, cfg, queue, timeout).await?;
-        return Ok((channel, QueueState::Present));
+        return Ok((channel, QueueState::Created));
     }
 
     if !create && seen.is_none() {
