@@ -546,7 +546,7 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         c,
         &[
             "--chunk-size",
-            "20",
+            "5",
             "--window",
             &w,
             "--retries",
@@ -557,7 +557,9 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
             "10",
         ],
     );
-    let expected_msgs = (total_flows as u64).div_ceil(20);
+    // Small messages: many of them (9,600), so a run cannot finish the tree
+    // between two looks at the queue however fast the machine is.
+    let expected_msgs = (total_flows as u64).div_ceil(5);
 
     // Ten kills of the tool and two of the broker, in a seeded order.
     let mut events: Vec<bool> = [vec![true; 10], vec![false; 2]].concat();
@@ -581,7 +583,12 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         if finished {
             // Gave up after the broker went away: start it again.
             let (st, err) = run1.wait(RUN_DEADLINE);
-            assert_eq!(st.code(), Some(1), "ended before all faults landed: {err}");
+            assert_eq!(
+                st.code(),
+                Some(1),
+                "ended before all faults landed: {err}\nwhat happened:\n{}",
+                journal.join("\n")
+            );
             journal.push(format!("run ended {st:?}: {err}"));
             continue;
         }
