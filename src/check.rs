@@ -5,14 +5,13 @@
 //! tree's lock. Each check gives one line: what was found, or what is wrong
 //! and how to fix it.
 
-use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
 
 use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
 use crate::lock::{self, LockError};
-use crate::parse::dir_logs;
+use crate::parse::logs_size;
 use crate::publish::{PublishError, PublishOptions, Publisher, QueueState};
 
 /// One check's result.
@@ -152,12 +151,7 @@ pub fn tree(root: &Path, find_opts: &FindOptions) -> Vec<Check> {
     let mut opts = find_opts.clone();
     opts.now = SystemTime::now();
     let ready = find::find_ready([root], &opts, |_| {});
-    let bytes: u64 = ready
-        .iter()
-        .flat_map(|d| dir_logs(d).unwrap_or_default())
-        .filter_map(|(p, _)| fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes: u64 = ready.iter().map(|d| logs_size(d)).sum();
     let name = |d: Option<&std::path::PathBuf>| {
         d.and_then(|d| d.file_name())
             .map_or("-".into(), |n| n.to_string_lossy().into_owned())

@@ -1566,6 +1566,17 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 /// The log files of a tstat directory, TCP first; a `.gz` log is used when
 /// the plain one is absent.
 ///
+/// Bytes of a directory's logs as they are now (0 for what cannot be
+/// read): what progress and `--check` count.
+pub fn logs_size(dir: &Path) -> u64 {
+    dir_logs(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(p, _)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// A log name that is present must be a regular file: a FIFO, socket,
 /// device or directory under a log's name is an error naming what it is,
 /// never treated as absent (the directory would be marked done without that

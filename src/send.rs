@@ -20,7 +20,9 @@ use crate::chunk::Chunker;
 use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
 use crate::metrics::Metrics;
-use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol, dir_logs};
+use crate::parse::{
+    FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol, dir_logs, logs_size,
+};
 use crate::publish::{
     Item, Outgoing, PublishError, PublishOptions, Publisher, Recorder, StreamStart,
 };
@@ -340,7 +342,12 @@ impl Sender {
             dirs
         };
         let mut data_errors = walk_errors;
-        let sizes: Vec<u64> = dirs.iter().map(|d| log_bytes(d)).collect();
+        // Sizes only for a bar on screen: no extra stat per directory else.
+        let sizes: Vec<u64> = if Bar::shown(self.opts.progress_bar) {
+            dirs.iter().map(|d| logs_size(d)).collect()
+        } else {
+            vec![0; dirs.len()]
+        };
         let bar = Bar::new(
             self.opts.progress_bar,
             sizes.iter().sum(),
@@ -499,13 +506,9 @@ impl Sender {
         if plan.skip == 0 {
             return Ok(None);
         }
-        if self.publisher.is_none() {
-            self.publisher = Some(Publisher::connect(config, publish).await?);
-        }
-        let created = self
-            .publisher
-            .as_ref()
-            .and_then(Publisher::queue_created_at);
+        let created = connected(&mut self.publisher, config, publish)
+            .await?
+            .queue_created_at();
         let written = std::fs::metadata(rec.path())
             .and_then(|m| m.modified())
             .ok();
@@ -673,10 +676,7 @@ impl Sender {
                     mark: plan.expect,
                 };
                 let result = async {
-                    if self.publisher.is_none() {
-                        self.publisher = Some(Publisher::connect(config, publish).await?);
-                    }
-                    let publisher = self.publisher.as_mut().expect("connected above");
+                    let publisher = connected(&mut self.publisher, config, publish).await?;
                     let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
                     publisher
                         .publish_stream(Some(&prefix), start, recorder, frx, shutdown.clone())
@@ -784,8 +784,13 @@ impl Sender {
 struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
+    /// Whether a bar asked for is shown (stderr is a terminal).
+    fn shown(wanted: bool) -> bool {
+        wanted && io::stderr().is_terminal()
+    }
+
     fn new(wanted: bool, len: u64, template: &str) -> Bar {
-        if !wanted || !io::stderr().is_terminal() {
+        if !Bar::shown(wanted) {
             return Bar(None);
         }
         let bar = indicatif::ProgressBar::new(len);
@@ -811,14 +816,16 @@ impl Drop for Bar {
     }
 }
 
-/// Bytes of a directory's logs (what the bar counts).
-fn log_bytes(dir: &Path) -> u64 {
-    dir_logs(dir)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|(p, _)| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
+/// The run's one broker connection, made on first use.
+async fn connected<'a>(
+    slot: &'a mut Option<Publisher>,
+    config: &RabbitConfig,
+    publish: &PublishOptions,
+) -> Result<&'a mut Publisher, PublishError> {
+    if slot.is_none() {
+        *slot = Some(Publisher::connect(config, publish).await?);
+    }
+    Ok(slot.as_mut().expect("connected above"))
 }
 
 struct PublishOutcome {

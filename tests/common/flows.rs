@@ -64,38 +64,32 @@ pub fn published_so_far(node: &RabbitNode, queue: &str) -> u32 {
     passive_count(node, queue).unwrap_or(0)
 }
 
-/// The message count a passive declare reports.
+/// The message count a passive declare reports, on a fresh connection.
 fn passive_count(node: &RabbitNode, queue: &str) -> Result<u32, lapin::Error> {
     with_channel(&node.url(), READ_DEADLINE, async |ch| {
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|q| q.message_count())
+        message_count(ch, queue).await
     })
+}
+
+/// The message count a passive declare of `queue` reports on `ch`.
+async fn message_count(ch: &lapin::Channel, queue: &str) -> Result<u32, lapin::Error> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|q| q.message_count())
 }
 
 /// Consumes every message in `queue` (the count is taken first; the
 /// publishers have finished), in queue order.
 pub fn consume_all(node: &RabbitNode, queue: &str) -> Vec<Received> {
     with_channel(&node.url(), READ_DEADLINE, async |ch| {
-        let n = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare")
-            .message_count() as usize;
+        let n = message_count(ch, queue).await.expect("passive declare") as usize;
         let mut got = Vec::with_capacity(n);
         if n == 0 {
             return got;
