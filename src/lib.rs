@@ -18,6 +18,7 @@ pub mod lock;
 pub mod metrics;
 pub mod parse;
 pub mod publish;
+pub mod report;
 pub mod resume;
 pub mod runtime;
 pub mod send;

@@ -14,7 +14,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::send::Summary;
+use crate::report::Summary;
 
 /// Counters of a tstat_send process, cumulative over its passes.
 #[derive(Clone, Debug, Default, PartialEq)]

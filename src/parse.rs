@@ -95,52 +95,7 @@ impl<W: Write> FlowSink for NdjsonSink<W> {
     }
 }
 
-/// Counts for one file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FileStats {
-    /// Data rows read (not counting the header, blank or skipped lines).
-    pub rows: u64,
-    /// Flow documents emitted.
-    pub flows: u64,
-    /// Lines skipped as malformed (wrong field count, bad UTF-8, repeated
-    /// header, truncated last line).
-    pub skipped_rows: u64,
-    /// Directions dropped because a value could not be computed.
-    pub dropped: u64,
-    /// Line number of the first skip or drop.
-    pub first_problem_line: Option<u64>,
-}
-
-impl FileStats {
-    /// Adds another file's counts.
-    pub fn add(&mut self, o: &FileStats) {
-        self.rows += o.rows;
-        self.flows += o.flows;
-        self.skipped_rows += o.skipped_rows;
-        self.dropped += o.dropped;
-    }
-
-    /// The end-of-file warning text, or `None` when nothing was skipped.
-    pub fn summary(&self) -> Option<String> {
-        let line = self.first_problem_line?;
-        let mut parts = Vec::new();
-        if self.skipped_rows > 0 {
-            parts.push(format!(
-                "{} malformed row{} skipped",
-                self.skipped_rows,
-                if self.skipped_rows == 1 { "" } else { "s" }
-            ));
-        }
-        if self.dropped > 0 {
-            parts.push(format!(
-                "{} flow direction{} dropped (values that cannot be computed)",
-                self.dropped,
-                if self.dropped == 1 { "" } else { "s" }
-            ));
-        }
-        Some(format!("{} (first at line {line})", parts.join(", ")))
-    }
-}
+pub use crate::report::FileStats;
 
 /// Why a file (not a row) could not be parsed.
 #[derive(Debug, thiserror::Error)]

@@ -152,43 +152,7 @@ impl SendError {
     }
 }
 
-/// Totals of a run for the summary line and the metrics file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Directories finished (marked, or printed with `-N`).
-    pub directories: u64,
-    /// Rows read.
-    pub rows: u64,
-    /// Rows skipped plus directions dropped.
-    pub skipped: u64,
-    /// Flows kept.
-    pub flows: u64,
-    /// Messages confirmed (or printed).
-    pub messages: u64,
-    /// Bytes of those messages.
-    pub bytes: u64,
-}
-
-impl Summary {
-    /// The one summary line of design §8.5; `printed` for `-N`, where
-    /// messages are printed rather than confirmed.
-    pub fn line(&self, secs: f64, printed: bool) -> String {
-        let n = |count: u64, one: &str, many: &str| {
-            format!("{count} {}", if count == 1 { one } else { many })
-        };
-        format!(
-            "{}, {} read, {} skipped, {} kept, {} {}, {:.1} MB, {:.1} s",
-            n(self.directories, "directory", "directories"),
-            n(self.rows, "row", "rows"),
-            n(self.skipped, "row", "rows"),
-            n(self.flows, "flow", "flows"),
-            n(self.messages, "message", "messages"),
-            if printed { "printed" } else { "confirmed" },
-            self.bytes as f64 / 1e6,
-            secs
-        )
-    }
-}
+pub use crate::report::Summary;
 
 /// The state of a run across passes: the one broker connection and the totals.
 pub struct Sender {
