@@ -45,6 +45,53 @@ pub fn print_line(line: &str) {
     }
 }
 
+/// The programs' reporter: events become `prog: …` lines on stderr, printed
+/// above the progress bar when one is shown.
+#[derive(Clone, Debug)]
+pub struct StderrReporter {
+    prog: String,
+    verbose: bool,
+}
+
+impl StderrReporter {
+    /// A reporter for program `prog`; `verbose` adds skipped rows and notices.
+    pub fn new(prog: &str, verbose: bool) -> Self {
+        StderrReporter {
+            prog: prog.to_string(),
+            verbose,
+        }
+    }
+}
+
+impl crate::report::Reporter for StderrReporter {
+    fn report(&self, event: crate::report::Event<'_>) {
+        use crate::report::{Event, Level};
+        let prog = &self.prog;
+        match event {
+            Event::RowSkipped { file, line, why } => {
+                if self.verbose {
+                    print_line(&format!("{prog}: {file}: line {line}: {why}"));
+                }
+            }
+            Event::FileDone { file, stats } => {
+                if let Some(s) = stats.summary() {
+                    warning(prog, format!("{file}: {s}"));
+                }
+            }
+            Event::FileFailed { error: e } => error(prog, e),
+            Event::Message { level, text } => match level {
+                Level::Error => error(prog, text),
+                Level::Warning => warning(prog, text),
+                Level::Info => {
+                    if self.verbose {
+                        print_line(&format!("{prog}: {text}"));
+                    }
+                }
+            },
+        }
+    }
+}
+
 /// True when the error (or anything in its chain) is a closed pipe, which a
 /// filter treats as a quiet, successful end.
 pub fn is_broken_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
