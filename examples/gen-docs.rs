@@ -40,7 +40,7 @@ fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         fs::create_dir_all(out.join("completions").join(shell.to_string()))?;
     }
-    for cmd in tstat_transport::args::commands() {
+    for cmd in tstat_transport::cli::args::commands() {
         let name = cmd.get_name().to_string();
         // Compressed as Debian policy wants (gzip -9n: best, no name or time).
         let path = man_dir.join(format!("{name}.1.gz"));

@@ -4,10 +4,11 @@
 //!
 //! Each stage is a module; the programs in `src/bin/` are thin wrappers.
 
-pub mod args;
 pub mod bytesize;
 pub mod check;
 pub mod chunk;
+/// The programs' shared glue: flags, printing, exit codes, signals. The
+/// library never imports it.
 pub mod cli;
 pub mod config;
 pub mod cull;
@@ -20,5 +21,4 @@ pub mod parse;
 pub mod publish;
 pub mod report;
 pub mod resume;
-pub mod runtime;
 pub mod send;

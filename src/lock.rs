@@ -12,10 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The lock file's name in the tree's root.
 pub const LOCK_FILE: &str = ".tstat_send.lock";
 
-/// Exit status of a run that found the tree locked by another (sysexits'
-/// EX_TEMPFAIL: try again later; not a failure of this run).
-pub const EXIT_LOCKED: u8 = 75;
-
 /// A held lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct TreeLock {

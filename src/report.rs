@@ -127,6 +127,8 @@ pub enum Event<'a> {
         /// What went wrong; names the path.
         error: &'a (dyn std::error::Error + 'a),
     },
+    /// Where a driver run is (a progress bar on a terminal).
+    Progress(Progress<'a>),
     /// Any other line: an error, a warning or a notice.
     Message {
         /// How much it matters.
@@ -136,11 +138,57 @@ pub enum Event<'a> {
     },
 }
 
+/// The steps of a driver run, for a progress display.
+#[derive(Clone, Copy)]
+pub enum Progress<'a> {
+    /// A pass over `dirs` directories starts; `bytes` is the size of their
+    /// logs when [`Reporter::shows_progress`] asked for it, else 0.
+    PassStarted {
+        /// Directories in the pass.
+        dirs: usize,
+        /// Their logs' size.
+        bytes: u64,
+    },
+    /// A directory of the pass starts.
+    DirStarted {
+        /// Its place in the pass, from 0.
+        index: usize,
+        /// Its name in message ids.
+        name: &'a str,
+    },
+    /// Messages of the current directory handed on so far.
+    Messages {
+        /// The directory's name.
+        name: &'a str,
+        /// How many.
+        count: u64,
+    },
+    /// The current directory is over; `bytes` of logs are done.
+    DirDone {
+        /// Its logs' size (0 when sizes were not asked for).
+        bytes: u64,
+    },
+    /// The pass is over, however it ended.
+    PassDone,
+    /// Waiting for the next pass (`--watch`).
+    Waiting {
+        /// What is waited for, and the totals so far.
+        text: &'a dyn fmt::Display,
+    },
+    /// The wait is over.
+    WaitDone,
+}
+
 /// Receives the events of a stage. Implementations must tolerate calls from
 /// several threads.
 pub trait Reporter: Send + Sync {
     /// Takes one event.
     fn report(&self, event: Event<'_>);
+
+    /// Whether progress is shown, so that sizes are worth measuring.
+    fn shows_progress(&self) -> bool {
+        false
+    }
 
     /// Reports an error line.
     fn error(&self, text: &dyn fmt::Display) {
@@ -193,6 +241,7 @@ impl Reporter for Collect {
             Event::RowSkipped { file, line, why } => format!("skipped: {file}: line {line}: {why}"),
             Event::FileDone { file, stats } => format!("done: {file}: {} rows", stats.rows),
             Event::FileFailed { error } => format!("failed: {error}"),
+            Event::Progress(_) => return,
             Event::Message { level, text } => format!("{level:?}: {text}"),
         };
         if let Ok(mut v) = self.0.lock() {

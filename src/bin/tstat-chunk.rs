@@ -9,7 +9,7 @@ use tstat_transport::cli;
 
 const PROG: &str = "tstat-chunk";
 
-type Cli = tstat_transport::args::ChunkCli;
+type Cli = tstat_transport::cli::args::ChunkCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -77,7 +77,7 @@ fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
     Ok(match bad_line {
         Some(why) => {
             cli::error(PROG, format!("stdin: line {lineno}: {why}"));
-            ExitCode::from(cli::EXIT_FAILURE)
+            cli::Exit::Failure.into()
         }
         None => ExitCode::SUCCESS,
     })

@@ -11,12 +11,12 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use tstat_transport::cli::{self, EXIT_FAILURE};
+use tstat_transport::cli::{self, Exit};
 use tstat_transport::cull::{self, CullOptions};
 
 const PROG: &str = "tstat-cull";
 
-type Cli = tstat_transport::args::CullCli;
+type Cli = tstat_transport::cli::args::CullCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -55,7 +55,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if summary.errors > 0 {
-        ExitCode::from(EXIT_FAILURE)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })

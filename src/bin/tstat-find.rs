@@ -14,12 +14,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use tstat_transport::cli::{self, EXIT_FAILURE};
+use tstat_transport::cli::{self, Exit};
 use tstat_transport::find::{self, FindOptions};
 
 const PROG: &str = "tstat-find";
 
-type Cli = tstat_transport::args::FindCli;
+type Cli = tstat_transport::cli::args::FindCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -55,7 +55,7 @@ fn list(roots: &[PathBuf], opts: &FindOptions, null: bool) -> anyhow::Result<Exi
     }
     out.flush().context("writing to stdout")?;
     Ok(if failed {
-        ExitCode::from(EXIT_FAILURE)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })
@@ -80,7 +80,7 @@ fn mark(dirs: &[PathBuf]) -> ExitCode {
         }
     }
     if failed {
-        ExitCode::from(EXIT_FAILURE)
+        Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     }

@@ -6,14 +6,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tstat_transport::args::ProtocolArg;
+use tstat_transport::cli::args::ProtocolArg;
 use tstat_transport::find::{self, FindOptions};
 use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
 use tstat_transport::{chunk, cli};
 
 const PROG: &str = "tstat-parse";
 
-type Cli = tstat_transport::args::ParseCli;
+type Cli = tstat_transport::cli::args::ParseCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -110,7 +110,7 @@ fn run(
     }
     sink.0.flush()?;
     Ok(if failed {
-        ExitCode::from(cli::EXIT_FAILURE)
+        cli::Exit::Failure.into()
     } else {
         ExitCode::SUCCESS
     })

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, watch};
 use tstat_transport::cli;
+use tstat_transport::cli::runtime;
 use tstat_transport::publish::{Item, Outgoing, PublishError, Publisher, Recorder, StreamStart};
 use tstat_transport::resume::{self, Digest, Mark, Plan, RecordFile};
-use tstat_transport::runtime;
 
 const PROG: &str = "tstat-rabbit";
 
-type Cli = tstat_transport::args::RabbitCli;
+type Cli = tstat_transport::cli::args::RabbitCli;
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             cli::error(PROG, format!("cannot start the async runtime: {e}"));
-            return ExitCode::from(cli::EXIT_FAILURE);
+            return cli::Exit::Failure.into();
         }
     };
 
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             cli::error(PROG, format!("cannot start the stdin reader: {e}"));
-            return ExitCode::from(cli::EXIT_FAILURE);
+            return cli::Exit::Failure.into();
         }
     };
 
@@ -146,11 +146,11 @@ fn main() -> ExitCode {
                             report.confirmed
                         ),
                     );
-                    return ExitCode::from(cli::EXIT_FAILURE);
+                    return cli::Exit::Failure.into();
                 }
                 Err(_) => {
                     cli::error(PROG, "reading stdin: the reader thread panicked");
-                    return ExitCode::from(cli::EXIT_FAILURE);
+                    return cli::Exit::Failure.into();
                 }
             }
             if verbose {
@@ -175,16 +175,16 @@ fn main() -> ExitCode {
                 PROG,
                 format!("interrupted: {confirmed} lines confirmed{saved}"),
             );
-            ExitCode::from(code.unwrap_or(cli::EXIT_SIGINT))
+            code.unwrap_or(cli::Exit::Interrupted).into()
         }
         (Err(e @ PublishError::TlsSetup(_)), _) => {
             // Unusable certificate files are a config problem.
             cli::error(PROG, format!("{}: [ssl_options]: {e}", cfg.path.display()));
-            ExitCode::from(cli::EXIT_USAGE)
+            cli::Exit::Usage.into()
         }
         (Err(e), _) => {
             cli::error(PROG, e);
-            ExitCode::from(cli::EXIT_FAILURE)
+            cli::Exit::Failure.into()
         }
     }
 }
@@ -205,11 +205,8 @@ fn refused(path: &std::path::Path, why: &str) -> ExitCode {
             path.display()
         ),
     );
-    ExitCode::from(EXIT_REFUSED)
+    cli::Exit::Refused.into()
 }
-
-/// Exit status when the progress record does not describe this input.
-const EXIT_REFUSED: u8 = 3;
 
 /// Sends each stdin line (without its `\n` or `\r\n`) to the publisher,
 /// after skipping the `skip` lines an earlier run confirmed and checking that

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tstat_transport::cli;
+use tstat_transport::cli::runtime;
 use tstat_transport::find::FindOptions;
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
-use tstat_transport::{find, lock, resume, runtime};
+use tstat_transport::{find, lock, resume};
 
 const PROG: &str = "tstat_send";
 
-use tstat_transport::args::{SendCli as Cli, TransportArg};
+use tstat_transport::cli::args::{SendCli as Cli, TransportArg};
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -84,7 +85,9 @@ fn main() -> ExitCode {
         single: cli.single,
         watch: cli.watch,
         metrics_file: cli.metrics_file,
-        progress_bar: !cli.quiet,
+        reporter: std::sync::Arc::new(
+            cli::StderrReporter::new(PROG, cli.verbose || cli.debug).with_progress(!cli.quiet),
+        ),
         reship: cli.reship,
         prog: PROG,
     };
@@ -96,11 +99,11 @@ fn main() -> ExitCode {
             Ok(l) => Some(l),
             Err(e @ lock::LockError::Held { .. }) => {
                 cli::error(PROG, e);
-                return ExitCode::from(lock::EXIT_LOCKED);
+                return cli::Exit::Locked.into();
             }
             Err(e) => {
                 cli::error(PROG, e);
-                return ExitCode::from(cli::EXIT_FAILURE);
+                return cli::Exit::Failure.into();
             }
         }
     };
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             cli::error(PROG, format!("cannot start the async runtime: {e}"));
-            return ExitCode::from(cli::EXIT_FAILURE);
+            return cli::Exit::Failure.into();
         }
     };
     let started = Instant::now();
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
         let signals = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
         let mut sender = Sender::new(opts, transport);
         let result = sender.run(stop_rx).await;
-        let summary = sender.summary.clone();
+        let summary = sender.summary;
         sender.close().await;
         let signal = if signals.is_finished() {
             signals.await.ok().flatten()
@@ -131,18 +134,15 @@ fn main() -> ExitCode {
         // The error first, then the summary: a failed run's counts are
         // no success report.
         let code = match result {
-            Ok(()) => match signal {
-                Some(code) => ExitCode::from(code),
-                None => ExitCode::SUCCESS,
-            },
-            Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+            Ok(()) => signal.unwrap_or(cli::Exit::Ok),
+            Err(e) if e.is_broken_pipe() => cli::Exit::Ok,
             Err(e @ SendError::Interrupted { .. }) => {
                 cli::error(PROG, &e);
-                ExitCode::from(signal.unwrap_or(cli::EXIT_SIGINT))
+                signal.unwrap_or(cli::Exit::Interrupted)
             }
             Err(e) => {
                 cli::error(PROG, &e);
-                ExitCode::from(cli::EXIT_FAILURE)
+                cli::Exit::Failure
             }
         };
         if !quiet {
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
                 summary.line(started.elapsed().as_secs_f64(), stdout)
             );
         }
-        code
+        code.into()
     })
 }
 
@@ -202,13 +202,17 @@ fn check(cli: &Cli) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    if config.is_err() {
-        ExitCode::from(cli::EXIT_USAGE)
-    } else if lines.iter().all(|l| l.ok) {
-        ExitCode::SUCCESS
+    let checks = if lines.iter().all(|l| l.ok) {
+        cli::Exit::Ok
     } else {
-        ExitCode::from(cli::EXIT_FAILURE)
-    }
+        cli::Exit::Failure
+    };
+    let config = if config.is_err() {
+        cli::Exit::Usage
+    } else {
+        cli::Exit::Ok
+    };
+    checks.merge(config).into()
 }
 
 /// Checks that a `--reship` directory is an unmarked tstat directory inside

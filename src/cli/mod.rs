@@ -1,19 +1,76 @@
 //! Shared pieces of the programs: exit codes, the one error-line format, and
 //! recognising a closed stdout. Never used for data, only for reporting.
 
+pub mod args;
+pub mod bar;
+pub mod runtime;
+
 use std::io;
 use std::process::ExitCode;
 
-/// Exit status: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: a runtime failure (bad file, broker error, …).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status: a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status after SIGINT.
-pub const EXIT_SIGINT: u8 = 130;
-/// Exit status after SIGTERM.
-pub const EXIT_SIGTERM: u8 = 143;
+/// How a program ends (README, "Exit status").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: everything was done.
+    Ok,
+    /// 1: a runtime failure (bad file, broker error, …).
+    Failure,
+    /// 2: a usage or configuration error.
+    Usage,
+    /// 3: `tstat-rabbit --fingerprint`: the resume point no longer matches
+    /// the input.
+    Refused,
+    /// 75 (EX_TEMPFAIL): another run holds the tree; nothing was done.
+    Locked,
+    /// 130: stopped by SIGINT.
+    Interrupted,
+    /// 143: stopped by SIGTERM.
+    Terminated,
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Refused => 3,
+            Exit::Locked => 75,
+            Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+        }
+    }
+
+    /// The outcome of two parts of one run: a signal outranks everything (the
+    /// run was stopped), a usage error outranks what happened at run time,
+    /// and a specific status (3, 75) outranks the generic failure.
+    pub fn merge(self, other: Exit) -> Exit {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failure => 1,
+            Exit::Refused => 2,
+            Exit::Locked => 3,
+            Exit::Usage => 4,
+            Exit::Interrupted => 5,
+            Exit::Terminated => 6,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
 
 /// Prints `prog: error: msg` on stderr.
 pub fn error(prog: &str, msg: impl std::fmt::Display) {
@@ -47,10 +104,11 @@ pub fn print_line(line: &str) {
 
 /// The programs' reporter: events become `prog: …` lines on stderr, printed
 /// above the progress bar when one is shown.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StderrReporter {
     prog: String,
     verbose: bool,
+    bar: Option<bar::Bar>,
 }
 
 impl StderrReporter {
@@ -59,11 +117,22 @@ impl StderrReporter {
         StderrReporter {
             prog: prog.to_string(),
             verbose,
+            bar: None,
         }
+    }
+
+    /// Also draws a progress bar, when `wanted` and stderr is a terminal.
+    pub fn with_progress(mut self, wanted: bool) -> Self {
+        self.bar = bar::Bar::available(wanted).then(bar::Bar::default);
+        self
     }
 }
 
 impl crate::report::Reporter for StderrReporter {
+    fn shows_progress(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn report(&self, event: crate::report::Event<'_>) {
         use crate::report::{Event, Level};
         let prog = &self.prog;
@@ -79,6 +148,11 @@ impl crate::report::Reporter for StderrReporter {
                 }
             }
             Event::FileFailed { error: e } => error(prog, e),
+            Event::Progress(step) => {
+                if let Some(b) = &self.bar {
+                    b.update(step);
+                }
+            }
             Event::Message { level, text } => match level {
                 Level::Error => error(prog, text),
                 Level::Warning => warning(prog, text),
@@ -115,7 +189,7 @@ pub fn finish(prog: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
         Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             error(prog, format!("{e:#}"));
-            ExitCode::from(EXIT_FAILURE)
+            Exit::Failure.into()
         }
     }
 }
@@ -123,7 +197,7 @@ pub fn finish(prog: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
 /// Reports a usage error (exit 2) from a value that failed validation.
 pub fn usage_error(prog: &str, msg: impl std::fmt::Display) -> ExitCode {
     error(prog, msg);
-    ExitCode::from(EXIT_USAGE)
+    Exit::Usage.into()
 }
 
 /// The host name, used as the default sensor id.
@@ -151,7 +225,7 @@ pub fn parse_args<T: clap::Parser>(prog: &str) -> Result<T, ExitCode> {
                 let text = e.render().to_string();
                 let text = text.strip_prefix("error: ").unwrap_or(&text);
                 eprint!("{prog}: error: {text}");
-                ExitCode::from(EXIT_USAGE)
+                Exit::Usage.into()
             }
         }
     })
@@ -170,6 +244,27 @@ pub fn megabytes_arg(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_keeps_the_more_serious_outcome() {
+        use Exit::*;
+        assert_eq!(Ok.merge(Ok), Ok);
+        assert_eq!(Ok.merge(Failure), Failure);
+        assert_eq!(Failure.merge(Ok), Failure);
+        assert_eq!(Failure.merge(Refused), Refused);
+        assert_eq!(Locked.merge(Failure), Locked);
+        assert_eq!(Failure.merge(Usage), Usage);
+        assert_eq!(Usage.merge(Interrupted), Interrupted);
+        assert_eq!(Terminated.merge(Interrupted), Terminated);
+        let all = [Ok, Failure, Usage, Refused, Locked, Interrupted, Terminated];
+        for a in all {
+            for b in all {
+                assert_eq!(a.merge(b), b.merge(a), "{a:?} {b:?}");
+                assert_eq!(a.merge(b).merge(b), a.merge(b));
+            }
+        }
+        assert_eq!(all.map(Exit::code), [0, 1, 2, 3, 75, 130, 143]);
+    }
 
     #[test]
     fn broken_pipe_found_in_chain() {

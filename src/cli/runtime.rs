@@ -69,7 +69,7 @@ pub fn load_config(
             for line in e.to_string().lines() {
                 cli::error(prog, line);
             }
-            return Err(std::process::ExitCode::from(cli::EXIT_USAGE));
+            return Err(cli::Exit::Usage.into());
         }
     };
     for w in &checked.warnings {
@@ -190,7 +190,7 @@ fn not_secret(target: &str, level: tracing::Level) -> bool {
 
 /// Turns the first SIGINT/SIGTERM into `stop = true` and returns the exit
 /// status that goes with it (130/143); a second signal exits at once.
-pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Option<u8> {
+pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Option<cli::Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -199,8 +199,8 @@ pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Opt
         return None;
     };
     let code = tokio::select! {
-        _ = int.recv() => cli::EXIT_SIGINT,
-        _ = term.recv() => cli::EXIT_SIGTERM,
+        _ = int.recv() => cli::Exit::Interrupted,
+        _ = term.recv() => cli::Exit::Terminated,
     };
     cli::warning(
         prog,
@@ -209,8 +209,8 @@ pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Opt
     stop.send_replace(true);
     tokio::spawn(async move {
         tokio::select! {
-            _ = int.recv() => std::process::exit(i32::from(cli::EXIT_SIGINT)),
-            _ = term.recv() => std::process::exit(i32::from(cli::EXIT_SIGTERM)),
+            _ = int.recv() => std::process::exit(i32::from(cli::Exit::Interrupted.code())),
+            _ = term.recv() => std::process::exit(i32::from(cli::Exit::Terminated.code())),
         }
     });
     Some(code)

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::{chunk, cli, cull, find, runtime};
+use crate::cli::{self, runtime};
+use crate::{chunk, cull, find};
 
 /// Where every key of the config file is explained, from a source tree and
 /// from the Debian package.

@@ -1,0 +1,420 @@
+//! The standard job of `tstat_send` (design §8): for each ready directory,
+//! oldest first, parse → threshold → chunk → publish with per-directory
+//! resume, then mark it `.processed`. It wires the library stages together
+//! (find, parse, chunk, publish, metrics) and never re-implements one.
+//!
+//! Parsing runs on its own thread and feeds the publisher through a bounded
+//! channel, so the two overlap on two cores and memory stays bounded.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::config::RabbitConfig;
+use crate::find::{self, FindOptions};
+use crate::flow;
+use crate::metrics::Metrics;
+use crate::parse::{ParseOptions, logs_size};
+use crate::publish::{PublishError, PublishOptions, Publisher};
+use crate::report::{Event, Progress, Reporter};
+
+mod produce;
+mod ship;
+
+/// Name of the per-directory resume record (design §6.3, §8.2).
+pub const PROGRESS_FILE: &str = ".progress";
+
+/// Messages buffered between the parser thread and the publisher.
+const CHANNEL_DEPTH: usize = 16;
+
+/// Where the arrays go.
+pub enum Transport {
+    /// Publish to RabbitMQ and mark directories when all is confirmed.
+    Rabbit {
+        /// Broker settings.
+        config: Box<RabbitConfig>,
+        /// Publisher tuning.
+        publish: PublishOptions,
+    },
+    /// Print arrays to stdout, one per line; never mark (`-N`).
+    Stdout,
+}
+
+/// Everything a run needs, already validated.
+pub struct SendOptions {
+    /// The tstat tree.
+    pub root: PathBuf,
+    /// Readiness rules (`now` is refreshed on every pass).
+    pub find: FindOptions,
+    /// Threshold and document metadata.
+    pub parse: ParseOptions,
+    /// Documents per array.
+    pub chunk_size: usize,
+    /// Largest array in bytes.
+    pub max_bytes: usize,
+    /// Stop after the first directory that yielded data.
+    pub single: bool,
+    /// Keep running, one pass per interval.
+    pub watch: Option<Duration>,
+    /// Prometheus textfile to keep up to date.
+    pub metrics_file: Option<PathBuf>,
+    /// Where errors, warnings and progress go.
+    pub reporter: Arc<dyn Reporter>,
+    /// Ship only these directories, from their start under new message ids
+    /// (`--reship`), whatever their progress record says.
+    pub reship: Vec<PathBuf>,
+    /// Program name for messages.
+    pub prog: &'static str,
+}
+
+/// Why a run ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Publishing a directory failed; it stays unmarked with its progress.
+    #[error("{dir}: not marked: {source}")]
+    Publish {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: PublishError,
+    },
+    /// Some directories had unreadable logs; they stay unmarked.
+    #[error("{count} director{} not marked because of log errors (see above)", if *.count == 1 { "y" } else { "ies" })]
+    Data {
+        /// How many.
+        count: usize,
+    },
+    /// The run was stopped by a signal; the current directory stays unmarked.
+    #[error(
+        "interrupted: {dir} not marked, {confirmed} messages of it confirmed and recorded in {progress}"
+    )]
+    Interrupted {
+        /// The directory being shipped.
+        dir: String,
+        /// Messages of it confirmed so far.
+        confirmed: u64,
+        /// Its progress file.
+        progress: String,
+    },
+    /// The queue disappeared during the run (deleted, or lost by the
+    /// broker): what was confirmed into it is probably gone.
+    #[error(
+        "{dir}: not marked: {source}; {dir} starts over under new message ids on the next run{}",
+        lost_list(.marked_since, .root)
+    )]
+    QueueLost {
+        /// The directory being shipped.
+        dir: String,
+        /// The tree.
+        root: String,
+        /// Directories marked since the queue was last seen.
+        marked_since: Vec<String>,
+        /// The publisher's error.
+        #[source]
+        source: Box<PublishError>,
+    },
+    /// Writing stdout, a marker or the metrics file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being written.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The part of a [`SendError::QueueLost`] message about marked directories.
+fn lost_list(marked: &[String], root: &str) -> String {
+    if marked.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; marked since the queue was last seen, so their messages are probably lost with it: \
+         {} (ship each again: rm DIR/.processed && tstat_send -d {root} --reship DIR)",
+        marked.join(", ")
+    )
+}
+
+impl SendError {
+    /// True when the cause is a closed stdout (a quiet end for `-N | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, SendError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+pub use crate::report::Summary;
+
+/// The state of a run across passes: the one broker connection and the totals.
+pub struct Sender {
+    opts: SendOptions,
+    transport: Transport,
+    publisher: Option<Publisher>,
+    /// Totals over all passes.
+    pub summary: Summary,
+    metrics: Metrics,
+    /// Directories marked in this run, and when.
+    marked: Vec<(std::time::Instant, PathBuf)>,
+    /// The "no Tstat directory here" warning was given.
+    warned_empty: bool,
+}
+
+/// What shipping one directory gave.
+enum DirResult {
+    /// Done (marked, or printed); `had_data` when it yielded messages.
+    Done { had_data: bool },
+    /// Left unmarked because a log could not be read completely.
+    DataError,
+}
+
+impl Sender {
+    /// A sender; nothing is connected or read yet.
+    pub fn new(opts: SendOptions, transport: Transport) -> Sender {
+        let mut metrics = Metrics::default();
+        if let Some(p) = &opts.metrics_file {
+            metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
+        }
+        Sender {
+            opts,
+            transport,
+            publisher: None,
+            summary: Summary::default(),
+            metrics,
+            marked: Vec::new(),
+            warned_empty: false,
+        }
+    }
+
+    /// Runs one pass, or passes every `watch` interval until `shutdown`.
+    /// In watch mode a failed pass is reported and the next pass retries.
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SendError> {
+        loop {
+            let started = Instant::now();
+            let result = self.pass(&shutdown).await;
+            self.metrics.last_run_seconds = started.elapsed().as_secs_f64();
+            match &result {
+                Ok(()) => {
+                    self.metrics.last_success = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                }
+                Err(_) => self.metrics.errors += 1,
+            }
+            // A metrics problem is reported, but a failed pass decides the
+            // outcome: its cause is what the operator must see.
+            let result = match (self.write_metrics(), result) {
+                (Ok(()), r) => r,
+                (Err(m), Ok(())) => Err(m),
+                (Err(m), Err(e)) => {
+                    self.opts.reporter.error(&m);
+                    Err(e)
+                }
+            };
+            let Some(interval) = self.opts.watch else {
+                return result;
+            };
+            match result {
+                Err(e @ SendError::Interrupted { .. }) => return Err(e),
+                Err(e) if e.is_broken_pipe() => return Err(e),
+                Err(e) => self.opts.reporter.error(&format_args!(
+                    "{e} (next pass in {} s)",
+                    interval.as_secs_f64()
+                )),
+                Ok(()) => {}
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let reporter = self.opts.reporter.clone();
+            reporter.report(Event::Progress(Progress::Waiting {
+                text: &format_args!(
+                    "waiting {} s for the next pass; so far {}",
+                    interval.as_secs_f64(),
+                    self.summary.line(0.0, false)
+                ),
+            }));
+            let _waiting = Finally(&*reporter, Progress::WaitDone);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Closes the broker connection.
+    pub async fn close(mut self) {
+        if let Some(p) = self.publisher.take() {
+            p.close().await;
+        }
+    }
+
+    fn write_metrics(&mut self) -> Result<(), SendError> {
+        let Some(path) = &self.opts.metrics_file else {
+            return Ok(());
+        };
+        self.metrics.totals = self.summary;
+        self.metrics.write(path).map_err(|source| SendError::Io {
+            what: format!("writing metrics file {}", path.display()),
+            source,
+        })
+    }
+
+    async fn pass(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SendError> {
+        let mut find_opts = self.opts.find.clone();
+        find_opts.now = SystemTime::now();
+        let reporter = self.opts.reporter.clone();
+        let mut walk_errors = 0usize;
+        let dirs = find::find_ready([&self.opts.root], &find_opts, |e| {
+            walk_errors += 1;
+            reporter.error(&e);
+        });
+        tracing::info!(
+            "{} ready director{}",
+            dirs.len(),
+            if dirs.len() == 1 { "y" } else { "ies" }
+        );
+        if dirs.is_empty() && !self.warned_empty {
+            // A mistyped -d would otherwise ship nothing, quietly, for ever.
+            let any = !find::walk_tstat_dirs(&self.opts.root, &mut |_| {}).is_empty();
+            if !any {
+                self.warned_empty = true;
+                reporter.warning(&format_args!(
+                    "{} holds no Tstat directory (NAME.out with log_tcp_complete or \
+                     log_udp_complete): is -d the directory Tstat writes into? \
+                     (tstat_send --check looks at everything)",
+                    self.opts.root.display()
+                ));
+            }
+        }
+        let reship = !self.opts.reship.is_empty();
+        let dirs = if reship {
+            self.opts.reship.clone()
+        } else {
+            dirs
+        };
+        let mut data_errors = walk_errors;
+        // Sizes only for a bar on screen: no extra stat per directory else.
+        let sizes: Vec<u64> = if reporter.shows_progress() {
+            dirs.iter().map(|d| logs_size(d)).collect()
+        } else {
+            vec![0; dirs.len()]
+        };
+        reporter.report(Event::Progress(Progress::PassStarted {
+            dirs: dirs.len(),
+            bytes: sizes.iter().sum(),
+        }));
+        let _pass = Finally(&*reporter, Progress::PassDone);
+        for (i, dir) in dirs.iter().enumerate() {
+            if *shutdown.borrow() {
+                break;
+            }
+            reporter.report(Event::Progress(Progress::DirStarted {
+                index: i,
+                name: &self.id_name(dir),
+            }));
+            let shipped = self.ship(dir, shutdown, reship).await;
+            reporter.report(Event::Progress(Progress::DirDone { bytes: sizes[i] }));
+            match shipped? {
+                DirResult::Done { had_data } => {
+                    if had_data && self.opts.single {
+                        break;
+                    }
+                }
+                DirResult::DataError => data_errors += 1,
+            }
+        }
+        if data_errors > 0 {
+            return Err(SendError::Data { count: data_errors });
+        }
+        Ok(())
+    }
+
+    /// The settings that shape a directory's stream (design §8.7), by name.
+    fn settings(&self, id_prefix: &str) -> BTreeMap<String, String> {
+        let p = &self.opts.parse;
+        BTreeMap::from([
+            ("threshold".into(), p.threshold.to_string()),
+            ("chunk_size".into(), self.opts.chunk_size.to_string()),
+            ("max_bytes".into(), self.opts.max_bytes.to_string()),
+            ("sensor".into(), p.sensor.clone()),
+            (
+                "instance".into(),
+                p.instance.clone().unwrap_or_else(|| "(none)".into()),
+            ),
+            ("legacy_udp_duration".into(), p.legacy_udp.to_string()),
+            ("document".into(), flow::DOCUMENT_VERSION.to_string()),
+            ("message_id_prefix".into(), id_prefix.to_string()),
+        ])
+    }
+
+    /// The directory's name in message ids: its path relative to the root
+    /// (its plain name at the top level), so ids are unique per tree.
+    fn id_name(&self, dir: &Path) -> String {
+        let rel = dir.strip_prefix(&self.opts.root).unwrap_or(dir);
+        let rel = if rel.as_os_str().is_empty() {
+            dir.file_name().map(Path::new).unwrap_or(dir)
+        } else {
+            rel
+        };
+        rel.to_string_lossy().into_owned()
+    }
+
+    /// Reports a directory left unmarked for a reason of its own.
+    fn refuse(&self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        self.opts
+            .reporter
+            .error(&format_args!("{}: not marked: {why}", dir.display()));
+        DirResult::DataError
+    }
+}
+
+/// Reports a progress step when dropped: a pass or a wait is over however it
+/// ends.
+struct Finally<'a>(&'a dyn Reporter, Progress<'static>);
+
+impl Drop for Finally<'_> {
+    fn drop(&mut self) {
+        self.0.report(Event::Progress(self.1));
+    }
+}
+
+/// The run's one broker connection, made on first use.
+async fn connected<'a>(
+    slot: &'a mut Option<Publisher>,
+    config: &RabbitConfig,
+    publish: &PublishOptions,
+) -> Result<&'a mut Publisher, PublishError> {
+    if slot.is_none() {
+        *slot = Some(Publisher::connect(config, publish).await?);
+    }
+    Ok(slot.as_mut().expect("connected above"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_names_what_happened_to_the_messages() {
+        let s = Summary {
+            directories: 1,
+            rows: 10,
+            skipped: 1,
+            flows: 18,
+            messages: 1,
+            bytes: 2_500_000,
+        };
+        assert_eq!(
+            s.line(0.25, false),
+            "1 directory, 10 rows read, 1 row skipped, 18 flows kept, 1 message confirmed, 2.5 MB, 0.2 s"
+        );
+        assert!(s.line(0.25, true).contains("1 message printed"));
+    }
+}

@@ -1,0 +1,418 @@
+//! Shipping one directory: its resume plan, the parser thread, publishing
+//! (or printing) its arrays, and marking it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+use super::produce::{Job, Produced, produce};
+use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
+use crate::parse::{FileStats, Protocol, dir_logs};
+use crate::publish::{Item, Outgoing, PublishError, Recorder, StreamStart};
+use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
+use crate::{durable, find};
+
+impl Sender {
+    /// How to resume `dir`, and its record; `Err` when it must be refused.
+    fn resume_plan(
+        &self,
+        dir: &Path,
+        logs: &[(PathBuf, Protocol)],
+        id_prefix: &str,
+        reship: bool,
+    ) -> Result<(Plan, RecordFile), String> {
+        let path = dir.join(PROGRESS_FILE);
+        let mut ids = Vec::with_capacity(logs.len());
+        for (log, _) in logs {
+            ids.push(LogId::of(log).map_err(|e| format!("{}: {e}", log.display()))?);
+        }
+        let settings = self.settings(id_prefix);
+        let loaded = resume::load(&path);
+        let plan = if reship {
+            let previous = loaded.ok().flatten().map(|r| r.generation);
+            Plan::fresh(resume::new_generation(previous))
+        } else {
+            match loaded {
+                Ok(None) => Plan::fresh(0),
+                Ok(Some(rec)) => resume::plan(&rec, &settings, &ids)
+                    .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?,
+                Err(r) => return Err(refusal_text(&r, &path, &self.opts.root, dir)),
+            }
+        };
+        let rec = RecordFile::new(path, self.opts.prog, settings, ids, &plan);
+        Ok((plan, rec))
+    }
+
+    /// The error for a publishing failure. A vanished queue also rewinds the
+    /// directory's record (its confirms went into the lost queue) and names
+    /// the directories marked since the queue was last seen.
+    fn publish_failed(
+        &self,
+        dir: &Path,
+        source: PublishError,
+        record: Option<&mut RecordFile>,
+    ) -> SendError {
+        let PublishError::QueueVanished { since, .. } = source.root() else {
+            return SendError::Publish {
+                dir: dir.display().to_string(),
+                source,
+            };
+        };
+        if let Some(rec) = record
+            && let Err(e) = rec.rewind()
+        {
+            self.opts.reporter.error(&format_args!(
+                "{}: cannot rewind the progress record: {e}",
+                rec.path().display()
+            ));
+        }
+        let marked_since = self
+            .marked
+            .iter()
+            .filter(|(at, _)| at >= since)
+            .map(|(_, d)| d.display().to_string())
+            .collect();
+        SendError::QueueLost {
+            dir: dir.display().to_string(),
+            root: self.opts.root.display().to_string(),
+            marked_since,
+            source: Box::new(source),
+        }
+    }
+
+    /// Before resuming a directory with confirmed messages: connects, and if
+    /// this run had to create the queue after the record was written, the
+    /// messages it counts went into a queue that is gone (deleted, or lost by
+    /// the broker between runs). The record is then rewound and the new plan
+    /// ships the directory from its start under new ids.
+    async fn queue_lost_since(
+        &mut self,
+        dir: &Path,
+        plan: &Plan,
+        record: Option<&mut RecordFile>,
+    ) -> Result<Option<Plan>, PublishError> {
+        let (Transport::Rabbit { config, publish }, Some(rec)) = (&self.transport, record) else {
+            return Ok(None);
+        };
+        if plan.skip == 0 {
+            return Ok(None);
+        }
+        let created = connected(&mut self.publisher, config, publish)
+            .await?
+            .queue_created_at();
+        let written = std::fs::metadata(rec.path())
+            .and_then(|m| m.modified())
+            .ok();
+        match (created, written) {
+            (Some(c), Some(w)) if w < c => {}
+            _ => return Ok(None),
+        }
+        self.opts.reporter.warning(&format_args!(
+            "{}: the queue did not exist and was created by this run, so the {} messages \
+             confirmed into the old one are gone with it: shipping the directory again \
+             from its start under new message ids",
+            dir.display(),
+            plan.skip
+        ));
+        rec.rewind().map_err(|source| PublishError::Progress {
+            path: rec.path().to_path_buf(),
+            source,
+        })?;
+        Ok(Some(rec.rewound_plan()))
+    }
+
+    /// Ships one directory: parse on a thread, publish (or print) here.
+    pub(super) async fn ship(
+        &mut self,
+        dir: &Path,
+        shutdown: &watch::Receiver<bool>,
+        reship: bool,
+    ) -> Result<DirResult, SendError> {
+        let name = self.id_name(dir);
+        let base = format!("{}:{name}", self.opts.parse.sensor);
+        if let Err(e) = resume::check_id_prefix(&base) {
+            return Ok(self.refuse(dir, e));
+        }
+        let logs = match dir_logs(dir) {
+            Ok(l) => l,
+            Err(e) => return Ok(self.refuse(dir, e)),
+        };
+        if logs.is_empty() {
+            return Ok(self.refuse(
+                dir,
+                "no log_tcp_complete or log_udp_complete in this directory",
+            ));
+        }
+        if let Transport::Rabbit { .. } = self.transport {
+            // Left by a run killed mid-write; this run holds the tree's lock.
+            durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
+        }
+        let (plan, mut record) = match &self.transport {
+            Transport::Stdout => (Plan::fresh(0), None),
+            Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship) {
+                Ok((plan, rec)) => (plan, Some(rec)),
+                Err(why) => {
+                    self.metrics.refused += 1;
+                    return Ok(self.refuse(dir, why));
+                }
+            },
+        };
+        let plan = match self.queue_lost_since(dir, &plan, record.as_mut()).await {
+            Ok(Some(rewound)) => rewound,
+            Ok(None) => plan,
+            Err(source) => {
+                return Err(SendError::Publish {
+                    dir: dir.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let prefix = resume::id_prefix(&base, plan.generation);
+        if plan.skip > 0 {
+            tracing::info!(
+                "{}: resuming after {} confirmed messages",
+                dir.display(),
+                plan.skip
+            );
+        }
+        tracing::info!("{}: shipping", dir.display());
+        // The parser stops within one read once a signal comes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let relay = {
+            let stop = stop.clone();
+            let mut signal = shutdown.clone();
+            tokio::spawn(async move {
+                while !*signal.borrow_and_update() {
+                    if signal.changed().await.is_err() {
+                        return;
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
+        let producer = {
+            let mut opts = self.opts.parse.clone();
+            opts.stop = Some(stop.clone());
+            let job = Job {
+                logs,
+                opts,
+                size: self.opts.chunk_size,
+                max_bytes: self.opts.max_bytes,
+                skip: plan.skip,
+                expect: plan.expect,
+                reporter: self.opts.reporter.clone(),
+                name: name.clone(),
+            };
+            std::thread::Builder::new()
+                .name("parse".into())
+                .spawn(move || produce(job, tx))
+                .map_err(|source| SendError::Io {
+                    what: "starting the parser thread".into(),
+                    source,
+                })?
+        };
+        // Wait for the first message (there may be none), or a signal.
+        let mut watch_stop = shutdown.clone();
+        let first = loop {
+            if *watch_stop.borrow() {
+                break None;
+            }
+            tokio::select! {
+                item = rx.recv() => break item,
+                changed = watch_stop.changed() => if changed.is_err() {
+                    break rx.recv().await;
+                },
+            }
+        };
+        let interrupted_early = first.is_none() && *shutdown.borrow();
+        let first = match first {
+            Some(Item::Message(m)) => Some(m),
+            // A failure before any message: nothing to publish.
+            Some(Item::Failed(_)) | None => None,
+        };
+        let had_data = first.is_some();
+        let outcome = match (&self.transport, first) {
+            (_, None) => {
+                // A producer still sending must not wait for a reader.
+                drop(rx);
+                Ok(PublishOutcome {
+                    messages: 0,
+                    bytes: 0,
+                })
+            }
+            (Transport::Stdout, Some(first)) => print_all(first, rx).await,
+            (Transport::Rabbit { config, publish }, Some(first)) => {
+                // The first message was taken to see whether there is any;
+                // a forwarder hands it back in front of the rest.
+                let (ftx, frx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
+                let forward = tokio::spawn(async move {
+                    if ftx.send(Item::Message(first)).await.is_err() {
+                        return;
+                    }
+                    while let Some(m) = rx.recv().await {
+                        if ftx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let start = StreamStart {
+                    index: plan.next_index,
+                    mark: plan.expect,
+                };
+                let result = async {
+                    let publisher = connected(&mut self.publisher, config, publish).await?;
+                    let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
+                    publisher
+                        .publish_stream(Some(&prefix), start, recorder, frx, shutdown.clone())
+                        .await
+                }
+                .await;
+                // Let the runtime actually drop the forwarder (and the
+                // receiver it holds) before the blocking join below: a
+                // parser still sending would otherwise wait for ever.
+                forward.abort();
+                let _ = forward.await;
+                let progress = dir.join(PROGRESS_FILE).display().to_string();
+                match result {
+                    Ok(report) => Ok(PublishOutcome {
+                        messages: report.published,
+                        bytes: report.bytes,
+                    }),
+                    Err(PublishError::Interrupted { confirmed }) => Err(SendError::Interrupted {
+                        dir: dir.display().to_string(),
+                        confirmed,
+                        progress,
+                    }),
+                    // The parser's own report below says why.
+                    Err(PublishError::Input { .. }) => Ok(PublishOutcome {
+                        messages: 0,
+                        bytes: 0,
+                    }),
+                    Err(source) => {
+                        if let PublishError::Unconfirmed { pending, .. } = &source {
+                            self.metrics.unconfirmed += pending;
+                        }
+                        Err(self.publish_failed(dir, source, record.as_mut()))
+                    }
+                }
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        relay.abort();
+        let parsed = producer.join().unwrap_or_else(|_| Produced {
+            stats: FileStats::default(),
+            failed: Some("the parser thread panicked".into()),
+            refused: None,
+            output_error: None,
+        });
+        self.summary.rows += parsed.stats.rows;
+        self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
+        self.summary.flows += parsed.stats.flows;
+        let sent = outcome?;
+        self.summary.messages += sent.messages;
+        self.summary.bytes += sent.bytes;
+        if interrupted_early {
+            return Err(SendError::Interrupted {
+                dir: dir.display().to_string(),
+                confirmed: plan.skip,
+                progress: dir.join(PROGRESS_FILE).display().to_string(),
+            });
+        }
+        if let Some(e) = parsed.output_error {
+            return Err(SendError::Io {
+                what: format!("{}: passing arrays on", dir.display()),
+                source: e,
+            });
+        }
+        if let Some(why) = parsed.refused {
+            self.metrics.refused += 1;
+            let path = dir.join(PROGRESS_FILE);
+            return Ok(self.refuse(
+                dir,
+                refusal_text(&Refusal::Stream(why), &path, &self.opts.root, dir),
+            ));
+        }
+        if let Some(why) = parsed.failed {
+            return Ok(self.refuse(
+                dir,
+                format!("{why}; it is shipped (resumed) once its logs can be read completely"),
+            ));
+        }
+        if let Transport::Rabbit { .. } = self.transport {
+            find::mark_processed(dir).map_err(|source| SendError::Io {
+                what: format!("marking {} processed", dir.display()),
+                source,
+            })?;
+            if let Err(e) = durable::remove(&dir.join(PROGRESS_FILE)) {
+                self.opts.reporter.warning(&format_args!(
+                    "{}: cannot remove {PROGRESS_FILE}: {e}",
+                    dir.display()
+                ));
+            }
+            self.marked
+                .push((std::time::Instant::now(), dir.to_path_buf()));
+            tracing::info!(
+                "{}: {} messages confirmed, marked processed",
+                dir.display(),
+                sent.messages
+            );
+        }
+        self.summary.directories += 1;
+        Ok(DirResult::Done { had_data })
+    }
+}
+
+struct PublishOutcome {
+    messages: u64,
+    bytes: u64,
+}
+
+/// The message for a directory whose record does not apply, with the way to
+/// ship it anyway.
+fn refusal_text(r: &Refusal, record: &Path, root: &Path, dir: &Path) -> String {
+    format!(
+        "{r} (record {}); to ship it again deliberately under new message ids: \
+         tstat_send -d {} --reship {} (flows confirmed before arrive a second time \
+         under the new ids)",
+        record.display(),
+        root.display(),
+        dir.display()
+    )
+}
+
+/// `-N`: writes each array as a line on stdout.
+async fn print_all(
+    first: Outgoing,
+    mut rx: mpsc::Receiver<Item>,
+) -> Result<PublishOutcome, SendError> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
+    let mut n = PublishOutcome {
+        messages: 0,
+        bytes: 0,
+    };
+    let mut next = Some(first.body);
+    while let Some(m) = next {
+        out.write_all(&m)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|source| SendError::Io {
+                what: "writing stdout".into(),
+                source,
+            })?;
+        n.messages += 1;
+        n.bytes += m.len() as u64;
+        next = match rx.recv().await {
+            Some(Item::Message(o)) => Some(o.body),
+            Some(Item::Failed(_)) | None => None,
+        };
+    }
+    out.flush().map_err(|source| SendError::Io {
+        what: "writing stdout".into(),
+        source,
+    })?;
+    Ok(n)
+}
