@@ -257,19 +257,10 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Reads and validates `path`, interpolating from the process environment.
-/// Warnings are logged with `tracing::warn!`; use [`load_with_env`] to print
-/// them yourself.
-pub fn load(path: &Path) -> Result<RabbitConfig, ConfigError> {
-    let checked = load_with_env(path, &process_env)?;
-    log_warnings(&checked.warnings);
-    Ok(checked.config)
-}
-
-/// Reads and validates `path`, looking `${VAR}` up with `env`, and returns
-/// the warnings instead of logging them. A file that cannot be read is one
-/// problem naming the file and the OS reason. A file that holds a password
-/// and that others can read gets a warning.
+/// Reads and validates `path`, looking `${VAR}` up with `env` (usually
+/// [`process_env`]); the caller prints the warnings. A file that cannot be
+/// read is one problem naming the file and the OS reason. A file that holds
+/// a password and that others can read gets a warning.
 pub fn load_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -331,30 +322,6 @@ fn readable_by_others(meta: &std::fs::Metadata) -> Option<&'static str> {
         (false, true) => Some("others"),
         (true, false) => Some("its group"),
         (false, false) => None,
-    }
-}
-
-/// Validates config text as if read from `path` (used in messages and as
-/// the base of relative certificate paths), with the process environment.
-pub fn parse_str(text: &str, path: &Path) -> Result<RabbitConfig, ConfigError> {
-    parse_with_env(text, path, &process_env)
-}
-
-/// Like [`parse_str`] but `${VAR}` is looked up with `env`, so tests need
-/// not touch the process environment. Warnings are logged.
-pub fn parse_with_env(
-    text: &str,
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RabbitConfig, ConfigError> {
-    let checked = check(text, path, env)?;
-    log_warnings(&checked.warnings);
-    Ok(checked.config)
-}
-
-fn log_warnings(warnings: &[Problem]) {
-    for w in warnings {
-        tracing::warn!("{w}");
     }
 }
 
