@@ -34,6 +34,32 @@ pub struct Mark {
     pub items: u64,
     /// CRC-32 of the concatenated bodies so far.
     pub digest: u32,
+    /// Follow mode (design §12): where each log is after this message. A
+    /// stream read while Tstat writes is cut by time, so it is resumed from
+    /// these positions under new ids, never re-formed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<Positions>,
+}
+
+/// Where every log of a followed directory is (TCP, UDP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Positions {
+    /// The TCP log, then the UDP log.
+    pub logs: [LogPos; 2],
+}
+
+/// A position in a followed log: the documents of the rows before `offset`
+/// and the first `docs` documents after it are in messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPos {
+    /// The file's inode (0: not opened yet).
+    pub inode: u64,
+    /// A byte offset at the start of a line.
+    pub offset: u64,
+    /// Lines before `offset` (the header included).
+    pub line: u64,
+    /// Documents after `offset` already in messages.
+    pub docs: u64,
 }
 
 /// A running digest of message bodies, the `digest` of a [`Mark`].

@@ -237,6 +237,7 @@ fn read_lines(tx: mpsc::Sender<Item>, skip: u64, expect: Mark) -> Result<u64, Re
             part: 0,
             items: count,
             digest: digest.add(&line),
+            follow: None,
         };
         if count < skip {
             continue;

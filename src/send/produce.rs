@@ -67,6 +67,7 @@ impl Track<'_> {
             part: self.part,
             items: self.emitted - self.part_start,
             digest: self.digest.add(body),
+            follow: None,
         };
         if self.arrays < self.skip {
             return Ok(());

@@ -1,0 +1,216 @@
+//! Reading Tstat logs while Tstat writes them (design §12): complete rows
+//! only, from a recorded position, across a log deleted and created again
+//! (Tstat restarted within the hour), and noticing when Tstat rotates to a
+//! new directory. It reads and parses; it never publishes.
+
+mod tail;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub use self::tail::{Polled, Tail};
+use crate::find;
+use crate::parse::{Header, ParseError, Protocol};
+use crate::resume::LogPos;
+
+/// The two logs a Tstat directory can hold, in stream order.
+pub const LOGS: [(&str, Protocol); 2] = [
+    ("log_tcp_complete", Protocol::Tcp),
+    ("log_udp_complete", Protocol::Udp),
+];
+
+/// A log followed for rows: its tail, its header once read and the number
+/// of the next line.
+#[derive(Debug)]
+pub struct LiveLog {
+    name: String,
+    proto: Protocol,
+    tail: Tail,
+    header: Option<Header>,
+    /// Number of the first line not yet handed out (1: the header).
+    line: u64,
+    block: Vec<u8>,
+}
+
+/// What one look at a live log gave.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// Complete rows (perhaps none).
+    Rows(Rows<'a>),
+    /// The file was replaced (deleted and created again) after what it held
+    /// was read; follow the new one with [`LiveLog::new`] from position 0.
+    Replaced,
+}
+
+/// Rows read from a live log, for [`crate::parse::Parser::parse_lines`].
+#[derive(Debug)]
+pub struct Rows<'a> {
+    /// The log's header.
+    pub header: Option<&'a Header>,
+    /// Complete lines.
+    pub lines: &'a [u8],
+    /// Number of the first of them.
+    pub first_line: u64,
+    /// Bytes of an unterminated last line of a finished log (not in
+    /// `lines`; a truncated row).
+    pub truncated: usize,
+}
+
+impl LiveLog {
+    /// Follows the log at `path` from `pos` (of an earlier run, or the
+    /// default: from its start). A file that is not the one recorded (another
+    /// inode, or shorter than the position) is read from its start: the
+    /// second value says so.
+    pub fn new(path: &Path, proto: Protocol, pos: LogPos) -> Result<(LiveLog, bool), ParseError> {
+        let name = path.display().to_string();
+        let io_err = |source| ParseError::Io {
+            path: name.clone(),
+            source,
+        };
+        let mut log = LiveLog {
+            name: name.clone(),
+            proto,
+            tail: Tail::new(path, 0, 0),
+            header: None,
+            line: 1,
+            block: Vec::new(),
+        };
+        if pos.offset == 0 {
+            log.tail = Tail::new(path, pos.inode, 0);
+            let replaced = pos.inode != 0
+                && std::fs::metadata(path).is_ok_and(|m| m.ino() != pos.inode);
+            return Ok((log, replaced));
+        }
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        match meta {
+            Some(m) if m.ino() == pos.inode && m.len() >= pos.offset => {
+                let mut first = Vec::new();
+                BufReader::new(File::open(path).map_err(io_err)?)
+                    .read_until(b'\n', &mut first)
+                    .map_err(io_err)?;
+                log.header = Some(Header::from_line(&first, &name, proto)?);
+                log.tail = Tail::new(path, pos.inode, pos.offset);
+                log.line = pos.line + 1;
+                Ok((log, false))
+            }
+            _ => Ok((log, true)),
+        }
+    }
+
+    /// The log's path as shown in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The inode followed (0 before the file exists).
+    pub fn inode(&self) -> u64 {
+        self.tail.inode()
+    }
+
+    /// The position after the rows handed out so far: byte offset and lines.
+    pub fn position(&self) -> (u64, u64) {
+        (self.tail.offset(), self.line - 1)
+    }
+
+    /// The rows written since the last look. With `finished` (Tstat has
+    /// rotated away from the directory), to the end of the file.
+    pub fn read(&mut self, finished: bool) -> Result<Step<'_>, ParseError> {
+        self.block.clear();
+        let io_err = |source| ParseError::Io {
+            path: self.name.clone(),
+            source,
+        };
+        let mut truncated = 0;
+        if finished {
+            let before = self.tail.offset();
+            let n = self.tail.finish(&mut self.block).map_err(io_err)?;
+            let complete = memchr::memrchr(b'\n', &self.block).map_or(0, |i| i + 1);
+            truncated = n - complete;
+            debug_assert_eq!(before + n as u64, self.tail.offset());
+            self.block.truncate(complete);
+        } else if self.tail.poll(&mut self.block).map_err(io_err)? == Polled::Replaced {
+            return Ok(Step::Replaced);
+        }
+        let mut lines = &self.block[..];
+        let mut first_line = self.line;
+        if self.header.is_none()
+            && let Some(nl) = memchr::memchr(b'\n', lines)
+        {
+            self.header = Some(Header::from_line(&lines[..nl], &self.name, self.proto)?);
+            lines = &lines[nl + 1..];
+            first_line += 1;
+        }
+        let count = memchr::memchr_iter(b'\n', lines).count() as u64;
+        self.line = first_line + count + u64::from(truncated > 0);
+        Ok(Step::Rows(Rows {
+            header: self.header.as_ref(),
+            lines,
+            first_line,
+            truncated,
+        }))
+    }
+}
+
+/// Whether a newer Tstat directory exists beside `dir`: Tstat rotated away
+/// from it, so it is complete.
+pub fn rotated(dir: &Path) -> io::Result<bool> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(false);
+    };
+    let ours = find::name_key(name);
+    for entry in std::fs::read_dir(parent)? {
+        let entry = entry?;
+        let other = entry.file_name();
+        if find::name_key(&other) > ours && find::is_tstat_dir(&entry.path()).unwrap_or(false) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The directories Tstat may still be writing below `root`: in each
+/// directory holding Tstat directories, the newest one, unless it is marked
+/// done. Newest first.
+pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut latest: Vec<find::TstatDir> = Vec::new();
+    for d in find::walk_tstat_dirs(root, &mut |_| {}) {
+        match latest.iter_mut().find(|l| l.path.parent() == d.path.parent()) {
+            Some(l) => {
+                if path_key(&d.path) > path_key(&l.path) {
+                    *l = d;
+                }
+            }
+            None => latest.push(d),
+        }
+    }
+    let mut out: Vec<PathBuf> = latest
+        .into_iter()
+        .filter(|d| !d.done)
+        .map(|d| d.path)
+        .collect();
+    out.sort_by(|a, b| path_key(b).cmp(&path_key(a)));
+    out
+}
+
+fn path_key(p: &Path) -> Vec<u8> {
+    p.file_name()
+        .map_or_else(Vec::new, |n| find::name_key(n).into_owned())
+}
+
+/// The paths of a directory's logs in stream order; `Err` names a gzipped
+/// log (`tstat -Z`), which cannot be read while it is written.
+pub fn live_logs(dir: &Path) -> Result<[(PathBuf, Protocol); 2], PathBuf> {
+    for (name, _) in LOGS {
+        let gz = dir.join(format!("{name}.gz"));
+        if gz.exists() {
+            return Err(gz);
+        }
+    }
+    Ok(LOGS.map(|(name, proto)| (dir.join(name), proto)))
+}
