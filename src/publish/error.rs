@@ -186,8 +186,8 @@ pub enum PublishError {
         /// Queue name.
         queue: String,
         /// When the queue was last seen present (see
-        /// [`Publisher::queue_seen`]): messages confirmed after this are
-        /// probably lost.
+        /// [`Publisher::queue_seen`](super::Publisher::queue_seen)):
+        /// messages confirmed after this are probably lost.
         since: std::time::Instant,
         /// How long before the failed check that was.
         ago: Duration,

@@ -1,4 +1,4 @@
-//! What flows through [`Publisher::publish_stream`](super::Publisher::publish_stream)(super::Publisher::publish_stream):
+//! What flows through [`publish_stream`](super::Publisher::publish_stream):
 //! messages in ([`Item`], [`Outgoing`]) with where the stream starts
 //! ([`StreamStart`]), the progress record it keeps ([`Recorder`]) and the
 //! report out ([`StreamReport`]). Plain data; no broker, no I/O of its own.
@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use crate::resume::Mark;
 
-/// One message for [`Publisher::publish_stream`](super::Publisher::publish_stream), with where it ends in its
-/// stream (what the progress record stores once it is confirmed).
+/// One message for [`publish_stream`](super::Publisher::publish_stream),
+/// with where it ends in its stream (what the progress record stores once
+/// it is confirmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// The body.
@@ -19,7 +20,7 @@ pub struct Outgoing {
 
 /// What a producer hands the publisher: a message, or the reason the stream
 /// stops early (the publisher then drains its window, records what was
-/// confirmed and returns [`PublishError::Input`]).
+/// confirmed and returns [`PublishError::Input`](super::PublishError::Input)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// The next message.
@@ -69,7 +70,7 @@ impl Recorder for crate::resume::RecordFile {
     }
 }
 
-/// What a [`Publisher::publish_stream`](super::Publisher::publish_stream) call did.
+/// What a [`publish_stream`](super::Publisher::publish_stream) call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamReport {
     /// Distinct messages published by this call (resends not counted).

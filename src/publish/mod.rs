@@ -11,6 +11,10 @@
 //! files other than the TLS material, never parses flows, and never prints: what the operator should see is handed to the
 //! caller's [`NoticeSink`] or returned as a [`PublishError`].
 //!
+//! Inside: `error` words every failure and notice, `link` connects and fails
+//! over, `window` keeps the confirm bookkeeping (pure, unit-tested), `queue`
+//! checks the queue, `tls` builds the connector; this file drives them.
+//!
 //! ```no_run
 //! # async fn run(cfg: tstat_transport::config::RabbitConfig) -> Result<(), tstat_transport::publish::PublishError> {
 //! use tstat_transport::publish::{Item, PublishOptions, Publisher, StreamStart};
