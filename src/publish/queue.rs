@@ -12,7 +12,8 @@ use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 
-use super::{PublishError, amqp_error};
+use super::PublishError;
+use super::link::{amqp_error, describe};
 use crate::config::{QueueArg, QueueOptions, RabbitConfig};
 
 /// Reply code of a channel closed because the queue does not exist.
@@ -223,7 +224,7 @@ async fn bind(
                 "to exchange '{}' with routing key '{}': {}",
                 cfg.exchange,
                 cfg.routing_key,
-                super::describe(&e)
+                describe(&e)
             ),
         })
 }
@@ -250,7 +251,7 @@ fn queue_error(queue: &str, what: &'static str, e: &lapin::Error) -> PublishErro
     PublishError::Queue {
         queue: queue.to_string(),
         what,
-        reason: super::describe(e),
+        reason: describe(e),
     }
 }
 

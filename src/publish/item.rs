@@ -1,0 +1,87 @@
+//! What flows through [`publish_stream`](super::Publisher::publish_stream):
+//! messages in ([`Item`], [`Outgoing`]) with where the stream starts
+//! ([`StreamStart`]), the progress record it keeps ([`Recorder`]) and the
+//! report out ([`StreamReport`]). Plain data; no broker, no I/O of its own.
+
+use std::path::PathBuf;
+
+use crate::resume::Mark;
+
+/// One message for [`publish_stream`](super::Publisher::publish_stream),
+/// with where it ends in its stream (what the progress record stores once
+/// it is confirmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its end in the stream.
+    pub mark: Mark,
+}
+
+/// What a producer hands the publisher: a message, or the reason the stream
+/// stops early (the publisher then drains its window, records what was
+/// confirmed and returns [`PublishError::Input`](super::PublishError::Input)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// The next message.
+    Message(Outgoing),
+    /// The producer failed; nothing more comes.
+    Failed(String),
+}
+
+impl Item {
+    /// A message without a stream position (for callers that keep no record).
+    pub fn message(body: Vec<u8>) -> Item {
+        Item::Message(Outgoing {
+            body,
+            mark: Mark::default(),
+        })
+    }
+}
+
+/// Where a stream starts: the id index of its first message and the mark
+/// before it (from the progress record of an earlier run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStart {
+    /// Id index of the first message.
+    pub index: u64,
+    /// Mark of the stream before it.
+    pub mark: Mark,
+}
+
+/// Keeps the progress record of a stream (see [`crate::resume::RecordFile`]).
+pub trait Recorder {
+    /// Records that ids below `confirmed` are confirmed, the last ending at
+    /// `mark`, and that ids below `reserved` may have been sent. Called
+    /// before any id at or above the previous `reserved` is sent, and as
+    /// confirms arrive.
+    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> std::io::Result<()>;
+    /// The record's file, for messages.
+    fn path(&self) -> PathBuf;
+}
+
+impl Recorder for crate::resume::RecordFile {
+    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> std::io::Result<()> {
+        crate::resume::RecordFile::save(self, confirmed, mark, reserved)
+    }
+
+    fn path(&self) -> PathBuf {
+        crate::resume::RecordFile::path(self).to_path_buf()
+    }
+}
+
+/// What a [`publish_stream`](super::Publisher::publish_stream) call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamReport {
+    /// Distinct messages published by this call (resends not counted).
+    pub published: u64,
+    /// Messages published again after a reconnect.
+    pub resent: u64,
+    /// Bytes of the distinct message bodies published by this call.
+    pub bytes: u64,
+    /// Id index after the last confirmed message (a contiguous prefix,
+    /// including what earlier runs confirmed): what the record holds.
+    pub confirmed: u64,
+    /// Reconnects made during the call.
+    pub reconnects: u32,
+}
