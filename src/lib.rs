@@ -15,6 +15,7 @@ pub mod cull;
 pub mod durable;
 pub mod find;
 pub mod flow;
+pub mod follow;
 pub mod lock;
 pub mod metrics;
 pub mod parse;

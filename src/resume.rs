@@ -238,20 +238,7 @@ pub fn plan(
     settings: &BTreeMap<String, String>,
     logs: &[LogId],
 ) -> Result<Plan, Refusal> {
-    let mut diffs = Vec::new();
-    let keys: std::collections::BTreeSet<&String> =
-        rec.settings.keys().chain(settings.keys()).collect();
-    for k in keys {
-        let was = rec.settings.get(k);
-        let now = settings.get(k);
-        if was != now {
-            let show = |v: Option<&String>| v.map_or("(not set)".to_string(), |v| format!("{v:?}"));
-            diffs.push((k.clone(), show(was), show(now)));
-        }
-    }
-    if !diffs.is_empty() {
-        return Err(Refusal::Settings(diffs));
-    }
+    same_settings(rec, settings)?;
     let mut bad = Vec::new();
     let mut grew = false;
     for old in &rec.logs {
@@ -288,6 +275,66 @@ pub fn plan(
         next_index,
         generation: rec.generation,
     })
+}
+
+/// Refuses a record made with other settings, naming each difference.
+fn same_settings(rec: &Record, settings: &BTreeMap<String, String>) -> Result<(), Refusal> {
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        rec.settings.keys().chain(settings.keys()).collect();
+    for k in keys {
+        let was = rec.settings.get(k);
+        let now = settings.get(k);
+        if was != now {
+            let show = |v: Option<&String>| v.map_or("(not set)".to_string(), |v| format!("{v:?}"));
+            diffs.push((k.clone(), show(was), show(now)));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Settings(diffs))
+    }
+}
+
+/// How to resume a directory read while Tstat wrote it (design §12): from
+/// the recorded log positions, under ids above any that may have been sent
+/// (its arrays were cut by time, so they are not formed again).
+pub fn follow_plan(rec: &Record, settings: &BTreeMap<String, String>) -> Result<Plan, Refusal> {
+    same_settings(rec, settings)?;
+    if rec.next.follow.is_none() {
+        return Err(Refusal::Stream(
+            "a run without --follow counted its messages; it cannot be followed from there \
+             (it is shipped when Tstat has finished the directory)"
+                .into(),
+        ));
+    }
+    Ok(Plan {
+        skip: 0,
+        expect: rec.next,
+        next_index: rec.next_index.max(rec.reserved),
+        generation: rec.generation,
+    })
+}
+
+/// A stream of a directory read while Tstat writes it, from its start. Its
+/// ids carry a generation (the time) so that a directory Tstat deletes and
+/// creates again never reuses the ids of the one before.
+pub fn follow_fresh() -> Plan {
+    Plan {
+        expect: Mark {
+            follow: Some(Positions::default()),
+            ..Mark::default()
+        },
+        ..Plan::fresh(new_generation(None))
+    }
+}
+
+impl Plan {
+    /// Whether it continues from something an earlier run confirmed.
+    pub fn resumes(&self) -> bool {
+        self.skip > 0 || self.expect.follow.is_some_and(|p| p != Positions::default())
+    }
 }
 
 /// Message id prefix for a stream: `PREFIX`, or `PREFIX~GEN` after a re-ship.
@@ -432,6 +479,38 @@ mod tests {
         f.record.next_index = 3;
         f.record.reserved = 259;
         f.record
+    }
+
+    #[test]
+    fn a_followed_stream_resumes_at_its_positions_under_new_ids() {
+        let mut r = record();
+        assert!(matches!(
+            follow_plan(&r, &settings("0")),
+            Err(Refusal::Stream(_))
+        ));
+        let at = Positions {
+            logs: [
+                LogPos {
+                    inode: 7,
+                    offset: 4096,
+                    line: 30,
+                    docs: 1,
+                },
+                LogPos::default(),
+            ],
+        };
+        r.next.follow = Some(at);
+        let p = follow_plan(&r, &settings("0")).expect("applies");
+        assert_eq!((p.skip, p.next_index), (0, 259));
+        assert_eq!(p.expect.follow, Some(at));
+        assert!(p.resumes());
+        assert!(matches!(
+            follow_plan(&r, &settings("1")),
+            Err(Refusal::Settings(_))
+        ));
+        let fresh = follow_fresh();
+        assert!(!fresh.resumes());
+        assert!(fresh.generation > 1_700_000_000);
     }
 
     #[test]

@@ -64,7 +64,12 @@ fn main() -> ExitCode {
         root: cli.directory,
         find: FindOptions {
             all: cli.all,
-            settle: Duration::from_secs(cli.settle),
+            // Following, only a newer directory finishes one.
+            settle: if cli.follow {
+                Duration::MAX
+            } else {
+                Duration::from_secs(cli.settle)
+            },
             ..FindOptions::default()
         },
         parse: ParseOptions {
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
         max_bytes: cli.max_bytes,
         single: cli.single,
         watch: cli.watch,
+        follow: cli.follow.then_some(cli.flush),
         metrics_file: cli.metrics_file,
         reporter: std::sync::Arc::new(
             cli::StderrReporter::new(PROG, cli.verbose || cli.debug).with_progress(!cli.quiet),

@@ -325,15 +325,23 @@ pub struct SendCli {
     /// Keep running: one pass every SECONDS, reusing the connection.
     #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
     pub watch: Option<Duration>,
+    /// Keep running and also ship the directory Tstat is still writing: each
+    /// complete row reaches the broker within --flush seconds; the directory
+    /// is marked when Tstat rotates to the next.
+    #[arg(long, conflicts_with_all = ["all", "single"])]
+    pub follow: bool,
+    /// With --follow: longest time a flow waits for its array to fill.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = runtime::seconds, requires = "follow")]
+    pub flush: Duration,
     /// Ship these directories again from their start under new message ids,
     /// whatever their progress record says (after a refusal; flows confirmed
     /// before arrive a second time, under the new ids).
-    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "no_transport", "single"])]
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["watch", "follow", "no_transport", "single"])]
     pub reship: Vec<PathBuf>,
     /// Check everything a run needs (config, broker login and queue, the
     /// tree, metrics directory, lock) without shipping or marking anything;
     /// one line per check, exit 0 only when all pass.
-    #[arg(long, conflicts_with_all = ["no_transport", "watch", "reship"])]
+    #[arg(long, conflicts_with_all = ["no_transport", "watch", "follow", "reship"])]
     pub check: bool,
     /// Write Prometheus metrics here after every pass (atomically).
     #[arg(long, value_name = "PATH")]

@@ -56,6 +56,8 @@ pub struct Rows<'a> {
     /// Bytes of an unterminated last line of a finished log (not in
     /// `lines`; a truncated row).
     pub truncated: usize,
+    /// The log holds more: read again at once.
+    pub more: bool,
 }
 
 impl LiveLog {
@@ -126,17 +128,11 @@ impl LiveLog {
             path: self.name.clone(),
             source,
         };
-        let mut truncated = 0;
-        if finished {
-            let before = self.tail.offset();
-            let n = self.tail.finish(&mut self.block).map_err(io_err)?;
-            let complete = memchr::memrchr(b'\n', &self.block).map_or(0, |i| i + 1);
-            truncated = n - complete;
-            debug_assert_eq!(before + n as u64, self.tail.offset());
-            self.block.truncate(complete);
-        } else if self.tail.poll(&mut self.block).map_err(io_err)? == Polled::Replaced {
-            return Ok(Step::Replaced);
-        }
+        let (more, truncated) = match self.tail.poll(&mut self.block).map_err(io_err)? {
+            Polled::Replaced => return Ok(Step::Replaced),
+            Polled::Lines { more, .. } if more || !finished => (more, 0),
+            Polled::Lines { .. } => (false, self.tail.take_partial()),
+        };
         let mut lines = &self.block[..];
         let mut first_line = self.line;
         if self.header.is_none()
@@ -153,6 +149,7 @@ impl LiveLog {
             lines,
             first_line,
             truncated,
+            more,
         }))
     }
 }

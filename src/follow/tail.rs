@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Bytes read per system call.
 const READ_SIZE: usize = 256 << 10;
+/// Most bytes of lines one look hands out (memory stays bounded on a log
+/// that is far ahead).
+const MAX_BLOCK: usize = 4 * READ_SIZE;
 
 /// A followed log: its open file, the position after the last complete line
 /// handed out, and the bytes of a line still being written.
@@ -25,9 +28,15 @@ pub struct Tail {
 /// What one look at a followed log found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Polled {
-    /// `n` bytes of complete lines were appended to the caller's buffer
-    /// (0: nothing new, or only part of a line).
-    Lines(usize),
+    /// Bytes of complete lines were appended to the caller's buffer (none:
+    /// nothing new, or only part of a line); `more` when the file holds
+    /// more than one look hands out.
+    Lines {
+        /// Bytes appended.
+        bytes: usize,
+        /// Look again at once.
+        more: bool,
+    },
     /// The path now names another file (the log was deleted and created
     /// again) or the file shrank: what the old file held is read; the caller
     /// starts a new [`Tail`] on the new file.
@@ -71,35 +80,38 @@ impl Tail {
     /// Appends the complete lines written since the last look to `out`.
     pub fn poll(&mut self, out: &mut Vec<u8>) -> io::Result<Polled> {
         if self.file.is_none() && !self.open()? {
-            return Ok(Polled::Lines(0));
+            return Ok(Polled::Lines {
+                bytes: 0,
+                more: false,
+            });
         }
-        let n = self.read_lines(out)?;
-        if n > 0 {
-            return Ok(Polled::Lines(n));
+        let (bytes, more) = self.read_lines(out)?;
+        if bytes > 0 || more {
+            return Ok(Polled::Lines { bytes, more });
         }
+        let none = Polled::Lines {
+            bytes: 0,
+            more: false,
+        };
         // Nothing new from the open file: has the name moved on?
         match std::fs::metadata(&self.path) {
             Ok(m) if m.ino() != self.inode || m.len() < self.offset + self.partial.len() as u64 => {
                 Ok(Polled::Replaced)
             }
-            Ok(_) => Ok(Polled::Lines(0)),
+            Ok(_) => Ok(none),
             // Deleted and not yet created again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Polled::Lines(0)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(none),
             Err(e) => Err(e),
         }
     }
 
-    /// Reads to the current end; returns the last bytes without a newline
-    /// too (the file is finished: Tstat rotated away from it).
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
-        if self.file.is_none() && !self.open()? {
-            return Ok(0);
-        }
-        let n = self.read_lines(out)?;
+    /// Takes the bytes of an unterminated last line (the file is finished:
+    /// Tstat rotated away from it); returns how many.
+    pub fn take_partial(&mut self) -> usize {
         let rest = self.partial.len();
-        out.append(&mut self.partial);
+        self.partial.clear();
         self.offset += rest as u64;
-        Ok(n + rest)
+        rest
     }
 
     /// Opens the file if it exists; `Replaced` cases (another inode than
@@ -120,10 +132,11 @@ impl Tail {
         Ok(true)
     }
 
-    /// Reads what the open file has; moves complete lines to `out`.
-    fn read_lines(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
+    /// Reads what the open file has, up to [`MAX_BLOCK`]; moves complete
+    /// lines to `out`. True with the count when more is there.
+    fn read_lines(&mut self, out: &mut Vec<u8>) -> io::Result<(usize, bool)> {
         let Some(file) = self.file.as_mut() else {
-            return Ok(0);
+            return Ok((0, false));
         };
         let start = out.len();
         loop {
@@ -145,7 +158,10 @@ impl Tail {
                 self.offset += end as u64;
             }
             if n < READ_SIZE {
-                return Ok(out.len() - start);
+                return Ok((out.len() - start, false));
+            }
+            if out.len() - start >= MAX_BLOCK {
+                return Ok((out.len() - start, true));
             }
         }
     }
@@ -171,17 +187,17 @@ mod tests {
         let p = dir.path().join("log");
         let mut t = Tail::new(&p, 0, 0);
         let mut out = Vec::new();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines(0));
+        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 0, more: false });
         append(&p, b"head\nrow 1\nro");
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines(11));
+        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 11, more: false });
         assert_eq!(out, b"head\nrow 1\n");
         assert_eq!(t.offset(), 11);
         assert_eq!(t.partial_len(), 2);
         append(&p, b"w 2");
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines(0));
+        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 0, more: false });
         append(&p, b"\nrow 3\n");
         out.clear();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines(12));
+        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 12, more: false });
         assert_eq!(out, b"row 2\nrow 3\n");
         assert_eq!(t.offset(), 23);
     }
@@ -211,7 +227,7 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         append(&p, b"new head\n");
         out.clear();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines(6));
+        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 6, more: false });
         assert_eq!(out, b"row 2\n");
         assert_eq!(t.poll(&mut out).unwrap(), Polled::Replaced);
         let mut t = Tail::new(&p, t.inode(), t.offset());
@@ -233,13 +249,47 @@ mod tests {
     }
 
     #[test]
-    fn finish_returns_an_unterminated_last_line() {
+    fn an_unterminated_last_line_is_taken_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
         append(&p, b"head\nrow 1\nrow");
         let mut t = Tail::new(&p, 0, 0);
         let mut out = Vec::new();
-        assert_eq!(t.finish(&mut out).unwrap(), 14);
-        assert_eq!(out, b"head\nrow 1\nrow");
+        t.poll(&mut out).unwrap();
+        assert_eq!(out, b"head\nrow 1\n");
+        assert_eq!(t.take_partial(), 3);
+        assert_eq!(t.offset(), 14);
+    }
+
+    #[test]
+    fn a_long_log_is_handed_out_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let line = [b'x'; 999];
+        let mut all = Vec::new();
+        for _ in 0..3000 {
+            all.extend_from_slice(&line);
+            all.push(b'\n');
+        }
+        append(&p, &all);
+        let mut t = Tail::new(&p, 0, 0);
+        let mut out = Vec::new();
+        let mut looks = 0;
+        loop {
+            let before = out.len();
+            match t.poll(&mut out).unwrap() {
+                Polled::Lines { bytes, more } => {
+                    assert!(bytes <= MAX_BLOCK + READ_SIZE);
+                    assert_eq!(out.len() - before, bytes);
+                    looks += 1;
+                    if !more {
+                        break;
+                    }
+                }
+                Polled::Replaced => panic!("not replaced"),
+            }
+        }
+        assert!(looks >= 3, "{looks} looks");
+        assert_eq!(out, all);
     }
 }

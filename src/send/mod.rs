@@ -16,17 +16,21 @@ use tokio::sync::watch;
 
 use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
-use crate::flow;
+use crate::{flow, follow};
 use crate::metrics::Metrics;
 use crate::parse::{ParseOptions, logs_size};
 use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::report::{Event, Progress, Reporter};
 
+mod live;
 mod produce;
 mod ship;
 
 /// Name of the per-directory resume record (design §6.3, §8.2).
 pub const PROGRESS_FILE: &str = ".progress";
+
+/// Time between passes in follow mode without `--watch`.
+const FOLLOW_PASS: Duration = Duration::from_secs(1);
 
 /// Messages buffered between the parser thread and the publisher.
 const CHANNEL_DEPTH: usize = 16;
@@ -60,6 +64,8 @@ pub struct SendOptions {
     pub single: bool,
     /// Keep running, one pass per interval.
     pub watch: Option<Duration>,
+    /// Also ship the directory Tstat is writing (design §12); the flush time.
+    pub follow: Option<Duration>,
     /// Prometheus textfile to keep up to date.
     pub metrics_file: Option<PathBuf>,
     /// Where errors, warnings and progress go.
@@ -162,6 +168,8 @@ pub struct Sender {
     marked: Vec<(std::time::Instant, PathBuf)>,
     /// The "no Tstat directory here" warning was given.
     warned_empty: bool,
+    /// Directories (or the root) a follow-mode notice was given for.
+    noted: std::collections::HashSet<PathBuf>,
 }
 
 /// What shipping one directory gave.
@@ -187,6 +195,7 @@ impl Sender {
             metrics,
             marked: Vec::new(),
             warned_empty: false,
+            noted: Default::default(),
         }
     }
 
@@ -215,7 +224,7 @@ impl Sender {
                     Err(e)
                 }
             };
-            let Some(interval) = self.opts.watch else {
+            let Some(interval) = self.opts.watch.or(self.opts.follow.map(|_| FOLLOW_PASS)) else {
                 return result;
             };
             match result {
@@ -231,14 +240,17 @@ impl Sender {
                 return Ok(());
             }
             let reporter = self.opts.reporter.clone();
-            reporter.report(Event::Progress(Progress::Waiting {
-                text: &format_args!(
-                    "waiting {} s for the next pass; so far {}",
-                    interval.as_secs_f64(),
-                    self.summary.line(0.0, false)
-                ),
-            }));
-            let _waiting = Finally(&*reporter, Progress::WaitDone);
+            // Following, passes are a second apart: no spinner for that.
+            let _waiting = self.opts.follow.is_none().then(|| {
+                reporter.report(Event::Progress(Progress::Waiting {
+                    text: &format_args!(
+                        "waiting {} s for the next pass; so far {}",
+                        interval.as_secs_f64(),
+                        self.summary.line(0.0, false)
+                    ),
+                }));
+                Finally(&*reporter, Progress::WaitDone)
+            });
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => {
@@ -319,7 +331,7 @@ impl Sender {
                 index: i,
                 name: &self.id_name(dir),
             }));
-            let shipped = self.ship(dir, shutdown, reship).await;
+            let shipped = self.ship(dir, shutdown, reship, false).await;
             reporter.report(Event::Progress(Progress::DirDone { bytes: sizes[i] }));
             match shipped? {
                 DirResult::Done { had_data } => {
@@ -330,10 +342,61 @@ impl Sender {
                 DirResult::DataError => data_errors += 1,
             }
         }
+        if self.opts.follow.is_some()
+            && !*shutdown.borrow()
+            && let Some(dir) = self.live_dir()
+        {
+            reporter.report(Event::Progress(Progress::DirStarted {
+                index: dirs.len().saturating_sub(1),
+                name: &self.id_name(&dir),
+            }));
+            if let DirResult::DataError = self.ship(&dir, shutdown, false, true).await? {
+                data_errors += 1;
+            }
+        }
         if data_errors > 0 {
             return Err(SendError::Data { count: data_errors });
         }
         Ok(())
+    }
+
+    /// The directory to follow (design §12): the newest one Tstat may still
+    /// be writing, unless it cannot be followed (said once).
+    fn live_dir(&mut self) -> Option<PathBuf> {
+        let live = follow::live_dirs(&self.opts.root);
+        let dir = live.first()?.clone();
+        if live.len() > 1 && self.noted.insert(self.opts.root.clone()) {
+            let others: Vec<String> = live[1..].iter().map(|d| d.display().to_string()).collect();
+            self.opts.reporter.warning(&format_args!(
+                "several directories are being written; following the newest, {}, not {} \
+                 (run one tstat_send --follow per Tstat output directory)",
+                dir.display(),
+                others.join(", ")
+            ));
+        }
+        if let Err(gz) = follow::live_logs(&dir) {
+            if self.noted.insert(dir.clone()) {
+                self.opts.reporter.warning(&format_args!(
+                    "{}: a gzipped log (tstat -Z) cannot be read while it is written; \
+                     the directory is shipped when Tstat rotates",
+                    gz.display()
+                ));
+            }
+            return None;
+        }
+        if let Ok(Some(rec)) = crate::resume::load(&dir.join(PROGRESS_FILE))
+            && rec.next.follow.is_none()
+        {
+            if self.noted.insert(dir.clone()) {
+                self.opts.reporter.warning(&format_args!(
+                    "{}: a run without --follow began shipping it; it is shipped when Tstat \
+                     rotates",
+                    dir.display()
+                ));
+            }
+            return None;
+        }
+        Some(dir)
     }
 
     /// The settings that shape a directory's stream (design §8.7), by name.

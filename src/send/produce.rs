@@ -210,11 +210,11 @@ impl<S: FlowSink> FlowSink for Counting<'_, S> {
 /// The publisher (or printer) took no more arrays; it reports why itself.
 #[derive(Debug, thiserror::Error)]
 #[error("the publisher stopped")]
-struct PublisherStopped;
+pub(super) struct PublisherStopped;
 
 /// A stopped consumer reports why itself; anything else (a document too
 /// large for an array) is a real error.
-fn consumer_error(e: io::Error) -> Option<io::Error> {
+pub(super) fn consumer_error(e: io::Error) -> Option<io::Error> {
     let stopped = e.get_ref().is_some_and(|x| x.is::<PublisherStopped>());
     (!stopped).then_some(e)
 }

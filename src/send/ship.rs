@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, watch};
 
+use super::live::{LiveJob, Until, follow};
 use super::produce::{Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
 use crate::parse::{FileStats, Protocol, dir_logs};
 use crate::publish::{Item, Outgoing, PublishError, Recorder, StreamStart};
 use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
-use crate::{durable, find};
+use crate::resume::Positions;
+use crate::{durable, find, follow};
+use std::time::Duration;
 
 impl Sender {
     /// How to resume `dir`, and its record; `Err` when it must be refused.
@@ -23,6 +26,7 @@ impl Sender {
         logs: &[(PathBuf, Protocol)],
         id_prefix: &str,
         reship: bool,
+        live: bool,
     ) -> Result<(Plan, RecordFile), String> {
         let path = dir.join(PROGRESS_FILE);
         let mut ids = Vec::with_capacity(logs.len());
@@ -36,7 +40,12 @@ impl Sender {
             Plan::fresh(resume::new_generation(previous))
         } else {
             match loaded {
+                Ok(None) if live => resume::follow_fresh(),
                 Ok(None) => Plan::fresh(0),
+                Ok(Some(rec)) if live || rec.next.follow.is_some() => {
+                    resume::follow_plan(&rec, &settings)
+                        .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?
+                }
                 Ok(Some(rec)) => resume::plan(&rec, &settings, &ids)
                     .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?,
                 Err(r) => return Err(refusal_text(&r, &path, &self.opts.root, dir)),
@@ -97,7 +106,7 @@ impl Sender {
         let (Transport::Rabbit { config, publish }, Some(rec)) = (&self.transport, record) else {
             return Ok(None);
         };
-        if plan.skip == 0 {
+        if !plan.resumes() {
             return Ok(None);
         }
         let created = connected(&mut self.publisher, config, publish)
@@ -130,6 +139,7 @@ impl Sender {
         dir: &Path,
         shutdown: &watch::Receiver<bool>,
         reship: bool,
+        live: bool,
     ) -> Result<DirResult, SendError> {
         let name = self.id_name(dir);
         let base = format!("{}:{name}", self.opts.parse.sensor);
@@ -137,6 +147,10 @@ impl Sender {
             return Ok(self.refuse(dir, e));
         }
         let logs = match dir_logs(dir) {
+            Ok(l) if live => Ok(l.into_iter().filter(|(p, _)| p.exists()).collect()),
+            other => other,
+        };
+        let logs = match logs {
             Ok(l) => l,
             Err(e) => return Ok(self.refuse(dir, e)),
         };
@@ -152,7 +166,8 @@ impl Sender {
         }
         let (plan, mut record) = match &self.transport {
             Transport::Stdout => (Plan::fresh(0), None),
-            Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship) {
+            Transport::Stdout if live => (resume::follow_fresh(), None),
+            Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
                 Err(why) => {
                     self.metrics.refused += 1;
@@ -177,6 +192,12 @@ impl Sender {
                 dir.display(),
                 plan.skip
             );
+        } else if plan.resumes() {
+            tracing::info!(
+                "{}: resuming at the recorded positions, ids from {}",
+                dir.display(),
+                plan.next_index
+            );
         }
         tracing::info!("{}: shipping", dir.display());
         // The parser stops within one read once a signal comes.
@@ -194,7 +215,35 @@ impl Sender {
             })
         };
         let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
-        let producer = {
+        let followed = match plan.expect.follow {
+            Some(start) => Some(start),
+            None if live => Some(Positions::default()),
+            None => None,
+        };
+        let producer = if let Some(start) = followed {
+            let mut opts = self.opts.parse.clone();
+            opts.stop = Some(stop.clone());
+            let job = LiveJob {
+                dir: dir.to_path_buf(),
+                logs: follow::LOGS.map(|(n, p)| (dir.join(n), p)),
+                opts,
+                size: self.opts.chunk_size,
+                max_bytes: self.opts.max_bytes,
+                start,
+                flush: self.opts.follow.unwrap_or(Duration::from_secs(5)),
+                until: if live { Until::Rotated } else { Until::End },
+                stop: stop.clone(),
+                reporter: self.opts.reporter.clone(),
+                name: name.clone(),
+            };
+            std::thread::Builder::new()
+                .name("follow".into())
+                .spawn(move || follow(job, tx))
+                .map_err(|source| SendError::Io {
+                    what: "starting the reader thread".into(),
+                    source,
+                })?
+        } else {
             let mut opts = self.opts.parse.clone();
             opts.stop = Some(stop.clone());
             let job = Job {
@@ -405,14 +454,28 @@ async fn print_all(
             })?;
         n.messages += 1;
         n.bytes += m.len() as u64;
-        next = match rx.recv().await {
+        // What is written goes out before waiting (a followed directory's
+        // arrays come as Tstat writes).
+        let item = match rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                flush(&mut out)?;
+                rx.recv().await
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        next = match item {
             Some(Item::Message(o)) => Some(o.body),
             Some(Item::Failed(_)) | None => None,
         };
     }
+    flush(&mut out)?;
+    Ok(n)
+}
+
+fn flush(out: &mut impl Write) -> Result<(), SendError> {
     out.flush().map_err(|source| SendError::Io {
         what: "writing stdout".into(),
         source,
-    })?;
-    Ok(n)
+    })
 }
