@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use common::docs;
 use common::flows::{consume_all, dedup, flatten, published_so_far, queue_len};
-use common::rabbit::{RabbitNode, Received, confirmed_count, shared_node, unique};
+use common::rabbit::{
+    RabbitNode, Received, confirmed_count, shared_node, unique, unreachable_config,
+};
 use common::run::{
     RUN_DEADLINE, Running, assert_status, bin, command, program, text, tstat_send_sh, wait_until,
 };
@@ -764,16 +766,7 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = tempfile::tempdir().expect("tempdir");
     generated(root.path(), 1, 50, 2);
-    let port = common::rabbit::free_ports(1)[0];
-    let cfg = work.path().join("config.ini");
-    fs::write(
-        &cfg,
-        format!(
-            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
-             queue = q\nrouting_key = q\nexchange =\n"
-        ),
-    )
-    .expect("config");
+    let (cfg, _) = unreachable_config(work.path());
     let metrics = work.path().join("missing-dir").join("tstat.prom");
     let out = send(&[
         "-d",

@@ -12,16 +12,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::run::{program, text, wait_until};
+use common::run::{PROGRAMS, program, text, wait_until};
 
-const PROGRAMS: [&str; 6] = [
-    "tstat-find",
-    "tstat-parse",
-    "tstat-chunk",
-    "tstat-rabbit",
-    "tstat_send",
-    "tstat-cull",
-];
 const PARSE: &str = "tstat-parse";
 const CHUNK: &str = "tstat-chunk";
 

@@ -16,17 +16,9 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::run::{bin, command, text};
+use common::run::{PROGRAMS, bin, command, text};
 
 const PACKAGE_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
-const PROGRAMS: [&str; 6] = [
-    "tstat-find",
-    "tstat-parse",
-    "tstat-chunk",
-    "tstat-rabbit",
-    "tstat_send",
-    "tstat-cull",
-];
 const UNITS: [&str; 4] = [
     "tstat-send.service",
     "tstat-send.timer",

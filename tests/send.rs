@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::docs;
 use common::flows::{consume_all, dedup, flatten, queue_len, split_id};
-use common::rabbit::{RabbitNode, shared_node, unique};
+use common::rabbit::{RabbitNode, shared_node, unique, unreachable_config};
 use common::run::{
     RUN_DEADLINE, Running, assert_status, bin_dir, command, program, text, tstat_send_sh,
     wait_until,
@@ -530,16 +530,7 @@ fn large_tree(seed: u64) -> (tempfile::TempDir, PathBuf) {
 fn unreachable_broker_with_a_large_directory_fails_instead_of_hanging() {
     let (root, dir) = large_tree(5);
     let work = tempfile::tempdir().expect("tempdir");
-    let port = common::rabbit::free_ports(1)[0];
-    let cfg = work.path().join("closed-port.ini");
-    fs::write(
-        &cfg,
-        format!(
-            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
-             queue = q\nrouting_key = q\nexchange =\n"
-        ),
-    )
-    .expect("write config");
+    let (cfg, port) = unreachable_config(work.path());
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),

@@ -566,6 +566,17 @@ pub fn write_private(path: &Path, text: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// A config in `dir` for a broker that is not there: a port on 127.0.0.1
+/// nothing listens on (connecting fails at once). Returns it and the port.
+pub fn unreachable_config(dir: &Path) -> (PathBuf, u16) {
+    let port = free_ports(1)[0];
+    let text = format!(
+        "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
+         queue = q\nrouting_key = q\nexchange =\n"
+    );
+    (write_private(&dir.join("unreachable.ini"), &text), port)
+}
+
 fn table(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())

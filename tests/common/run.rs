@@ -20,6 +20,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// This package's programs.
+pub const PROGRAMS: [&str; 6] = [
+    "tstat-find",
+    "tstat-parse",
+    "tstat-chunk",
+    "tstat-rabbit",
+    "tstat_send",
+    "tstat-cull",
+];
+
 /// Bound on one run of a program unless a test sets its own.
 pub const RUN_DEADLINE: Duration = Duration::from_secs(240);
 
