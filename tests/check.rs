@@ -7,38 +7,27 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::rabbit::{RabbitNode, run_with_deadline, shared_tls_node as node, unique};
+use common::rabbit::{RabbitNode, shared_tls_node as node, unique, write_private};
+use common::run::{bin, command, program, text};
+use common::trees::{SETTLED, copy_fixture};
 
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A tree with one finished Tstat directory (logs three hours old).
 fn tree(dir: &Path) -> PathBuf {
     let root = dir.join("root");
-    let d = root.join("2024_06_08_09_10.out");
-    fs::create_dir_all(&d).expect("mkdir");
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-3.3/2024_06_08_09_10.out");
-    let old = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
-    for log in ["log_tcp_complete", "log_udp_complete"] {
-        fs::copy(src.join(log), d.join(log)).expect("copy");
-        fs::File::options()
-            .write(true)
-            .open(d.join(log))
-            .and_then(|f| f.set_modified(old))
-            .expect("mtime");
-    }
+    copy_fixture(
+        "real-3.3/2024_06_08_09_10.out",
+        &root.join("2024_06_08_09_10.out"),
+        Some(SETTLED),
+    );
     root
 }
 
 fn config(dir: &Path, body: &str) -> PathBuf {
-    let p = dir.join("config.ini");
-    fs::write(&p, body).expect("config");
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
-    p
+    write_private(&dir.join("config.ini"), body)
 }
 
 fn plain(node: &RabbitNode, queue: &str, password: &str, extra: &str) -> String {
@@ -50,20 +39,17 @@ fn plain(node: &RabbitNode, queue: &str, password: &str, extra: &str) -> String 
 }
 
 fn check(root: &Path, cfg: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(SEND);
-    cmd.arg("--check")
+    let out = program("tstat_send")
+        .arg("--check")
         .arg("-d")
         .arg(root)
         .arg("-c")
         .arg(cfg)
         .args(["--connect-timeout", "5"])
-        .args(extra);
-    let out: Output = run_with_deadline(cmd, None, DEADLINE).expect("run");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .args(extra)
+        .deadline(DEADLINE)
+        .run();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 fn queue_exists(node: &RabbitNode, queue: &str) -> bool {
@@ -226,20 +212,16 @@ fn an_unwritable_tree_is_a_cross() {
     let queue = unique("check_ro");
     let cfg = config(tmp.path(), &plain(node, &queue, "guest", ""));
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        SEND,
-        "--check",
-        "-d",
-    ])
-    .arg(&root)
-    .arg("-c")
-    .arg(&cfg);
-    let out = run_with_deadline(cmd, None, DEADLINE).expect("setpriv");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("tstat_send"))
+        .args(["--check", "-d"])
+        .arg(&root)
+        .arg("-c")
+        .arg(&cfg)
+        .deadline(DEADLINE)
+        .run();
+    let text = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("✗ writable: ") && text.contains("Permission denied"),
@@ -253,13 +235,12 @@ fn an_unwritable_tree_is_a_cross() {
 #[test]
 fn a_run_over_an_empty_root_says_so_and_verbose_lines_are_plain() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(SEND)
+    let out = program("tstat_send")
         .args(["-N", "-v", "-d"])
         .arg(tmp.path())
-        .output()
-        .expect("run");
+        .run();
     assert_eq!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains("holds no Tstat directory") && err.contains("tstat_send --check"),
         "{err}"

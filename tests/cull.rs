@@ -2,27 +2,18 @@
 //! in temporary directories, with `.processed` modification times set instead
 //! of sleeping.
 
-use std::fs::{self, File, FileTimes};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+mod common;
 
-use assert_cmd::Command;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use common::run::{Cmd, program};
+use common::trees::{HOUR, ago, set_mtime};
 use tempfile::TempDir;
 
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn tstat_cull() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tstat-cull"))
-}
-
-fn ago(d: Duration) -> SystemTime {
-    SystemTime::now() - d
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    let f = File::options().append(true).open(path).expect("open");
-    f.set_times(FileTimes::new().set_modified(t))
-        .expect("set mtime");
+fn tstat_cull() -> Cmd {
+    program("tstat-cull")
 }
 
 /// A tstat directory `parent/name` with a log file (and a histogram
@@ -50,7 +41,7 @@ struct Run {
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> Run {
-    let out = tstat_cull().args(args).output().expect("run tstat-cull");
+    let out = tstat_cull().args(args).run();
     Run {
         code: out.status.code(),
         stdout: String::from_utf8(out.stdout).expect("utf8"),

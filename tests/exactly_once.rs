@@ -7,8 +7,6 @@
 //! two bodies and duplicates stay within a window per interruption.
 
 mod common;
-#[path = "support/docs.rs"]
-mod docs;
 #[path = "support/gentree.rs"]
 mod gentree;
 
@@ -16,19 +14,29 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::docs;
 use common::flows::{consume_all, dedup, flatten, published_so_far, queue_len};
 use common::rabbit::{
-    RabbitNode, Received, confirmed_count, run_with_deadline, shared_node, spawn, unique,
-    wait_until,
+    RabbitNode, Received, confirmed_count, shared_node, unique, unreachable_config,
 };
-use common::run::{RUN_DEADLINE, assert_status, run, text, write_config};
+use common::run::{
+    RUN_DEADLINE, Running, assert_status, bin, command, program, text, tstat_send_sh, wait_until,
+};
+use common::trees::copy_fixture;
 use serde_json::Value;
 
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
-const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
+/// `tstat_send args`, run to completion.
+fn send(args: &[&str]) -> Output {
+    program("tstat_send").args(args).run()
+}
+
+/// `tstat_send args`, started.
+fn start(args: &[&str]) -> Running {
+    program("tstat_send").args(args).spawn()
+}
 /// The real Tstat 3.3 directory of the fixtures.
 const REAL: &str = "real-3.3/2024_06_08_09_10.out";
 const DIR: &str = "2024_06_08_09_10.out";
@@ -49,7 +57,7 @@ fn parsed(dir: &Path, extra: &[&str]) -> Vec<Value> {
     }
     args.extend_from_slice(extra);
     args.push(d);
-    let out = run(PARSE, &args);
+    let out = program("tstat-parse").args(&args).run();
     assert_status(&out, 0, "tstat-parse");
     docs::ndjson(&text(&out.stdout))
 }
@@ -104,7 +112,7 @@ fn interrupted_by_truncation(root: &Path, cfg: &Path) -> u64 {
         cfg.to_str().expect("utf-8"),
     ];
     args.extend_from_slice(&FLAGS);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 1, "run on a truncated .gz");
     let err = text(&out.stderr);
     assert!(err.contains("log_tcp_complete.gz"), "names the log:\n{err}");
@@ -122,7 +130,7 @@ fn truncated_gz_completed_later_delivers_every_flow_exactly_once() {
     let queue = unique("trunc");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let full = truncated_tree(root.path());
     let want = parsed(&docs::fixtures().join(REAL), &[]);
 
@@ -146,7 +154,7 @@ fn truncated_gz_completed_later_delivers_every_flow_exactly_once() {
         cfg.to_str().expect("utf-8"),
     ];
     args.extend_from_slice(&FLAGS);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 0, "run on the completed .gz");
     let dir = root.path().join(DIR);
     assert!(is_marked(&dir) && !dir.join(".progress").exists());
@@ -166,7 +174,7 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     let queue = unique("flags");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let full = truncated_tree(root.path());
     interrupted_by_truncation(root.path(), &cfg);
     let dir = root.path().join(DIR);
@@ -203,7 +211,7 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
         ),
     ];
     for (flags, setting) in variants {
-        let out = run(SEND, &[&base[..], flags].concat());
+        let out = send(&[&base[..], flags].concat());
         assert_status(&out, 1, setting);
         let err = text(&out.stderr);
         assert!(
@@ -226,10 +234,7 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     // The refusal is counted for the alert on it.
     let prom = work.path().join("tstat.prom");
     let p = prom.to_str().expect("utf-8");
-    let out = run(
-        SEND,
-        &[&base[..], variants[0].0, &["--metrics-file", p]].concat(),
-    );
+    let out = send(&[&base[..], variants[0].0, &["--metrics-file", p]].concat());
     assert_status(&out, 1, "refused with metrics");
     let metrics = fs::read_to_string(&prom).expect("metrics file");
     assert!(
@@ -240,7 +245,7 @@ fn flag_changes_are_refused_by_name_and_reship_delivers_every_flow() {
     // Deliberately, with new settings: new ids, every flow.
     let d = dir.to_str().expect("utf-8");
     let flags = ["-b", "1000", "-S", "s", "--chunk-size", "7"];
-    let out = run(SEND, &[&base[..], &flags, &["--reship", d]].concat());
+    let out = send(&[&base[..], &flags, &["--reship", d]].concat());
     assert_status(&out, 0, "--reship");
     assert!(is_marked(&dir) && !dir.join(".progress").exists());
     let msgs = consume_all(node, &queue);
@@ -294,7 +299,7 @@ fn two_runs_at_once_only_one_ships_and_names_the_other() {
     let queue = unique("lock");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 2, 2_000, 5);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
@@ -304,29 +309,26 @@ fn two_runs_at_once_only_one_ships_and_names_the_other() {
     // The first run is held up by a blocked broker, so it is surely still
     // running when the second starts.
     node.set_memory_alarm();
-    let first = spawn(SEND, &args, None);
+    let first = start(&args);
     let lock = root.path().join(".tstat_send.lock");
-    let pid = first.child.id();
+    let pid = first.id();
     wait_until(
         "the first run holds the lock",
         Duration::from_secs(60),
         || fs::read_to_string(&lock).is_ok_and(|t| t.contains(&format!("pid {pid} "))),
     );
-    let second = run(SEND, &args);
+    let second = send(&args);
     assert_status(&second, 75, "second tstat_send");
     let err = text(&second.stderr);
     assert!(
         err.contains(&format!("pid {pid} (tstat_send) since")) && err.contains("nothing done"),
         "{err}"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tstat_send.sh");
-    let bin_dir = Path::new(SEND).parent().expect("bin dir");
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script).args(args).env("TSTAT_BIN_DIR", bin_dir);
-    let third = run_with_deadline(cmd, None, RUN_DEADLINE).expect("tstat_send.sh");
+    let third = tstat_send_sh().args(args).run();
     assert_status(&third, 75, "tstat_send.sh while tstat_send runs");
     node.clear_memory_alarm();
-    let (st, err) = first.wait(RUN_DEADLINE);
+    let ended = first.wait(RUN_DEADLINE);
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(0), "{err}");
 
     let msgs = consume_all(&node, &queue);
@@ -337,12 +339,13 @@ fn two_runs_at_once_only_one_ships_and_names_the_other() {
     }
 }
 
-/// Runs `SEND args` as the unprivileged user `nobody`.
+/// Runs `tstat_send args` as the unprivileged user `nobody`.
 fn as_nobody(args: &[&str]) -> Output {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", SEND])
-        .args(args);
-    run_with_deadline(cmd, None, RUN_DEADLINE).expect("setpriv (util-linux)")
+    command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("tstat_send"))
+        .args(args)
+        .run()
 }
 
 #[test]
@@ -351,7 +354,7 @@ fn a_tree_the_user_cannot_write_gets_nothing_published() {
     let queue = unique("ro");
     let tmp = tempfile::tempdir().expect("tempdir");
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let cfg = write_config(tmp.path(), node, &queue);
+    let cfg = node.write_config(tmp.path(), &queue);
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).expect("chmod");
     let root = tmp.path().join("root");
     generated(&root, 1, 500, 9);
@@ -394,11 +397,7 @@ fn published(node: &RabbitNode, queue: &str) -> u64 {
 
 /// Bytes free on the filesystem of `p`.
 fn free_bytes(p: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(p)
-        .output()
-        .expect("df");
+    let out = command("df").args(["--output=avail", "-B1"]).arg(p).run();
     text(&out.stdout)
         .lines()
         .nth(1)
@@ -412,11 +411,11 @@ struct SmallFs(tempfile::TempDir);
 impl SmallFs {
     fn mount(size: &str) -> SmallFs {
         let d = tempfile::tempdir().expect("tempdir");
-        let st = Command::new("mount")
+        let st = command("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(d.path())
-            .status()
-            .expect("mount");
+            .run()
+            .status;
         assert!(
             st.success(),
             "mounting a tmpfs needs root (the tests run as root in CI)"
@@ -427,7 +426,7 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
+        command("umount").arg(self.0.path()).run();
     }
 }
 
@@ -436,7 +435,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
     let node = shared_node();
     let queue = unique("full");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let small = SmallFs::mount("4m");
     let root = small.0.path().join("root");
     let want = generated(&root, 1, 1_500, 3);
@@ -452,7 +451,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
 
     // No room at all: nothing can be recorded, so nothing is published.
     fill_leaving(0);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 1, "disk full");
     let err = text(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
@@ -461,7 +460,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
 
     // Room for one record: the run stops when it can no longer record.
     fill_leaving(4096);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 1, "disk full mid-run");
     let err = text(&out.stderr);
     assert!(
@@ -472,7 +471,7 @@ fn a_full_disk_marks_nothing_wrongly_and_the_next_run_loses_nothing() {
 
     // Room again: the next run completes with nothing lost.
     fs::remove_file(&filler).expect("rm filler");
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 0, "with room");
     assert!(is_marked(&dir));
     let msgs = consume_all(node, &queue);
@@ -532,7 +531,7 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     let queue = unique("torture");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 4, 6_000, seed % 1000);
     let total_flows: usize = want.iter().map(|(_, f)| f.len()).sum();
     let window = 32u64;
@@ -572,7 +571,7 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     // What happened, shown if a flow is missing.
     let mut journal: Vec<String> = Vec::new();
     while next < events.len() {
-        let mut run1 = running.take().unwrap_or_else(|| spawn(SEND, &args, None));
+        let mut run1 = running.take().unwrap_or_else(|| start(&args));
         // Let it make some progress (observed in the queue) first.
         let target = published_so_far(&node, &queue) as u64 + 1 + rng.below(expected_msgs / 25);
         let mut finished = false;
@@ -582,7 +581,8 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         });
         if finished {
             // Gave up after the broker went away: start it again.
-            let (st, err) = run1.wait(RUN_DEADLINE);
+            let ended = run1.wait(RUN_DEADLINE);
+            let (st, err) = (ended.status, text(&ended.stderr));
             assert_eq!(
                 st.code(),
                 Some(1),
@@ -595,8 +595,7 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         interruptions += 1;
         let depth = published_so_far(&node, &queue);
         if events[next] {
-            let _ = run1.child.kill();
-            let _ = run1.child.wait();
+            run1.kill();
             journal.push(format!("SIGKILL of tstat_send at queue depth {depth}"));
         } else {
             node.kill9_and_restart();
@@ -609,7 +608,8 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
         next += 1;
     }
     if let Some(r) = running.take() {
-        let (st, err) = r.wait(RUN_DEADLINE);
+        let ended = r.wait(RUN_DEADLINE);
+        let (st, err) = (ended.status, text(&ended.stderr));
         assert!(matches!(st.code(), Some(0 | 1)), "{st:?}: {err}");
         journal.push(format!("run ended {st:?}: {err}"));
     }
@@ -617,7 +617,7 @@ fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
     // Then to completion.
     let mut done = false;
     for _ in 0..3 {
-        let out = run(SEND, &args);
+        let out = send(&args);
         journal.push(format!("final run {:?}: {}", out.status, text(&out.stderr)));
         if out.status.code() == Some(0) {
             done = true;
@@ -675,29 +675,24 @@ fn same_directory_name_in_two_sub_trees_gets_distinct_ids() {
         ("eth0", "2026_03_01_00_00.out"),
         ("eth1", "2026_03_01_01_00.out"),
     ] {
-        let to = root.path().join(sub).join(name);
-        fs::create_dir_all(&to).expect("mkdir");
-        for log in ["log_tcp_complete", "log_udp_complete"] {
-            let src = docs::fixtures().join("synthetic").join(from).join(log);
-            fs::copy(src, to.join(log)).expect("copy");
-        }
+        copy_fixture(
+            &format!("synthetic/{from}"),
+            &root.path().join(sub).join(name),
+            None,
+        );
     }
     let r = root.path().to_str().expect("utf-8");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tstat_send.sh");
-    let bin_dir = Path::new(SEND).parent().expect("bin dir");
     for shell in [false, true] {
         let queue = unique("subtrees");
-        let cfg = write_config(work.path(), node, &queue);
+        let cfg = node.write_config(work.path(), &queue);
         for sub in ["eth0", "eth1"] {
             let _ = fs::remove_file(root.path().join(sub).join(name).join(".processed"));
         }
         let args = job(r, cfg.to_str().expect("utf-8"), &[]);
         let out = if shell {
-            let mut cmd = Command::new("bash");
-            cmd.arg(&script).args(args).env("TSTAT_BIN_DIR", bin_dir);
-            run_with_deadline(cmd, None, RUN_DEADLINE).expect("tstat_send.sh")
+            tstat_send_sh().args(args).run()
         } else {
-            run(SEND, &args)
+            send(&args)
         };
         assert_status(&out, 0, if shell { "tstat_send.sh" } else { "tstat_send" });
         let msgs = consume_all(node, &queue);
@@ -720,7 +715,7 @@ fn a_corrupt_record_or_a_too_long_name_holds_back_only_its_directory() {
     let queue = unique("corrupt");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 3, 300, 21);
     let first = root.path().join(&want[0].0);
     fs::write(first.join(".progress"), "").expect("empty record (power loss)");
@@ -736,10 +731,7 @@ fn a_corrupt_record_or_a_too_long_name_holds_back_only_its_directory() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let out = run(
-        SEND,
-        &["-d", r, "-c", c, "--all", "-b", "0", "-S", "s", "-q"],
-    );
+    let out = send(&["-d", r, "-c", c, "--all", "-b", "0", "-S", "s", "-q"]);
     assert_status(&out, 1, "two directories held back");
     let err = text(&out.stderr);
     assert!(
@@ -760,7 +752,7 @@ fn a_corrupt_record_or_a_too_long_name_holds_back_only_its_directory() {
 
     // A sensor id that leaves no room is a usage error.
     let sensor = "s".repeat(260);
-    let out = run(SEND, &["-d", r, "-c", c, "--all", "-S", &sensor]);
+    let out = send(&["-d", r, "-c", c, "--all", "-S", &sensor]);
     assert_status(&out, 2, "long sensor");
     assert!(
         text(&out.stderr).contains("-S/--sensor"),
@@ -774,33 +766,21 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = tempfile::tempdir().expect("tempdir");
     generated(root.path(), 1, 50, 2);
-    let port = common::rabbit::free_ports(1)[0];
-    let cfg = work.path().join("config.ini");
-    fs::write(
-        &cfg,
-        format!(
-            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
-             queue = q\nrouting_key = q\nexchange =\n"
-        ),
-    )
-    .expect("config");
+    let (cfg, _) = unreachable_config(work.path());
     let metrics = work.path().join("missing-dir").join("tstat.prom");
-    let out = run(
-        SEND,
-        &[
-            "-d",
-            root.path().to_str().expect("utf-8"),
-            "-c",
-            cfg.to_str().expect("utf-8"),
-            "--all",
-            "-b",
-            "0",
-            "--metrics-file",
-            metrics.to_str().expect("utf-8"),
-            "--connect-timeout",
-            "2",
-        ],
-    );
+    let out = send(&[
+        "-d",
+        root.path().to_str().expect("utf-8"),
+        "-c",
+        cfg.to_str().expect("utf-8"),
+        "--all",
+        "-b",
+        "0",
+        "--metrics-file",
+        metrics.to_str().expect("utf-8"),
+        "--connect-timeout",
+        "2",
+    ]);
     assert_status(&out, 1, "unreachable broker");
     let err = text(&out.stderr);
     assert!(
@@ -824,20 +804,20 @@ fn a_log_that_is_not_a_regular_file_holds_back_its_directory() {
     let queue = unique("fifo");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 2, 200, 17);
     let first = root.path().join(&want[0].0);
     fs::remove_file(first.join("log_udp_complete")).expect("rm");
-    let st = Command::new("mkfifo")
+    let st = command("mkfifo")
         .arg(first.join("log_udp_complete"))
-        .status()
-        .expect("mkfifo");
+        .run()
+        .status;
     assert!(st.success());
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let out = run(SEND, &job(r, c, &[]));
+    let out = send(&job(r, c, &[]));
     assert_status(&out, 1, "a FIFO for a log");
     let err = text(&out.stderr);
     assert!(
@@ -859,7 +839,7 @@ fn a_row_too_large_for_any_message_is_skipped_not_blocking() {
     let queue = unique("oversized");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 2, 200, 13);
     // Line 3 of the first directory's TCP log: 2×360 kB of control bytes in
     // its addresses, 4.3 MB of JSON escapes per document.
@@ -880,7 +860,7 @@ fn a_row_too_large_for_any_message_is_skipped_not_blocking() {
         cfg.to_str().expect("utf-8"),
     );
     let args = job(r, c, &["--max-bytes", "1M"]);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 0, "an oversized row is a malformed row");
     let err = text(&out.stderr);
     assert!(
@@ -926,7 +906,7 @@ fn sigterm_while_a_large_directory_is_parsed_stops_at_once() {
     let queue = unique("parse_term");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let sum = gentree::generate_tree(
         root.path(),
         &gentree::GenConfig {
@@ -946,15 +926,16 @@ fn sigterm_while_a_large_directory_is_parsed_stops_at_once() {
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let run1 = spawn(SEND, &["-d", r, "-c", c, "--all"], None);
-    let pid = run1.child.id();
+    let run1 = start(&["-d", r, "-c", c, "--all"]);
+    let pid = run1.id();
     wait_until("parsing under way", RUN_DEADLINE, || {
         bytes_read(pid) > 4 << 20
     });
     let at_signal = bytes_read(pid);
     assert!(at_signal < size / 2, "signalled early in a {size}-byte log");
     run1.term();
-    let (st, err) = run1.wait(RUN_DEADLINE);
+    let ended = run1.wait(RUN_DEADLINE);
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(143), "{err}");
     assert!(err.contains("interrupted"), "{err}");
     assert!(!is_marked(&dir), "a directory cut short is never marked");
@@ -982,7 +963,7 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
     let queue = unique("vanish");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let want = generated(root.path(), 3, 6_000, 8);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
@@ -992,13 +973,14 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
     // write every few messages), time enough for rabbitmqctl to act.
     let args = job(r, c, &["--chunk-size", "5", "--window", "8"]);
     let dirs: Vec<PathBuf> = want.iter().map(|(n, _)| root.path().join(n)).collect();
-    let run1 = spawn(SEND, &args, None);
+    let run1 = start(&args);
     wait_until("the first directory marked", RUN_DEADLINE, || {
         is_marked(&dirs[0]) && confirmed_count(&dirs[1].join(".progress")) > 0
     });
     node.ctl_ok(&["delete_queue", &queue]);
     node.close_all_connections();
-    let (st, err) = run1.wait(RUN_DEADLINE);
+    let ended = run1.wait(RUN_DEADLINE);
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("probably lost"), "{err}");
     // Where it stopped depends on how fast the broker acted.
@@ -1033,9 +1015,9 @@ fn a_vanished_queue_stops_the_run_and_says_what_to_ship_again() {
         fs::remove_file(d.join(".processed")).expect("rm .processed");
         reship.push(d.to_str().expect("utf-8"));
     }
-    let out = run(SEND, &[&args[..], &reship].concat());
+    let out = send(&[&args[..], &reship].concat());
     assert_status(&out, 0, "--reship");
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 0, "the rest");
     let msgs = consume_all(&node, &queue);
     let (unique_msgs, _) = dedup(&msgs);
@@ -1065,7 +1047,7 @@ fn a_queue_lost_between_runs_rewinds_the_directories_it_held() {
     let queue = unique("lost_between");
     let root = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let full = truncated_tree(root.path());
     let confirmed = interrupted_by_truncation(root.path(), &cfg);
     assert!(confirmed > 0);
@@ -1079,7 +1061,7 @@ fn a_queue_lost_between_runs_rewinds_the_directories_it_held() {
         cfg.to_str().expect("utf-8"),
     ];
     args.extend_from_slice(&FLAGS);
-    let out = run(SEND, &args);
+    let out = send(&args);
     assert_status(&out, 0, "the run after the queue was lost");
     let err = text(&out.stderr);
     assert!(

@@ -1,27 +1,18 @@
 //! Integration tests for `tstat-find`: the real binary on fixture trees made
 //! in temporary directories, with modification times set instead of sleeping.
 
-use std::fs::{self, File, FileTimes};
+mod common;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use assert_cmd::Command;
+use common::run::{Cmd, bin, command, program, text};
+use common::trees::{HOUR, ago, set_mtime};
 use tempfile::TempDir;
 
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn tstat_find() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tstat-find"))
-}
-
-fn ago(d: Duration) -> SystemTime {
-    SystemTime::now() - d
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    let f = File::options().append(true).open(path).expect("open");
-    f.set_times(FileTimes::new().set_modified(t))
-        .expect("set mtime");
+fn tstat_find() -> Cmd {
+    program("tstat-find")
 }
 
 /// Creates `parent/name` holding the given log files, each modified at
@@ -49,7 +40,7 @@ fn tstat_dir(parent: &Path, name: &str, mtime: SystemTime) -> PathBuf {
 /// Runs tstat-find with `args` and returns the listed paths; the run must
 /// succeed with nothing on stderr.
 fn list(args: &[&std::ffi::OsStr]) -> Vec<PathBuf> {
-    let out = tstat_find().args(args).output().expect("run tstat-find");
+    let out = tstat_find().args(args).run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "status {:?}: {stderr}", out.status);
     assert!(stderr.is_empty(), "stderr: {stderr}");
@@ -167,11 +158,7 @@ fn mark_writes_exactly_processed_and_no_temporary_file() {
     let a = tstat_dir(tmp.path(), "2024_05_22_08_55.out", ago(3 * HOUR));
     let b = tstat_dir(tmp.path(), "2024_05_22_09_55.out", ago(3 * HOUR));
 
-    let out = tstat_find()
-        .arg("--mark")
-        .arg(&a)
-        .output()
-        .expect("run tstat-find");
+    let out = tstat_find().arg("--mark").arg(&a).run();
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     assert_eq!(fs::read(a.join(".processed")).expect("read"), b"processed");
@@ -186,7 +173,8 @@ fn mark_writes_exactly_processed_and_no_temporary_file() {
     );
 
     // Marking again is harmless, and the marked one is no longer listed.
-    tstat_find().arg("--mark").arg(&a).assert().success();
+    let out = tstat_find().arg("--mark").arg(&a).run();
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(list(&[root_arg(&tmp)]), [b]);
 }
 
@@ -201,8 +189,7 @@ fn mark_refuses_what_is_not_a_tstat_directory() {
     let out = tstat_find()
         .arg("--mark")
         .args([&not_out, &good, &no_logs, &missing])
-        .output()
-        .expect("run tstat-find");
+        .run();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8(out.stderr).expect("utf8");
     for bad in [&not_out, &no_logs, &missing] {
@@ -230,16 +217,16 @@ fn mark_refuses_a_symlink_to_a_tstat_directory() {
     let real = tstat_dir(tmp.path(), "2024_05_22_08_55.out", ago(3 * HOUR));
     let link = tmp.path().join("2024_05_22_09_55.out");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
-    tstat_find()
-        .arg("--mark")
-        .arg(&link)
-        .assert()
-        .code(1)
-        .stderr(format!(
+    let out = tstat_find().arg("--mark").arg(&link).run();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
             "tstat-find: error: {}: not a tstat directory (expected a directory named *.out \
              holding log_tcp_complete or log_udp_complete); not marked\n",
             link.display()
-        ));
+        )
+    );
     assert!(!real.join(".processed").exists());
 }
 
@@ -338,8 +325,7 @@ fn paths_are_printed_as_joined_not_canonicalised() {
     let out = tstat_find()
         .current_dir(tmp.path())
         .arg("./sub/../sub")
-        .output()
-        .expect("run tstat-find");
+        .run();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, b"./sub/../sub/2024_01_01_02_00.out\n");
 }
@@ -349,11 +335,7 @@ fn null_terminated_output() {
     let tmp = TempDir::new().expect("tempdir");
     let a = tstat_dir(tmp.path(), "2024_01_01_01_00.out", ago(3 * HOUR));
     let b = tstat_dir(tmp.path(), "2024_01_01_02 00.out", ago(3 * HOUR));
-    let out = tstat_find()
-        .arg("-0")
-        .arg(tmp.path())
-        .output()
-        .expect("run tstat-find");
+    let out = tstat_find().arg("-0").arg(tmp.path()).run();
     assert!(out.status.success(), "{out:?}");
     let expected = format!("{}\0{}\0", a.display(), b.display());
     assert_eq!(String::from_utf8(out.stdout).expect("utf8"), expected);
@@ -397,11 +379,7 @@ fn missing_root_is_named_and_the_others_still_listed() {
     let tmp = TempDir::new().expect("tempdir");
     let a = tstat_dir(tmp.path(), "2024_01_01_01_00.out", ago(3 * HOUR));
     let missing = tmp.path().join("no-such-root");
-    let out = tstat_find()
-        .arg(&missing)
-        .arg(tmp.path())
-        .output()
-        .expect("run tstat-find");
+    let out = tstat_find().arg(&missing).arg(tmp.path()).run();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).expect("utf8"),
@@ -421,7 +399,7 @@ fn root_that_is_a_file_is_an_error() {
     let tmp = TempDir::new().expect("tempdir");
     let f = tmp.path().join("file");
     fs::write(&f, b"").expect("write");
-    let out = tstat_find().arg(&f).output().expect("run tstat-find");
+    let out = tstat_find().arg(&f).run();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8(out.stderr).expect("utf8");
     assert!(
@@ -448,17 +426,13 @@ fn unreadable_subdirectory_is_reported_and_skipped() {
     let as_root = fs::read_dir(&locked).is_ok();
     let out = if as_root {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::process::Command::new("setpriv")
+        command("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_tstat-find"))
+            .arg(bin("tstat-find"))
             .arg(tmp.path())
-            .output()
-            .expect("run tstat-find through setpriv (util-linux)")
+            .run()
     } else {
-        tstat_find()
-            .arg(tmp.path())
-            .output()
-            .expect("run tstat-find")
+        tstat_find().arg(tmp.path()).run()
     };
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -483,7 +457,7 @@ fn usage_errors_exit_2() {
         &["--mark", "--include-done", "x.out"],
         &["--no-such-flag", "."],
     ] {
-        let out = tstat_find().args(args).output().expect("run tstat-find");
+        let out = tstat_find().args(args).run();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);

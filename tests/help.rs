@@ -3,32 +3,27 @@
 //! a terminal say they are reading stdin instead of waiting in silence; and
 //! `tstat-parse ROOT` on a tree root suggests `tstat-find --all ROOT`.
 
+mod common;
 #[path = "support/pty.rs"]
 mod pty;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
 
-const PROGRAMS: [&str; 6] = [
-    env!("CARGO_BIN_EXE_tstat-find"),
-    env!("CARGO_BIN_EXE_tstat-parse"),
-    env!("CARGO_BIN_EXE_tstat-chunk"),
-    env!("CARGO_BIN_EXE_tstat-rabbit"),
-    env!("CARGO_BIN_EXE_tstat_send"),
-    env!("CARGO_BIN_EXE_tstat-cull"),
-];
-const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
-const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
+use common::run::{PROGRAMS, program, text, wait_until};
+
+const PARSE: &str = "tstat-parse";
+const CHUNK: &str = "tstat-chunk";
 
 #[test]
 fn every_help_has_examples_exit_statuses_and_the_config_pointer() {
     for prog in PROGRAMS {
         for flag in ["-h", "--help"] {
-            let out = Command::new(prog).arg(flag).output().expect("run --help");
+            let out = program(prog).arg(flag).run();
             assert!(out.status.success(), "{prog} {flag}: {:?}", out.status);
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text = text(&out.stdout);
             for want in ["Examples:", "Exit status:", "config.ini.example"] {
                 assert!(text.contains(want), "{prog} {flag} lacks {want:?}:\n{text}");
             }
@@ -45,9 +40,9 @@ fn parse_on_a_tree_root_suggests_tstat_find() {
         fs::write(dir.join("log_tcp_complete"), "").unwrap();
     }
     let root = tree.path().display().to_string();
-    let out = Command::new(PARSE).arg(&root).output().unwrap();
+    let out = program(PARSE).arg(&root).run();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains(&format!(
             "tstat-parse: hint: {root} holds 2 tstat directories below it; to parse them all: \
@@ -58,9 +53,9 @@ fn parse_on_a_tree_root_suggests_tstat_find() {
 
     // A directory with nothing of Tstat's below it gets the error only.
     let empty = tempfile::tempdir().unwrap();
-    let out = Command::new(PARSE).arg(empty.path()).output().unwrap();
+    let out = program(PARSE).arg(empty.path()).run();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(
         err.contains("no log_tcp_complete or log_udp_complete"),
         "{err}"
@@ -72,45 +67,26 @@ fn parse_on_a_tree_root_suggests_tstat_find() {
 /// line, then types Ctrl-D; returns that line and the exit status.
 fn on_a_terminal(prog: &str) -> (String, Option<i32>) {
     let (mut master, slave) = pty::open();
-    let mut child = Command::new(prog)
-        .stdin(Stdio::from(slave))
+    let run = program(prog)
+        .stdin_from(slave)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let mut byte = [0u8];
-        while stderr.read(&mut byte).unwrap_or(0) == 1 {
-            text.push(byte[0]);
-            if byte[0] == b'\n' {
-                let _ = tx.send(String::from_utf8_lossy(&text).into_owned());
-                text.clear();
-            }
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(30));
+        .spawn();
+    wait_until(
+        &format!("{prog} to print a line on a terminal"),
+        Duration::from_secs(30),
+        || run.stderr_so_far().contains('\n'),
+    );
+    let err = run.stderr_so_far();
+    let first = err
+        .split_inclusive('\n')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     // Ctrl-D at the start of a line: end of input for the program.
     master.write_all(&[4]).expect("type Ctrl-D");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{prog} did not end after Ctrl-D");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let out = run.wait(Duration::from_secs(30));
     drop(master);
-    reader.join().expect("stderr reader");
-    (
-        first.unwrap_or_else(|_| panic!("{prog} printed nothing on a terminal")),
-        status.code(),
-    )
+    (first, out.status.code())
 }
 
 #[test]
@@ -134,15 +110,8 @@ fn filters_typed_alone_on_a_terminal_say_they_read_stdin() {
 #[test]
 fn filters_on_a_pipe_print_no_hint() {
     for prog in [PARSE, CHUNK] {
-        let out = Command::new(prog)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run");
+        let out = program(prog).run();
         assert!(out.status.success(), "{prog}: {:?}", out.status);
-        assert!(
-            out.stderr.is_empty(),
-            "{prog}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.stderr.is_empty(), "{prog}: {}", text(&out.stderr));
     }
 }

@@ -22,19 +22,22 @@
 //! rusage) when present, else `VmHWM` from `/proc/PID/status` polled while
 //! the program runs (`TSTAT_MEMORY_POLL=1` forces the latter).
 
+mod common;
 #[path = "support/gentree.rs"]
 mod gentree;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ChildStdout, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
-const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
+use common::run::{Running, command, program};
+
+const PARSE: &str = "tstat-parse";
+const CHUNK: &str = "tstat-chunk";
+const SEND: &str = "tstat_send";
 
 /// design §10: peak RSS ≤ 32 MB for any directory size.
 const RSS_LIMIT_KIB: u64 = 32 * 1024;
@@ -53,7 +56,7 @@ fn env_rows(name: &str, default: u64) -> u64 {
 /// A child program whose peak RSS we record.
 struct Measured {
     name: String,
-    child: Child,
+    run: Running,
     /// `/usr/bin/time -o` output, when wrapped.
     time_file: Option<PathBuf>,
     stderr_file: PathBuf,
@@ -82,24 +85,26 @@ impl Measured {
         let time_file = tmp.join(format!("{name}.time"));
         // TSTAT_MEMORY_POLL=1 forces the /proc fallback (to test it).
         let wrap = Path::new(GNU_TIME).exists() && std::env::var_os("TSTAT_MEMORY_POLL").is_none();
-        let mut cmd = if wrap {
-            let mut c = Command::new(GNU_TIME);
-            c.arg("-f").arg("%M").arg("-o").arg(&time_file).arg(bin);
-            c
+        let cmd = if wrap {
+            command(GNU_TIME)
+                .arg("-f")
+                .arg("%M")
+                .arg("-o")
+                .arg(&time_file)
+                .arg(common::run::bin(bin))
         } else {
-            Command::new(bin)
+            program(bin)
         };
-        cmd.args(args)
+        let run = cmd
+            .args(args)
             .envs(env.iter().copied())
-            .stdin(stdin)
+            .stdin_from(stdin)
             .stdout(Stdio::piped())
-            .stderr(File::create(&stderr_file).unwrap());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            .stderr(File::create(&stderr_file).unwrap())
+            .spawn();
         Measured {
             name: name.to_string(),
-            child,
+            run,
             time_file: wrap.then_some(time_file),
             stderr_file,
             polled_kib: 0,
@@ -108,7 +113,7 @@ impl Measured {
     }
 
     fn take_stdout(&mut self) -> ChildStdout {
-        self.child.stdout.take().unwrap()
+        self.run.take_stdout()
     }
 
     /// Polls once; true when the program has exited.
@@ -117,11 +122,11 @@ impl Measured {
             return true;
         }
         if self.time_file.is_none()
-            && let Some(kib) = vm_hwm_kib(self.child.id())
+            && let Some(kib) = vm_hwm_kib(self.run.id())
         {
             self.polled_kib = self.polled_kib.max(kib);
         }
-        if let Some(st) = self.child.try_wait().unwrap() {
+        if let Some(st) = self.run.try_status() {
             self.status = Some(st);
             return true;
         }
@@ -166,12 +171,11 @@ fn wait_all(procs: &mut [&mut Measured], limit: Duration) {
         if done {
             return;
         }
-        if t0.elapsed() > limit {
-            for p in procs.iter_mut() {
-                let _ = p.child.kill();
-            }
-            panic!("programs still running after {limit:?}");
-        }
+        // Those still running are killed when their `Measured` is dropped.
+        assert!(
+            t0.elapsed() <= limit,
+            "programs still running after {limit:?}"
+        );
         thread::sleep(Duration::from_millis(5));
     }
 }
@@ -248,7 +252,7 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
         Stdio::null(),
     );
     let mut chunk = Measured::spawn(tmp.path(), "chunk", CHUNK, &[], Stdio::piped());
-    let chunk_in = chunk.child.stdin.take().unwrap();
+    let chunk_in = chunk.run.stdin();
     let parse_out = parse.take_stdout();
     let chunk_out = chunk.take_stdout();
     let tee = thread::spawn(move || count_lines(parse_out, Some(chunk_in)));
@@ -350,7 +354,7 @@ fn parse_and_chunk_stay_under_32_mib_on_a_large_directory() {
 fn chunk_refuses_a_200_mb_line_within_32_mib() {
     let tmp = tempfile::tempdir().unwrap();
     let mut chunk = Measured::spawn(tmp.path(), "chunk-long-line", CHUNK, &[], Stdio::piped());
-    let mut stdin = chunk.child.stdin.take().unwrap();
+    let mut stdin = chunk.run.stdin();
     let out = chunk.take_stdout();
     let writer = thread::spawn(move || -> io::Result<()> {
         let mut head = String::new();

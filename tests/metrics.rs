@@ -3,47 +3,38 @@
 //! to the next, and the Grafana dashboard and alert rules in `contrib/` use
 //! only metric names the file holds.
 
-#[path = "support/docs.rs"]
-mod docs;
+mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
+use common::run::{program, text};
+use common::trees::copy_fixture;
+
 const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib");
 
 /// A copy of the synthetic tree (two directories) in a temp dir.
 fn tree() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for d in ["2026_03_01_00_00.out", "2026_03_01_01_00.out"] {
-        let dst = tmp.path().join(d);
-        fs::create_dir(&dst).unwrap();
-        for f in ["log_tcp_complete", "log_udp_complete"] {
-            fs::copy(
-                docs::fixtures().join("synthetic").join(d).join(f),
-                dst.join(f),
-            )
-            .unwrap();
-        }
+        copy_fixture(&format!("synthetic/{d}"), &tmp.path().join(d), None);
     }
     tmp
 }
 
 /// One `tstat_send -N` run over `root` writing `metrics`.
 fn run(root: &Path, metrics: &Path) {
-    let out = Command::new(SEND)
+    let out = program("tstat_send")
         .args(["-N", "-q", "--all", "--bytes", "0", "-S", "s", "-d"])
         .arg(root)
         .arg("--metrics-file")
         .arg(metrics)
-        .output()
-        .expect("run tstat_send");
+        .run();
     assert!(
         out.status.success(),
         "tstat_send -N failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stderr)
     );
 }
 

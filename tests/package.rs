@@ -6,32 +6,25 @@
 //! The tests package the debug build the test run already made (`--profile
 //! dev`), so CI does not build everything a second time.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::run::{PROGRAMS, bin, command, text};
 
 const PACKAGE_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
-const PROGRAMS: [&str; 6] = [
-    "tstat-find",
-    "tstat-parse",
-    "tstat-chunk",
-    "tstat-rabbit",
-    "tstat_send",
-    "tstat-cull",
-];
 const UNITS: [&str; 4] = [
     "tstat-send.service",
     "tstat-send.timer",
     "tstat-cull.service",
     "tstat-cull.timer",
 ];
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ok(what: &str, out: Output) -> String {
     assert!(
@@ -49,18 +42,20 @@ fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
         // The target directory of this test build, wherever cargo put it.
-        let target = Path::new(env!("CARGO_BIN_EXE_tstat_send"))
+        let target = bin("tstat_send")
             .parent()
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
         // The debug build this test run already has: no second, release
         // build in CI (scripts/package.sh alone makes the release package).
-        let out = Command::new(PACKAGE_SH)
+        // It builds the man pages and completions first: minutes on a busy
+        // machine.
+        let out = command(PACKAGE_SH)
             .args(["--profile", "dev", "--fast"])
             .env("CARGO_TARGET_DIR", &target)
-            .output()
-            .expect("run scripts/package.sh");
+            .deadline(Duration::from_secs(1800))
+            .run();
         let stdout = ok("scripts/package.sh", out);
         let path = PathBuf::from(stdout.lines().last().expect("package path").trim());
         assert!(
@@ -79,11 +74,7 @@ fn deb() -> &'static Path {
 
 /// `dpkg-deb -c`: path (without the leading `.`) → (mode, owner).
 fn contents() -> BTreeMap<String, (String, String)> {
-    let out = Command::new("dpkg-deb")
-        .arg("-c")
-        .arg(deb())
-        .output()
-        .expect("dpkg-deb -c");
+    let out = command("dpkg-deb").arg("-c").arg(deb()).run();
     ok("dpkg-deb -c", out)
         .lines()
         .map(|l| {
@@ -95,12 +86,7 @@ fn contents() -> BTreeMap<String, (String, String)> {
 }
 
 fn control_file(name: &str) -> String {
-    let out = Command::new("dpkg-deb")
-        .arg("-I")
-        .arg(deb())
-        .arg(name)
-        .output()
-        .expect("dpkg-deb -I");
+    let out = command("dpkg-deb").arg("-I").arg(deb()).arg(name).run();
     ok(&format!("dpkg-deb -I {name}"), out)
 }
 
@@ -109,12 +95,11 @@ fn unpacked() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("dpkg-deb")
+        let out = command("dpkg-deb")
             .arg("-x")
             .arg(deb())
             .arg(dir.path())
-            .output()
-            .expect("dpkg-deb -x");
+            .run();
         ok("dpkg-deb -x", out);
         dir
     })
@@ -247,10 +232,7 @@ fn unpacked_programs_run_and_their_docs_match_their_flags() {
     let version = env!("CARGO_PKG_VERSION");
     for prog in PROGRAMS {
         let bin = root.join("usr/bin").join(prog);
-        let out = Command::new(&bin)
-            .arg("--version")
-            .output()
-            .expect("run --version");
+        let out = command(&bin).arg("--version").run();
         assert_eq!(
             ok(&format!("{prog} --version"), out).trim(),
             format!("{prog} {version}")
@@ -258,10 +240,7 @@ fn unpacked_programs_run_and_their_docs_match_their_flags() {
 
         // Generated, not written by hand: every long flag of --help is in the
         // man page and in the bash completion.
-        let help = ok(
-            &format!("{prog} --help"),
-            Command::new(&bin).arg("--help").output().expect("--help"),
-        );
+        let help = ok(&format!("{prog} --help"), command(&bin).arg("--help").run());
         let mut man = String::new();
         flate2::read::GzDecoder::new(
             fs::File::open(root.join(format!("usr/share/man/man1/{prog}.1.gz"))).unwrap(),

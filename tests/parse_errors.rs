@@ -1,12 +1,13 @@
 //! One test per kind of bad input (design §3.3, §4.1): what is emitted, what
 //! is skipped, and what stderr says about it.
 
-#[path = "support/docs.rs"]
-mod docs;
+mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use docs::{col, ndjson, parse, tcp_sample, udp_sample, with};
+use common::docs::{self, col, ndjson, parse, tcp_sample, udp_sample, with};
+use common::run::program;
 use serde_json::Value;
 
 /// Writes a tstat directory with the given log texts.
@@ -467,18 +468,16 @@ fn single_file_and_stdin_with_protocol() {
     let r = run_on(&renamed, &["--protocol", "udp"]);
     assert_eq!((r.code, r.docs.len()), (0, 2));
     let input = std::fs::read(&f).unwrap();
-    let out = docs::run(
-        env!("CARGO_BIN_EXE_tstat-parse"),
-        &["-b", "0", "--protocol", "udp", "-"],
-        Some(&input),
-    );
+    let out = program("tstat-parse")
+        .args(["-b", "0", "--protocol", "udp", "-"])
+        .stdin(input.clone())
+        .run();
     assert!(out.status.success());
     assert_eq!(ndjson(&String::from_utf8(out.stdout).unwrap()).len(), 2);
-    let out = docs::run(
-        env!("CARGO_BIN_EXE_tstat-parse"),
-        &["-b", "0", "-"],
-        Some(&input),
-    );
+    let out = program("tstat-parse")
+        .args(["-b", "0", "-"])
+        .stdin(input)
+        .run();
     assert_eq!(out.status.code(), Some(2), "stdin needs --protocol");
 }
 
@@ -511,12 +510,10 @@ fn truncated_gzip_keeps_complete_rows_and_fails() {
 
 /// `tstat-parse` with extra environment variables.
 fn parse_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+    program("tstat-parse")
         .args(args)
         .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run tstat-parse")
+        .run()
 }
 
 /// A TCP log several read chunks long, so worker threads take part.
@@ -621,25 +618,11 @@ fn truncated_gzip_still_reports_the_rows_before_the_cut() {
 /// Runs tstat-parse on `paths`, failing the test if it does not end within
 /// a minute (a FIFO opened for reading would block forever).
 fn parse_with_deadline(paths: &[&Path]) -> Run {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+    let out = program("tstat-parse")
         .args(["--bytes", "0", "-S", "s"])
         .args(paths)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("tstat-parse blocked on {paths:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+        .deadline(Duration::from_secs(60))
+        .run();
     Run {
         code: out.status.code().unwrap(),
         docs: ndjson(&String::from_utf8(out.stdout).unwrap()),

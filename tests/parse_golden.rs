@@ -1,10 +1,9 @@
 //! Every golden file of the original implementation is reproduced by the
 //! tstat-parse process, line by line, with equal number kinds and key order.
 
-#[path = "support/docs.rs"]
-mod docs;
+mod common;
 
-use docs::{assert_same_docs, fixtures, parse};
+use common::docs::{assert_same_docs, fixtures, parse};
 
 fn check(expected: &str, dirs: &[&str], flags: &[&str]) {
     let root = fixtures();

@@ -1,28 +1,30 @@
 //! The filters composed as an operator runs them: find | parse | chunk, a
 //! closed stdout, and the --bytes flag table.
 
-#[path = "support/docs.rs"]
-mod docs;
+mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use docs::{fixtures, ndjson, parse, same};
+use common::docs::{self, fixtures, ndjson, parse, same};
+use common::run::{RUN_DEADLINE, bin, command, program, text};
+use common::trees::copy_fixture;
 use serde_json::Value;
 
-const PARSE: &str = env!("CARGO_BIN_EXE_tstat-parse");
-const CHUNK: &str = env!("CARGO_BIN_EXE_tstat-chunk");
-const FIND: &str = env!("CARGO_BIN_EXE_tstat-find");
+const PARSE: &str = "tstat-parse";
+const CHUNK: &str = "tstat-chunk";
+const FIND: &str = "tstat-find";
+
+/// Where program `name` is, for a shell command line.
+fn sh(name: &str) -> String {
+    bin(name).display().to_string()
+}
 
 /// A copy of the synthetic golden tree in a temp dir.
 fn synthetic_tree() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for d in ["2026_03_01_00_00.out", "2026_03_01_01_00.out"] {
-        let dst = tmp.path().join(d);
-        std::fs::create_dir(&dst).unwrap();
-        for f in ["log_tcp_complete", "log_udp_complete"] {
-            std::fs::copy(fixtures().join("synthetic").join(d).join(f), dst.join(f)).unwrap();
-        }
+        copy_fixture(&format!("synthetic/{d}"), &tmp.path().join(d), None);
     }
     tmp
 }
@@ -31,14 +33,14 @@ fn synthetic_tree() -> tempfile::TempDir {
 fn find_parse_chunk_gives_bounded_arrays_equal_to_plain_parse() {
     let tree = synthetic_tree();
     let root = tree.path().display().to_string();
-    let sh =
-        format!("set -o pipefail; '{FIND}' --all '{root}' | '{PARSE}' --bytes 0 -S s | '{CHUNK}'");
-    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let line = format!(
+        "set -o pipefail; '{}' --all '{root}' | '{}' --bytes 0 -S s | '{}'",
+        sh(FIND),
+        sh(PARSE),
+        sh(CHUNK)
     );
+    let out = command("bash").args(["-c", &line]).run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let arrays = ndjson(&String::from_utf8(out.stdout).unwrap());
     let mut flat = Vec::new();
     for a in &arrays {
@@ -78,14 +80,12 @@ fn closed_stdout_is_a_quiet_success() {
         .join("synthetic/2026_03_01_00_00.out")
         .display()
         .to_string();
-    let sh = format!("'{PARSE}' --bytes 0 '{d}' | head -n 1; exit ${{PIPESTATUS[0]}}");
-    let out = Command::new("bash").args(["-c", &sh]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let line = format!(
+        "'{}' --bytes 0 '{d}' | head -n 1; exit ${{PIPESTATUS[0]}}",
+        sh(PARSE)
     );
+    let out = command("bash").args(["-c", &line]).run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
     // The file has malformed rows, but a reader that left early hears nothing.
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
@@ -93,16 +93,14 @@ fn closed_stdout_is_a_quiet_success() {
 
 #[test]
 fn chunk_closed_stdout_is_quiet() {
-    let mut child = Command::new(CHUNK)
+    let mut run = program(CHUNK)
         .args(["--size", "1"])
-        .stdin(Stdio::piped())
+        .stdin_pipe()
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+        .spawn();
+    let mut stdout = run.take_stdout();
     let mut first = [0u8; 1];
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = run.stdin();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         for _ in 0..200_000 {
@@ -113,7 +111,7 @@ fn chunk_closed_stdout_is_quiet() {
     });
     stdout.read_exact(&mut first).unwrap();
     drop(stdout);
-    let out = child.wait_with_output().unwrap();
+    let out = run.wait(RUN_DEADLINE);
     writer.join().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
@@ -122,16 +120,15 @@ fn chunk_closed_stdout_is_quiet() {
 #[test]
 fn chunk_sizes_and_byte_limit() {
     let input: String = (0..250).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    let out = docs::run(CHUNK, &[], Some(input.as_bytes()));
+    let out = program(CHUNK).stdin(input.as_bytes()).run();
     assert!(out.status.success());
     let arrays = ndjson(&String::from_utf8(out.stdout).unwrap());
     let lens: Vec<usize> = arrays.iter().map(|a| a.as_array().unwrap().len()).collect();
     assert_eq!(lens, [100, 100, 50]);
-    let out = docs::run(
-        CHUNK,
-        &["--size", "7", "--max-bytes", "40"],
-        Some(input.as_bytes()),
-    );
+    let out = program(CHUNK)
+        .args(["--size", "7", "--max-bytes", "40"])
+        .stdin(input.as_bytes())
+        .run();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let mut n = 0;
@@ -146,7 +143,7 @@ fn chunk_sizes_and_byte_limit() {
         }
     }
     assert_eq!(n, 250);
-    let out = docs::run(CHUNK, &[], Some(b""));
+    let out = program(CHUNK).stdin("").run();
     assert!(out.status.success() && out.stdout.is_empty());
 }
 
@@ -158,7 +155,10 @@ fn chunk_rejects_non_objects_naming_the_line() {
         ("", "empty line"),
     ] {
         let input = format!("{{\"a\":1}}\n{{\"a\":2}}\n{bad}\n{{\"a\":3}}\n");
-        let out = docs::run(CHUNK, &["--size", "1"], Some(input.as_bytes()));
+        let out = program(CHUNK)
+            .args(["--size", "1"])
+            .stdin(input.as_bytes())
+            .run();
         assert_eq!(out.status.code(), Some(1), "{bad}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(
@@ -257,11 +257,10 @@ fn directories_from_stdin() {
         tree.path().join("2026_03_01_00_00.out").display(),
         tree.path().join("2026_03_01_01_00.out").display()
     );
-    let out = docs::run(
-        PARSE,
-        &["--bytes", "0", "-S", "s", "-I", "1"],
-        Some(list.as_bytes()),
-    );
+    let out = program(PARSE)
+        .args(["--bytes", "0", "-S", "s", "-I", "1"])
+        .stdin(list.as_bytes())
+        .run();
     assert!(out.status.success());
     let want = std::fs::read_to_string(
         fixtures().join("synthetic/expected.bytes0.sensor-s.instance-1.ndjson"),
@@ -295,10 +294,7 @@ fn find_parse_pipeline_carries_any_directory_name() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let copy = |src: &str, dst: &std::path::Path| {
-        std::fs::create_dir_all(dst).unwrap();
-        for f in ["log_tcp_complete", "log_udp_complete"] {
-            std::fs::copy(fixtures().join("synthetic").join(src).join(f), dst.join(f)).unwrap();
-        }
+        copy_fixture(&format!("synthetic/{src}"), dst, None);
     };
     let eth = root.join(OsStr::from_bytes(b"eth\xff"));
     copy("2026_03_01_00_00.out", &eth.join("2026_03_01_00_00.out"));
@@ -309,17 +305,16 @@ fn find_parse_pipeline_carries_any_directory_name() {
     let newline = root.join("line\nbreak");
     let root_s = root.display().to_string();
     let run_pipe = |find_args: &str, parse_args: &str| {
-        let sh = format!(
-            "set -o pipefail; '{FIND}' --all {find_args} '{root_s}' | '{PARSE}' --bytes 0 -S s {parse_args}"
+        let line = format!(
+            "set -o pipefail; '{}' --all {find_args} '{root_s}' | '{}' --bytes 0 -S s {parse_args}",
+            sh(FIND),
+            sh(PARSE)
         );
-        Command::new("bash").args(["-c", &sh]).output().unwrap()
+        command("bash").args(["-c", &line]).run()
     };
     // What tstat-find lists, NUL-separated, given back as arguments.
     let listed = |root: &str| -> Vec<std::ffi::OsString> {
-        let out = Command::new(FIND)
-            .args(["--all", "-0", root])
-            .output()
-            .unwrap();
+        let out = program(FIND).args(["--all", "-0", root]).run();
         assert!(out.status.success());
         out.stdout
             .split(|&b| b == 0)
@@ -328,11 +323,10 @@ fn find_parse_pipeline_carries_any_directory_name() {
             .collect()
     };
     let by_args = |dirs: &[std::ffi::OsString]| {
-        let out = Command::new(PARSE)
+        let out = program(PARSE)
             .args(["--bytes", "0", "-S", "s"])
             .args(dirs)
-            .output()
-            .unwrap();
+            .run();
         assert!(out.status.success());
         out.stdout
     };

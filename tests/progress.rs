@@ -3,6 +3,7 @@
 //! warnings printed above it on lines of their own; nothing of it left on
 //! screen at the end.
 
+mod common;
 #[path = "support/gentree.rs"]
 mod gentree;
 #[path = "support/pty.rs"]
@@ -10,10 +11,10 @@ mod pty;
 
 use std::fs;
 use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
+use common::run::program;
 
 /// What a terminal would show: for each line, what follows its last
 /// carriage return, without escape sequences.
@@ -67,29 +68,20 @@ fn the_bar_names_the_directory_and_leaves_nothing_behind() {
     fs::write(&log, text).expect("write");
 
     let (mut master, slave) = pty::open();
-    let mut child = Command::new(SEND)
+    let run = program("tstat_send")
         .args(["--all", "-N", "-b", "0", "-S", "s", "-d"])
         .arg(root.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .expect("spawn");
+        .stderr(slave)
+        .spawn();
     let reader = std::thread::spawn(move || {
         let mut raw = Vec::new();
         // EIO once the child (the last holder of the slave) is gone.
         let _ = master.read_to_end(&mut raw);
         raw
     });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "tstat_send did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    let out = run.wait(Duration::from_secs(300));
+    assert_eq!(out.status.code(), Some(0));
     let raw = reader.join().expect("reader");
     let all = String::from_utf8_lossy(&raw);
     assert!(all.contains("[1/2]") && all.contains("[2/2]"), "{all:?}");

@@ -8,15 +8,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use common::rabbit::{RabbitCluster, RabbitNode, confirmed_count, run_with_deadline, wait_until};
+use common::rabbit::{RabbitCluster, RabbitNode, confirmed_count};
+use common::run::{Trickle, program, text, wait_until};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(180);
 const QUEUE: &str = "cluster_quorum";
 const OPTIONS: &str = "[rabbit_queue_options]\ndurable = true\nx-queue-type = quorum\nx-quorum-initial-group-size = 1\n";
@@ -46,16 +43,14 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
     // queue stays available to the failover target.
     let warm = dir.path().join("warm.ini");
     fs::write(&warm, config(&[&cluster.nodes[1]])).expect("config");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
+    let out = program("tstat-rabbit")
+        .arg("-c")
         .arg(&warm)
-        .args(["--message-id-prefix", "warm"]);
-    let out = run_with_deadline(cmd, Some(b"[0]\n".to_vec()), DEADLINE).expect("warm-up run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--message-id-prefix", "warm"])
+        .stdin("[0]\n")
+        .deadline(DEADLINE)
+        .run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let rows = cluster.nodes[0].list_queues(&["name", "type", "leader"]);
     let row = rows
         .iter()
@@ -95,54 +90,24 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
 
     // Trickle the input (about 1000 lines/s) so the stop lands mid-stream;
     // once the node is stopped, send the rest at once.
-    let mut child = Command::new(BIN)
+    let mut run1 = program("tstat-rabbit")
         .args(&args)
-        .stdin(Stdio::piped())
+        .stdin_pipe()
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let err_reader = thread::spawn(move || {
-        use std::io::Read;
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
+        .spawn();
     let chunks: Vec<String> = lines.chunks(50).map(|c| c.concat()).collect();
-    let feeder = thread::spawn(move || {
-        let mut chunks = chunks.into_iter();
-        for chunk in chunks.by_ref() {
-            if stdin.write_all(chunk.as_bytes()).is_err() {
-                return;
-            }
-            let _ = stdin.flush();
-            if stopped_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-        }
-        let rest: String = chunks.collect();
-        let _ = stdin.write_all(rest.as_bytes());
-    });
+    let feeder = Trickle::start(run1.stdin(), String::new(), chunks);
+    feeder.go();
     wait_until(
         "the first confirms through the first node",
         Duration::from_secs(60),
         || confirmed_count(&progress) >= 500,
     );
     cluster.nodes[other].stop_app();
-    let _ = stopped_tx.send(());
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < end, "run 1 did not end");
-        thread::sleep(Duration::from_millis(50));
-    };
-    let _ = feeder.join();
-    let err1 = err_reader.join().unwrap_or_default();
+    feeder.stop();
+    let out1 = run1.wait(DEADLINE);
+    feeder.join();
+    let (status, err1) = (out1.status, text(&out1.stderr));
     let confirmed = confirmed_count(&progress);
     assert!(confirmed < TOTAL as u64 || status.success(), "{err1}");
 
@@ -159,15 +124,12 @@ fn stopping_the_connected_node_mid_stream_loses_nothing() {
         // Resume: the stopped node back, the same command again.
         eprintln!("run 1 failed, resuming: {err1}");
         cluster.nodes[other].start_app();
-        let mut cmd = Command::new(BIN);
-        cmd.args(&args);
-        let out =
-            run_with_deadline(cmd, Some(lines.concat().into_bytes()), DEADLINE).expect("run 2");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = program("tstat-rabbit")
+            .args(&args)
+            .stdin(lines.concat())
+            .deadline(DEADLINE)
+            .run();
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
     assert_eq!(confirmed_count(&progress), TOTAL as u64);
     assert!(err1.contains("reconnecting"), "{err1}");

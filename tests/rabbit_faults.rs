@@ -6,19 +6,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::rabbit::{
-    RabbitNode, confirmed_count, run_with_deadline, spawn_with_stdin, wait_until,
-};
+use common::rabbit::{RabbitNode, confirmed_count};
+use common::run::{Trickle, program, text, wait_until};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn lines(n: usize) -> Vec<String> {
@@ -38,19 +32,15 @@ fn index_of(id: &str) -> usize {
 fn durable_queue_and_persistent_messages_survive_a_broker_restart() {
     let mut node = RabbitNode::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.ini");
-    fs::write(&cfg, node.config("survivors", "")).expect("config");
-    let input: String = lines(50).concat();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
+    let cfg = node.write_config(dir.path(), "survivors");
+    let out = program("tstat-rabbit")
+        .arg("-c")
         .arg(&cfg)
-        .args(["--message-id-prefix", "keep"]);
-    let out = run_with_deadline(cmd, Some(input.into_bytes()), DEADLINE).expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--message-id-prefix", "keep"])
+        .stdin(lines(50).concat())
+        .deadline(DEADLINE)
+        .run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     node.stop_app();
     node.start_app();
@@ -72,8 +62,7 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
     const WINDOW: usize = 256;
     let mut node = RabbitNode::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.ini");
-    fs::write(&cfg, node.config("resume", "")).expect("config");
+    let cfg = node.write_config(dir.path(), "resume");
     let progress = dir.path().join("progress");
     let all = lines(TOTAL);
     let args = |cfg: &Path, progress: &Path| -> Vec<String> {
@@ -95,67 +84,30 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
     // Run 1: the first FIRST lines; once they are confirmed, a steady
     // trickle (about 1000 lines/s) so the broker is stopped while messages
     // are in flight; once it is stopped, the rest at once.
-    let mut child = Command::new(BIN)
+    let mut run1 = program("tstat-rabbit")
         .args(args(&cfg, &progress))
-        .stdin(Stdio::piped())
+        .stdin_pipe()
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
+        .spawn();
     let head = all[..FIRST].concat();
     let tail: Vec<String> = all[FIRST..].chunks(50).map(|c| c.concat()).collect();
-    let feeder = thread::spawn(move || {
-        let _ = stdin.write_all(head.as_bytes());
-        let _ = stdin.flush();
-        if go_rx.recv_timeout(DEADLINE).is_err() {
-            return false;
-        }
-        let mut chunks = tail.into_iter();
-        for chunk in chunks.by_ref() {
-            if stdin.write_all(chunk.as_bytes()).is_err() {
-                return true;
-            }
-            let _ = stdin.flush();
-            if stopped_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-        }
-        // The broker is down (or the input ran out): the rest at once. It
-        // may exit before reading it all: fine.
-        let rest: String = chunks.collect();
-        let _ = stdin.write_all(rest.as_bytes());
-        true
-    });
+    let feeder = Trickle::start(run1.stdin(), head, tail);
     wait_until(
         "the first lines to be confirmed",
         Duration::from_secs(60),
         || confirmed_count(&progress) == FIRST as u64,
     );
-    let _ = go_tx.send(());
+    feeder.go();
     wait_until(
         "publishing to go on past the first lines",
         Duration::from_secs(60),
         || confirmed_count(&progress) > FIRST as u64,
     );
     node.stop_app();
-    let _ = stopped_tx.send(());
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < end, "run 1 did not end");
-        thread::sleep(Duration::from_millis(50));
-    };
-    let _ = feeder.join();
-    let mut err1 = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err1);
-    }
+    feeder.stop();
+    let out1 = run1.wait(DEADLINE);
+    feeder.join();
+    let (status, err1) = (out1.status, text(&out1.stderr));
     assert_eq!(status.code(), Some(1), "run 1 must fail; stderr:\n{err1}");
     assert!(
         err1.contains("tstat-rabbit: error: line ")
@@ -175,10 +127,12 @@ fn broker_stopped_mid_stream_fails_then_a_rerun_resumes_without_resending_confir
 
     // Run 2: broker back, same command, same input.
     node.start_app();
-    let mut cmd = Command::new(BIN);
-    cmd.args(args(&cfg, &progress));
-    let out = run_with_deadline(cmd, Some(all.concat().into_bytes()), DEADLINE).expect("run 2");
-    let err2 = String::from_utf8_lossy(&out.stderr);
+    let out = program("tstat-rabbit")
+        .args(args(&cfg, &progress))
+        .stdin(all.concat())
+        .deadline(DEADLINE)
+        .run();
+    let err2 = text(&out.stderr);
     assert!(out.status.success(), "run 2: {err2}");
     assert!(
         err2.contains(&format!("{confirmed} skipped from progress")),
@@ -215,17 +169,18 @@ fn memory_alarm_is_waited_out_within_the_confirm_timeout_and_fails_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Alarm stays on: bounded wait, then a clear error.
-    let cfg = dir.path().join("blocked.ini");
-    fs::write(&cfg, node.config("blocked", "")).expect("config");
+    let cfg = node.write_config(dir.path(), "blocked");
     node.set_memory_alarm();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
-        .arg(&cfg)
-        .args(["--confirm-timeout", "3", "--retries", "0"]);
     let started = Instant::now();
-    let out = run_with_deadline(cmd, Some(b"[1]\n[2]\n[3]\n".to_vec()), DEADLINE).expect("run");
+    let out = program("tstat-rabbit")
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--confirm-timeout", "3", "--retries", "0"])
+        .stdin("[1]\n[2]\n[3]\n")
+        .deadline(DEADLINE)
+        .run();
     let took = started.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         took >= Duration::from_millis(2900) && took < Duration::from_secs(20),
@@ -242,29 +197,22 @@ fn memory_alarm_is_waited_out_within_the_confirm_timeout_and_fails_after_it() {
     );
 
     // Alarm cleared while we wait: the run completes.
-    let cfg = dir.path().join("unblocked.ini");
-    fs::write(&cfg, node.config("unblocked", "")).expect("config");
-    let input: String = lines(10).concat();
-    let running = spawn_with_stdin(
-        BIN,
-        &[
-            "-c",
-            cfg.to_str().expect("utf-8"),
-            "--confirm-timeout",
-            "60",
-            "--retries",
-            "0",
-        ],
-        input.into_bytes(),
-    );
+    let cfg = node.write_config(dir.path(), "unblocked");
+    let running = program("tstat-rabbit")
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--confirm-timeout", "60", "--retries", "0"])
+        .stdin(lines(10).concat())
+        .spawn();
     wait_until(
         "tstat-rabbit to report the blocked broker",
         Duration::from_secs(30),
         || running.stderr_so_far().contains("blocking publishers"),
     );
     node.clear_memory_alarm();
-    let (status, err) = running.wait(DEADLINE);
-    assert!(status.success(), "{err}");
+    let out = running.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(err.contains("the broker accepts messages again"), "{err}");
     assert_eq!(node.drain("unblocked", DEADLINE).len(), 10);
 }

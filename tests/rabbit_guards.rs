@@ -13,14 +13,12 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::rabbit::{
-    RabbitNode, confirmed_count, run_with_deadline, shared_node as node, wait_until,
-};
+use common::rabbit::{RabbitNode, confirmed_count, shared_node as node, write_private};
+use common::run::{program, text, wait_until};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn lines(range: std::ops::Range<usize>) -> String {
@@ -28,22 +26,32 @@ fn lines(range: std::ops::Range<usize>) -> String {
 }
 
 fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
-    let p = dir.join("config.ini");
-    fs::write(&p, text).expect("write config");
+    let p = write_private(&dir.join("config.ini"), text);
     fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod config");
     p
 }
 
+/// `node`'s config for `queue`, logging in as `user`.
+fn user_config(node: &RabbitNode, queue: &str, user: &str, password: &str) -> String {
+    node.config(queue, "")
+        .replace("username = guest", &format!("username = {user}"))
+        .replace("password = guest", &format!("password = {password}"))
+}
+
 fn run(config: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c").arg(config).args(args);
-    cmd.env_remove("RUST_LOG");
-    cmd.envs(env.iter().copied());
-    run_with_deadline(cmd, Some(stdin.to_vec()), DEADLINE).expect("run tstat-rabbit")
+    program("tstat-rabbit")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(stdin)
+        .deadline(DEADLINE)
+        .run()
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    text(&out.stderr)
 }
 
 /// A port nothing listens on: connecting fails at once.
@@ -68,31 +76,20 @@ fn queue_deleted_during_the_run_stops_it_with_an_error_and_is_not_recreated() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(
         dir.path(),
-        &node
-            .config(QUEUE, "")
-            .replace("username = guest", "username = vanish")
-            .replace("password = guest", "password = vanish-pw"),
+        &user_config(node, QUEUE, "vanish", "vanish-pw"),
         0o600,
     );
     let progress = dir.path().join("progress");
-    let mut child = Command::new(BIN)
+    let mut run = program("tstat-rabbit")
         .arg("-c")
         .arg(&cfg)
         .arg("--progress")
         .arg(&progress)
         .args(["--message-id-prefix", "v", "--retries", "3"])
-        .stdin(Stdio::piped())
+        .stdin_pipe()
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tstat-rabbit");
-    let err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut { err }, &mut s);
-        s
-    });
-    let mut stdin = child.stdin.take().expect("stdin");
+        .spawn();
+    let mut stdin = run.stdin();
     stdin.write_all(lines(0..FIRST).as_bytes()).expect("feed");
     stdin.flush().expect("flush");
     wait_until(
@@ -110,21 +107,8 @@ fn queue_deleted_during_the_run_stops_it_with_an_error_and_is_not_recreated() {
     let _ = stdin.write_all(lines(FIRST..FIRST + 50).as_bytes());
     drop(stdin);
 
-    let out = {
-        let end = std::time::Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if std::time::Instant::now() > end {
-                let _ = child.kill();
-                panic!("tstat-rabbit still running after {DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (status, reader.join().unwrap_or_default())
-    };
-    let (status, err) = out;
+    let out = run.wait(DEADLINE);
+    let (status, err) = (out.status, stderr(&out));
     assert_eq!(status.code(), Some(1), "stderr:\n{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(
@@ -154,10 +138,7 @@ fn no_log_line_holds_the_password_even_at_trace_level() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(
         dir.path(),
-        &node
-            .config(QUEUE, "")
-            .replace("username = guest", "username = tracer")
-            .replace("password = guest", &format!("password = {PASSWORD}")),
+        &user_config(node, QUEUE, "tracer", PASSWORD),
         0o600,
     );
     for filter in [

@@ -8,13 +8,15 @@ mod common;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rabbit::{free_ports, run_with_deadline, shared_node as node, unique};
+use common::rabbit::{
+    RabbitNode, confirmed_count, free_ports, shared_node as node, unique, write_private,
+};
+use common::run::{program, text, wait_until};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const GOLDEN: &str = "tests/fixtures/synthetic/expected.bytes0.sensor-s.instance-1.ndjson";
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 const READ_DEADLINE: Duration = Duration::from_secs(60);
@@ -33,11 +35,7 @@ impl Scratch {
     /// Writes a file only its owner can read (a config with a password in
     /// it is otherwise warned about).
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt as _;
-        let p = self.dir.path().join(name);
-        fs::write(&p, text).expect("write file");
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
-        p
+        write_private(&self.dir.path().join(name), text)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -46,13 +44,26 @@ impl Scratch {
 }
 
 fn run(config: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c").arg(config).args(args);
-    run_with_deadline(cmd, Some(stdin.to_vec()), RUN_DEADLINE).expect("run tstat-rabbit")
+    program("tstat-rabbit")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(stdin)
+        .deadline(RUN_DEADLINE)
+        .run()
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    text(&out.stderr)
+}
+
+/// The `list_queues` row of `queue` (name first, then `columns`).
+fn listed(node: &RabbitNode, queue: &str, columns: &[&str]) -> Vec<String> {
+    let rows = node.list_queues(&[&["name"], columns].concat());
+    rows.iter()
+        .find(|r| r.first().map(String::as_str) == Some(queue))
+        .cloned()
+        .unwrap_or_else(|| panic!("queue {queue} not listed: {rows:?}"))
 }
 
 fn assert_exit(out: &Output, code: i32) {
@@ -174,7 +185,7 @@ fn progress_file_counts_confirmed_lines_and_a_rerun_skips_them() {
         first.as_bytes(),
     );
     assert_exit(&out, 0);
-    assert_eq!(common::rabbit::confirmed_count(&progress), 10);
+    assert_eq!(confirmed_count(&progress), 10);
 
     // The same input grew by five lines: only those are sent.
     let second: String = (0..15).map(|i| format!("[{i}]\n")).collect();
@@ -411,11 +422,7 @@ fn quorum_queue_is_declared_from_queue_options() {
     );
     let out = run(&cfg, &[], b"[1]\n[2]\n");
     assert_exit(&out, 0);
-    let rows = node.list_queues(&["name", "type", "durable", "messages"]);
-    let row = rows
-        .iter()
-        .find(|r| r.first() == Some(&queue))
-        .unwrap_or_else(|| panic!("queue {queue} not listed: {rows:?}"));
+    let row = listed(node, &queue, &["type", "durable", "messages"]);
     assert_eq!(row[1], "quorum", "{row:?}");
     assert_eq!(row[2], "true", "{row:?}");
     assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 2);
@@ -440,11 +447,7 @@ fn boolean_queue_argument_is_accepted_by_the_broker() {
     );
     let out = run(&cfg, &[], b"[1]\n");
     assert_exit(&out, 0);
-    let rows = node.list_queues(&["name", "arguments"]);
-    let row = rows
-        .iter()
-        .find(|r| r.first() == Some(&queue))
-        .unwrap_or_else(|| panic!("queue {queue} not listed: {rows:?}"));
+    let row = listed(node, &queue, &["arguments"]);
     assert!(
         row[1].contains("x-single-active-consumer") && row[1].contains("true"),
         "{row:?}"
@@ -503,51 +506,33 @@ fn missing_queue_is_created_durable_and_bound_to_the_exchange() {
 #[test]
 fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
     use std::io::Write;
-    use std::process::Stdio;
     let node = node();
     let queue = unique("sigterm");
     let s = Scratch::new();
     let cfg = s.write("config.ini", &node.config(&queue, ""));
     let progress = s.path("progress");
-    let mut child = Command::new(BIN)
+    let mut run = program("tstat-rabbit")
         .arg("-c")
         .arg(&cfg)
         .arg("--progress")
         .arg(&progress)
-        .stdin(Stdio::piped())
+        .stdin_pipe()
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .spawn();
     // Ten lines, and stdin stays open: the run is waiting for more.
-    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdin = run.stdin();
     stdin
         .write_all("[1]\n".repeat(10).as_bytes())
         .expect("write stdin");
     stdin.flush().expect("flush");
-    common::rabbit::wait_until("ten confirms", Duration::from_secs(60), || {
-        common::rabbit::confirmed_count(&progress) == 10
+    wait_until("ten confirms", Duration::from_secs(60), || {
+        confirmed_count(&progress) == 10
     });
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let end = Instant::now() + RUN_DEADLINE;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < end, "tstat-rabbit ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    run.term();
+    let out = run.wait(RUN_DEADLINE);
     drop(stdin);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    assert_eq!(status.code(), Some(143), "{err}");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
     assert!(
         err.contains(&format!(
             "tstat-rabbit: error: interrupted: 10 lines confirmed, recorded in {}",
@@ -555,57 +540,38 @@ fn sigterm_waits_for_confirms_saves_progress_and_exits_143() {
         )),
         "{err}"
     );
-    assert_eq!(common::rabbit::confirmed_count(&progress), 10);
+    assert_eq!(confirmed_count(&progress), 10);
     assert_eq!(node.drain(&queue, READ_DEADLINE).len(), 10);
 }
 
 #[test]
 fn parse_chunk_rabbit_pipeline_delivers_the_golden_flows() {
-    use std::process::Stdio;
     let node = node();
     let queue = unique("pipeline");
     let s = Scratch::new();
     let cfg = s.write("config.ini", &node.config(&queue, ""));
-    let mut parse = Command::new(env!("CARGO_BIN_EXE_tstat-parse"))
+    let mut parse = program("tstat-parse")
         .args(["--bytes", "0", "--sensor", "s", "--instance", "1"])
         .arg("tests/fixtures/synthetic/2026_03_01_00_00.out")
         .arg("tests/fixtures/synthetic/2026_03_01_01_00.out")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tstat-parse");
-    let mut chunk = Command::new(env!("CARGO_BIN_EXE_tstat-chunk"))
-        .stdin(Stdio::from(parse.stdout.take().expect("parse stdout")))
+        .spawn();
+    let mut chunk = program("tstat-chunk")
+        .stdin_from(parse.take_stdout())
         .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn tstat-chunk");
-    let rabbit = Command::new(BIN)
+        .spawn();
+    let rabbit = program("tstat-rabbit")
         .arg("-c")
         .arg(&cfg)
         .args(["--message-id-prefix", "s:pipe"])
-        .stdin(Stdio::from(chunk.stdout.take().expect("chunk stdout")))
+        .stdin_from(chunk.take_stdout())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tstat-rabbit");
-    let wait = |mut c: std::process::Child, name: &str| {
-        let end = Instant::now() + RUN_DEADLINE;
-        loop {
-            if let Some(st) = c.try_wait().expect("try_wait") {
-                return (st, c);
-            }
-            assert!(Instant::now() < end, "{name} did not finish");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let (rabbit_status, mut rabbit) = wait(rabbit, "tstat-rabbit");
-    let (parse_status, _) = wait(parse, "tstat-parse");
-    let (chunk_status, _) = wait(chunk, "tstat-chunk");
-    let mut err = String::new();
-    if let Some(mut e) = rabbit.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+        .spawn();
+    let out = rabbit.wait(RUN_DEADLINE);
+    let parse_status = parse.wait_status(RUN_DEADLINE);
+    let chunk_status = chunk.wait_status(RUN_DEADLINE);
+    let (rabbit_status, err) = (out.status, text(&out.stderr));
     assert!(parse_status.success() && chunk_status.success());
     assert!(rabbit_status.success(), "{err}");
 

@@ -5,19 +5,16 @@
 
 mod common;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::rabbit::{
-    NodeOptions, RabbitNode, TlsListener, run_with_deadline, shared_tls_node as node,
+    NodeOptions, RabbitNode, TlsListener, shared_tls_node as node, write_private,
 };
+use common::run::{program, text};
 use common::tls::TlsFiles;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tstat-rabbit");
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn certs(node: &RabbitNode) -> &TlsFiles {
@@ -39,20 +36,19 @@ fn run_tls(node: &RabbitNode, host: &str, ssl_options: &str) -> (Output, String)
          queue = {queue}\nrouting_key = {queue}\nexchange =\n[ssl_options]\n{ssl_options}",
         node.tls_port.expect("TLS port")
     );
-    let path: PathBuf = dir.path().join("config.ini");
-    fs::write(&path, cfg).expect("write config");
-    // Owner-only, as a config with a password should be (else a warning).
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod config");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
+    let path = write_private(&dir.path().join("config.ini"), &cfg);
+    let out = program("tstat-rabbit")
+        .arg("-c")
         .arg(&path)
-        .args(["--connect-timeout", "10", "--retries", "0"]);
-    let out = run_with_deadline(cmd, Some(b"[1]\n[2]\n[3]\n".to_vec()), DEADLINE).expect("run");
+        .args(["--connect-timeout", "10", "--retries", "0"])
+        .stdin("[1]\n[2]\n[3]\n")
+        .deadline(DEADLINE)
+        .run();
     (out, queue)
 }
 
 fn err(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    text(&out.stderr)
 }
 
 #[test]

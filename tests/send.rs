@@ -9,8 +9,6 @@
 //! queue); the ones that stop or block their broker start their own.
 
 mod common;
-#[path = "support/docs.rs"]
-mod docs;
 #[path = "support/gentree.rs"]
 mod gentree;
 
@@ -18,19 +16,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use common::docs;
 use common::flows::{consume_all, dedup, flatten, queue_len, split_id};
-use common::rabbit::{RabbitNode, run_with_deadline, shared_node, spawn, unique, wait_until};
-use common::run::{RUN_DEADLINE, assert_status, run_env, text, write_config};
+use common::rabbit::{RabbitNode, shared_node, unique, unreachable_config};
+use common::run::{
+    RUN_DEADLINE, Running, assert_status, bin_dir, command, program, text, tstat_send_sh,
+    wait_until,
+};
+use common::trees::{SETTLED, copy_fixture};
 use serde_json::Value;
 
-const SEND: &str = env!("CARGO_BIN_EXE_tstat_send");
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tstat_send.sh");
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
 const GOLDEN: &str = "synthetic/expected.bytes0.sensor-s.instance-1.ndjson";
 const DIR0: &str = "2026_03_01_00_00.out";
@@ -43,53 +44,15 @@ const GOLDEN_FLAGS: [&str; 6] = ["--bytes", "0", "-S", "s", "-I", "1"];
 // ---------------------------------------------------------------------------
 // Helpers
 
-fn bin_dir() -> PathBuf {
-    Path::new(SEND)
-        .parent()
-        .expect("binaries have a directory")
-        .to_path_buf()
-}
-
-/// Sets the mtime of every file in `dir` to `t`.
-fn set_mtimes(dir: &Path, t: SystemTime) {
-    for e in fs::read_dir(dir).expect("read dir") {
-        let p = e.expect("dir entry").path();
-        if p.is_file() {
-            fs::File::options()
-                .write(true)
-                .open(&p)
-                .and_then(|f| f.set_modified(t))
-                .unwrap_or_else(|e| panic!("set mtime of {}: {e}", p.display()));
-        }
-    }
-}
-
-/// Copies fixture directory `from` (relative to tests/fixtures) to `to`,
-/// writable, with its logs written `age` ago (`None`: just now).
-fn copy_dir(from: &str, to: &Path, age: Option<Duration>) {
-    let src = docs::fixtures().join(from);
-    fs::create_dir_all(to).expect("create dir");
-    for e in fs::read_dir(&src).expect("read fixture dir") {
-        let p = e.expect("dir entry").path();
-        let dst = to.join(p.file_name().expect("file name"));
-        fs::copy(&p, &dst).expect("copy log");
-        let mode = fs::metadata(&dst).expect("metadata").permissions().mode();
-        fs::set_permissions(&dst, fs::Permissions::from_mode(mode | 0o200)).expect("chmod u+w");
-    }
-    if let Some(age) = age {
-        set_mtimes(to, SystemTime::now() - age);
-    }
-}
-
 /// ROOT with the two synthetic golden directories, written three hours ago,
 /// and (with `current`) a newer directory whose logs were just written.
 fn golden_tree(current: bool) -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("tempdir");
-    let old = Some(Duration::from_secs(3 * 3600));
-    copy_dir(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
-    copy_dir(&format!("synthetic/{DIR1}"), &root.path().join(DIR1), old);
+    let old = Some(SETTLED);
+    copy_fixture(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
+    copy_fixture(&format!("synthetic/{DIR1}"), &root.path().join(DIR1), old);
     if current {
-        copy_dir(
+        copy_fixture(
             &format!("synthetic/{DIR1}"),
             &root.path().join(CURRENT),
             None,
@@ -98,17 +61,19 @@ fn golden_tree(current: bool) -> tempfile::TempDir {
     root
 }
 
+/// `tstat_send args`, run to completion.
 fn send(args: &[&str]) -> Output {
-    run_env(SEND, args, &[])
+    program("tstat_send").args(args).run()
 }
 
+/// `tstat_send args`, started.
+fn start(args: &[&str]) -> Running {
+    program("tstat_send").args(args).spawn()
+}
+
+/// `scripts/tstat_send.sh args`, run to completion.
 fn script(args: &[&str]) -> Output {
-    let dir = bin_dir();
-    run_env(
-        SCRIPT,
-        args,
-        &[("TSTAT_BIN_DIR", dir.to_str().expect("utf-8 path"))],
-    )
+    tstat_send_sh().args(args).run()
 }
 
 fn is_marked(dir: &Path) -> bool {
@@ -296,7 +261,7 @@ fn every_golden_flow_delivered_once_and_current_dir_left_alone() {
     let root = golden_tree(true);
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_e2e");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let r = root.path().to_str().expect("utf-8");
     let c = cfg.to_str().expect("utf-8");
     let mut args = vec!["-d", r, "-c", c, "-q"];
@@ -368,8 +333,8 @@ fn shell_pipeline_publishes_the_same_messages_as_the_driver() {
     let (tree_a, tree_b) = (golden_tree(true), golden_tree(true));
     let (qa, qb) = (unique("send_driver"), unique("send_shell"));
     let (ca, cb) = (
-        write_config(work.path(), node, &qa),
-        write_config(work.path(), node, &qb),
+        node.write_config(work.path(), &qa),
+        node.write_config(work.path(), &qb),
     );
     let args = |root: &Path, cfg: &Path| -> Vec<String> {
         let mut a: Vec<String> = vec![
@@ -448,7 +413,7 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
     assert!(sum.rows() >= 50_000);
     let dir = sum.dirs[0].clone();
     let queue = unique("send_stop");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
@@ -497,7 +462,7 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         ],
     ]
     .concat();
-    let run1 = spawn(SEND, &publish, None);
+    let run1 = start(&publish);
     // Stop the broker once some messages are confirmed (so queued).
     wait_until(
         "the first confirms (.progress > 0)",
@@ -505,7 +470,8 @@ fn broker_stopped_mid_directory_then_resumed_run_delivers_each_flow() {
         || progress_count(&dir) > 0,
     );
     node.stop_app();
-    let (st, err) = run1.wait(Duration::from_secs(90));
+    let ended = run1.wait(Duration::from_secs(90));
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(1), "broker gone → exit 1; stderr:\n{err}");
     assert!(!is_marked(&dir), "not marked after a failure");
     let confirmed = progress_count(&dir);
@@ -564,39 +530,27 @@ fn large_tree(seed: u64) -> (tempfile::TempDir, PathBuf) {
 fn unreachable_broker_with_a_large_directory_fails_instead_of_hanging() {
     let (root, dir) = large_tree(5);
     let work = tempfile::tempdir().expect("tempdir");
-    let port = common::rabbit::free_ports(1)[0];
-    let cfg = work.path().join("closed-port.ini");
-    fs::write(
-        &cfg,
-        format!(
-            "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
-             queue = q\nrouting_key = q\nexchange =\n"
-        ),
-    )
-    .expect("write config");
+    let (cfg, port) = unreachable_config(work.path());
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
-    let run = spawn(
-        SEND,
-        &[
-            "-d",
-            r,
-            "-c",
-            c,
-            "--all",
-            "--bytes",
-            "0",
-            "-q",
-            "--retries",
-            "0",
-            "--connect-timeout",
-            "2",
-        ],
-        None,
-    );
-    let (st, err) = run.wait(Duration::from_secs(60));
+    let run = start(&[
+        "-d",
+        r,
+        "-c",
+        c,
+        "--all",
+        "--bytes",
+        "0",
+        "-q",
+        "--retries",
+        "0",
+        "--connect-timeout",
+        "2",
+    ]);
+    let ended = run.wait(Duration::from_secs(60));
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(1), "stderr:\n{err}");
     assert!(err.contains(&port.to_string()), "names the broker:\n{err}");
     assert!(!is_marked(&dir));
@@ -608,7 +562,7 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
     let (root, dir) = large_tree(23);
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_term_mid");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
@@ -638,7 +592,7 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
         &["-c", c, "-q", "--window", &w, "--confirm-timeout", "5"],
     ]
     .concat();
-    let mut run1 = spawn(SEND, &args, None);
+    let mut run1 = start(&args);
     wait_until(
         "the first confirms (.progress > 0)",
         Duration::from_secs(60),
@@ -647,7 +601,8 @@ fn sigterm_mid_directory_exits_143_and_next_run_resumes() {
     assert!(run1.running(), "still publishing when signalled");
     let signalled = Instant::now();
     run1.term();
-    let (st, err) = run1.wait(Duration::from_secs(60));
+    let ended = run1.wait(Duration::from_secs(60));
+    let (st, err) = (ended.status, text(&ended.stderr));
     let took = signalled.elapsed();
     assert_eq!(st.code(), Some(143), "SIGTERM → 143; stderr:\n{err}");
     assert!(took < Duration::from_secs(5 + 4), "exit took {took:?}");
@@ -681,7 +636,7 @@ fn sigterm_while_blocked_exits_143_and_next_run_completes() {
     let root = golden_tree(false);
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_term");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
@@ -692,7 +647,7 @@ fn sigterm_while_blocked_exits_143_and_next_run_completes() {
 
     // Publishing blocks under a memory alarm: the run is caught mid-directory.
     node.set_memory_alarm();
-    let run1 = spawn(SEND, &args, None);
+    let run1 = start(&args);
     wait_until(
         "tstat_send to report the blocked broker",
         Duration::from_secs(60),
@@ -700,7 +655,8 @@ fn sigterm_while_blocked_exits_143_and_next_run_completes() {
     );
     let signalled = Instant::now();
     run1.term();
-    let (st, err) = run1.wait(RUN_DEADLINE);
+    let ended = run1.wait(RUN_DEADLINE);
+    let (st, err) = (ended.status, text(&ended.stderr));
     let took = signalled.elapsed();
     assert_eq!(st.code(), Some(143), "SIGTERM → 143; stderr:\n{err}");
     assert!(
@@ -774,7 +730,7 @@ fn single_stops_after_the_first_directory_with_data() {
     .expect("write header-only log");
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_single");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
@@ -802,7 +758,7 @@ fn single_stops_after_the_first_directory_with_data() {
     )
     .expect("write header-only log");
     let queue2 = unique("send_single_sh");
-    let cfg2 = write_config(work.path(), node, &queue2);
+    let cfg2 = node.write_config(work.path(), &queue2);
     let r2 = root2.path().to_str().expect("utf-8");
     let c2 = cfg2.to_str().expect("utf-8");
     let mut args2 = vec!["-d", r2, "-c", c2, "--all", "--single", "-q"];
@@ -822,11 +778,11 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
     let root = tempfile::tempdir().expect("tempdir");
     let staging = tempfile::tempdir().expect("tempdir");
     let metrics_dir = tempfile::tempdir().expect("tempdir");
-    let old = Some(Duration::from_secs(3 * 3600));
-    copy_dir(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
+    let old = Some(SETTLED);
+    copy_fixture(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_watch");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let metrics = metrics_dir.path().join("tstat_send.prom");
     let (r, c, m) = (
         root.path().to_str().expect("utf-8"),
@@ -867,7 +823,7 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
         })
     };
 
-    let run = spawn(SEND, &args, None);
+    let run = start(&args);
     wait_until(
         "the first directory marked",
         Duration::from_secs(60),
@@ -876,7 +832,7 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
     // A directory appears whole (renamed in), as when Tstat's tree is
     // copied in; --all takes it on the next pass.
     let staged = staging.path().join(DIR1);
-    copy_dir(&format!("synthetic/{DIR1}"), &staged, old);
+    copy_fixture(&format!("synthetic/{DIR1}"), &staged, old);
     fs::rename(&staged, root.path().join(DIR1)).expect("move the directory in");
     wait_until("the new directory marked", Duration::from_secs(60), || {
         is_marked(&root.path().join(DIR1))
@@ -895,7 +851,8 @@ fn watch_ships_a_directory_that_appears_and_metrics_are_never_partial() {
     let mut run = run;
     assert!(run.running(), "--watch keeps running");
     run.term();
-    let (st, err) = run.wait(Duration::from_secs(40));
+    let ended = run.wait(Duration::from_secs(40));
+    let (st, err) = (ended.status, text(&ended.stderr));
     // Idle between passes, SIGTERM ends the watch loop with 128+15.
     assert_eq!(st.code(), Some(143), "stderr:\n{err}");
 
@@ -925,18 +882,18 @@ fn watch_survives_a_broker_restart_between_passes() {
     let mut node = RabbitNode::start();
     let root = tempfile::tempdir().expect("tempdir");
     let staging = tempfile::tempdir().expect("tempdir");
-    let old = Some(Duration::from_secs(3 * 3600));
-    copy_dir(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
+    let old = Some(SETTLED);
+    copy_fixture(&format!("synthetic/{DIR0}"), &root.path().join(DIR0), old);
     let work = tempfile::tempdir().expect("tempdir");
     let queue = unique("send_watch_restart");
-    let cfg = write_config(work.path(), &node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
     );
     let mut args = vec!["-d", r, "-c", c, "--all", "--watch", "1", "-q"];
     args.extend(GOLDEN_FLAGS);
-    let mut run = spawn(SEND, &args, None);
+    let mut run = start(&args);
     wait_until(
         "the first directory marked",
         Duration::from_secs(60),
@@ -945,7 +902,7 @@ fn watch_survives_a_broker_restart_between_passes() {
     node.stop_app();
     node.start_app();
     let staged = staging.path().join(DIR1);
-    copy_dir(&format!("synthetic/{DIR1}"), &staged, old);
+    copy_fixture(&format!("synthetic/{DIR1}"), &staged, old);
     fs::rename(&staged, root.path().join(DIR1)).expect("move the directory in");
     wait_until(
         "the second directory marked after the restart",
@@ -957,7 +914,8 @@ fn watch_survives_a_broker_restart_between_passes() {
         "--watch keeps running after the broker restart"
     );
     run.term();
-    let (st, err) = run.wait(Duration::from_secs(40));
+    let ended = run.wait(Duration::from_secs(40));
+    let (st, err) = (ended.status, text(&ended.stderr));
     assert_eq!(st.code(), Some(143), "stderr:\n{err}");
     // Durable queue, persistent messages: both directories are there once.
     let got = consume_all(&node, &queue);
@@ -978,7 +936,7 @@ fn metrics_file_is_prometheus_text_with_the_run_counters() {
     let metrics_dir = tempfile::tempdir().expect("tempdir");
     let metrics = metrics_dir.path().join("tstat_send.prom");
     let queue = unique("send_metrics");
-    let cfg = write_config(work.path(), node, &queue);
+    let cfg = node.write_config(work.path(), &queue);
     let (r, c, m) = (
         root.path().to_str().expect("utf-8"),
         cfg.to_str().expect("utf-8"),
@@ -1051,8 +1009,8 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
         (vec!["-d", r, "--no-such-flag"], vec!["--no-such-flag"]),
     ];
     for (args, names) in &cases {
-        for (program, label) in [(SEND, "tstat_send"), (SCRIPT, "tstat_send.sh")] {
-            let out = if program == SEND {
+        for label in ["tstat_send", "tstat_send.sh"] {
+            let out = if label == "tstat_send" {
                 send(args)
             } else {
                 script(args)
@@ -1061,9 +1019,9 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
             assert_status(&out, 2, &what);
             let err = text(&out.stderr);
             // The shell script delegates the -d check to its own message.
-            if program == SEND || !args.contains(&"/nonexistent/tree") {
+            if label == "tstat_send" || !args.contains(&"/nonexistent/tree") {
                 for n in names {
-                    if program == SCRIPT && *n == "--directory" {
+                    if label == "tstat_send.sh" && *n == "--directory" {
                         continue;
                     }
                     assert!(err.contains(n), "{what}: stderr names {n:?}:\n{err}");
@@ -1085,7 +1043,7 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
 #[test]
 fn demo_script_ships_the_sample_tree_and_reports_its_flows() {
     common::rabbit::require_rabbitmq();
-    let mut cmd = Command::new(DEMO);
+    let demo = command(DEMO);
     // The test build is there already (debug, or release under
     // `cargo test --release`); another build would take minutes.
     let profile = bin_dir()
@@ -1093,15 +1051,17 @@ fn demo_script_ships_the_sample_tree_and_reports_its_flows() {
         .and_then(|n| n.to_str())
         .expect("a profile directory")
         .to_string();
-    cmd.env("TSTAT_DEMO_PROFILE", profile);
+    let demo = demo.env("TSTAT_DEMO_PROFILE", profile);
     // Wherever cargo put this build (CARGO_TARGET_DIR, build.target-dir), the
     // demo must find the programs there: it asks cargo, never assumes ./target.
     let target_dir = bin_dir()
         .parent()
         .expect("the profile directory has a parent")
         .to_path_buf();
-    cmd.env("CARGO_TARGET_DIR", &target_dir);
-    let out = run_with_deadline(cmd, None, Duration::from_secs(900)).expect("run demo.sh");
+    let out = demo
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .deadline(Duration::from_secs(900))
+        .run();
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),

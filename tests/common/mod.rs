@@ -1,5 +1,7 @@
 #![allow(dead_code)]
+pub mod docs;
 pub mod flows;
 pub mod rabbit;
 pub mod run;
 pub mod tls;
+pub mod trees;

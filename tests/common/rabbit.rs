@@ -7,19 +7,19 @@
 //! it too if the test process dies or never drops it (a node shared through
 //! a `OnceLock` static is never dropped).
 //!
-//! Also here: running `tstat-rabbit` with stdin fed from a thread and a hard
-//! deadline, and reading messages back with lapin.
+//! Also here: writing a tool's config for a node (owner-only, it holds a
+//! password), and reading messages back with lapin.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::run::{Running, command, wait_until};
 use super::tls::TlsFiles;
 use lapin::options::BasicGetOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -73,8 +73,8 @@ pub struct RabbitNode {
     /// The private epmd's port.
     pub epmd_port: u16,
     dir: tempfile::TempDir,
-    server: Option<Child>,
-    watchdog: Option<Child>,
+    server: Option<Running>,
+    watchdog: Option<Running>,
     owns_epmd: bool,
     env: Vec<(String, String)>,
 }
@@ -206,13 +206,11 @@ impl RabbitNode {
 
         let out = fs::File::create(d.join("server.out")).expect("server.out");
         let err = out.try_clone().expect("clone server.out");
-        let server = Command::new(SERVER)
+        let server = command(SERVER)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{MISSING} (spawning {SERVER}: {e})"));
+            .spawn();
 
         let mut node = RabbitNode {
             name,
@@ -234,7 +232,7 @@ impl RabbitNode {
 
     /// A process that outlives us: once the test process is gone it stops
     /// the node (or kills it), kills our epmd and removes the directory.
-    fn spawn_watchdog(&self) -> Option<Child> {
+    fn spawn_watchdog(&self) -> Option<Running> {
         let d = self.dir.path().display().to_string();
         let epmd = if self.owns_epmd {
             // epmd refuses -kill while a node is registered, so retry.
@@ -260,14 +258,14 @@ impl RabbitNode {
             pid = std::process::id(),
             name = self.name,
         );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
+        Some(
+            command("setsid")
+                .args(["sh", "-c", &script])
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn(),
+        )
     }
 
     /// The node's directory (logs in `log/`, console output in `server.out`).
@@ -277,11 +275,13 @@ impl RabbitNode {
 
     /// Runs `rabbitmqctl -n NODE args…` with the node's environment.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(CTL);
-        cmd.arg("-n").arg(&self.name).args(args);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        run_with_deadline(cmd, None, CTL_DEADLINE)
-            .unwrap_or_else(|e| panic!("rabbitmqctl {args:?} on {}: {e}", self.name))
+        command(CTL)
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .deadline(CTL_DEADLINE)
+            .run()
     }
 
     /// Like [`ctl`](Self::ctl) but panics unless it succeeds.
@@ -303,7 +303,7 @@ impl RabbitNode {
         let deadline = Instant::now() + BOOT_DEADLINE;
         loop {
             if let Some(server) = self.server.as_mut()
-                && let Ok(Some(status)) = server.try_wait()
+                && let Some(status) = server.try_status()
             {
                 panic!(
                     "rabbitmq-server {} exited during boot ({status}):\n{}",
@@ -347,6 +347,12 @@ impl RabbitNode {
              queue = {queue}\nrouting_key = {queue}\nexchange =\n{extra}",
             self.port
         )
+    }
+
+    /// Writes [`config`](Self::config) for `queue` to `dir/QUEUE.ini`,
+    /// owner-only.
+    pub fn write_config(&self, dir: &Path, queue: &str) -> PathBuf {
+        write_private(&dir.join(format!("{queue}.ini")), &self.config(queue, ""))
     }
 
     /// The broker down with its data kept (`stop_app`).
@@ -414,11 +420,12 @@ impl RabbitNode {
         let beam = fs::read_to_string(self.dir.path().join("pid")).unwrap_or_default();
         let beam = beam.trim().to_string();
         assert!(!beam.is_empty(), "no pid file for {}", self.name);
-        let _ = Command::new("kill").args(["-9", &beam]).status();
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
+        if let Ok(pid) = beam.parse::<i32>() {
+            // SAFETY: kill(2) on the beam's pid, read from its pid file.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // Dropping the start script's process kills it if it still runs.
+        drop(self.server.take());
         wait_until("the killed broker gone", Duration::from_secs(30), || {
             !Path::new(&format!("/proc/{beam}")).exists()
         });
@@ -427,13 +434,11 @@ impl RabbitNode {
             .open(self.dir.path().join("server.out"))
             .expect("server.out");
         let err = out.try_clone().expect("clone server.out");
-        let server = Command::new(SERVER)
+        let server = command(SERVER)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("restarting {SERVER}: {e}"));
+            .spawn();
         self.server = Some(server);
         self.await_startup();
     }
@@ -445,25 +450,18 @@ impl RabbitNode {
         };
         let stopped = self.ctl(&["stop"]).status.success();
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match server.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if stopped && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(100))
-                }
-                _ => {
-                    let _ = server.kill();
-                    let _ = server.wait();
-                    break;
-                }
-            }
+        while stopped && server.running() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
         }
+        // Dropping it kills the start script if it still runs.
+        drop(server);
         // The beam process may outlive the script we spawned.
         if let Ok(pid) = fs::read_to_string(self.dir.path().join("pid"))
             && let Ok(pid) = pid.trim().parse::<i32>()
             && !stopped
         {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            // SAFETY: kill(2) on the beam's pid, read from its pid file.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
@@ -474,10 +472,8 @@ impl Drop for RabbitNode {
         if self.owns_epmd {
             kill_epmd(self.epmd_port);
         }
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
+        // Dropping the watchdog kills it: its work is done.
+        drop(self.watchdog.take());
     }
 }
 
@@ -486,13 +482,12 @@ impl Drop for RabbitNode {
 /// retry until it no longer answers.
 fn kill_epmd(port: u16) {
     let epmd = |arg: &str| {
-        Command::new("epmd")
+        command("epmd")
             .args(["-port", &port.to_string(), arg])
             .env("ERL_EPMD_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .run()
+            .status
+            .success()
     };
     for _ in 0..50 {
         epmd("-kill");
@@ -562,6 +557,26 @@ impl Drop for RabbitCluster {
     }
 }
 
+/// Writes `text` to `path` readable by its owner only, as a config holding
+/// a password should be (the tools warn about any other mode).
+pub fn write_private(path: &Path, text: &str) -> PathBuf {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    path.to_path_buf()
+}
+
+/// A config in `dir` for a broker that is not there: a port on 127.0.0.1
+/// nothing listens on (connecting fails at once). Returns it and the port.
+pub fn unreachable_config(dir: &Path) -> (PathBuf, u16) {
+    let port = free_ports(1)[0];
+    let text = format!(
+        "[rabbit]\nhost = 127.0.0.1\nport = {port}\nusername = guest\npassword = guest\n\
+         queue = q\nrouting_key = q\nexchange =\n"
+    );
+    (write_private(&dir.join("unreachable.ini"), &text), port)
+}
+
 fn table(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -620,198 +635,6 @@ pub fn read_queue(
         let _ = conn.close(200, "done".into()).await;
         got
     })
-}
-
-/// Runs `cmd` with `stdin` fed from a thread, killing it after `deadline`.
-pub fn run_with_deadline(
-    mut cmd: Command,
-    stdin: Option<Vec<u8>>,
-    deadline: Duration,
-) -> Result<Output, String> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
-    let feeder = stdin.and_then(|data| {
-        child.stdin.take().map(|mut pipe| {
-            thread::spawn(move || {
-                // The program may stop reading early (a failure): fine.
-                let _ = pipe.write_all(&data);
-            })
-        })
-    });
-    let out_reader = child.stdout.take().map(|mut s| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
-        })
-    });
-    let err_reader = child.stderr.take().map(|mut s| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
-        })
-    });
-    let end = Instant::now() + deadline;
-    let status: ExitStatus = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("still running after {deadline:?}, killed"));
-            }
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    };
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
-    let stdout = out_reader
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    let stderr = err_reader
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
-}
-
-/// A running program (for tests that act on the broker meanwhile).
-pub struct Running {
-    /// The process.
-    pub child: Child,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    readers: Vec<thread::JoinHandle<()>>,
-}
-
-impl Running {
-    /// What it printed on stderr so far.
-    pub fn stderr_so_far(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().map(|v| v.clone()).unwrap_or_default())
-            .into_owned()
-    }
-
-    /// Waits for the exit (killing it after `deadline`) and returns status
-    /// and the whole stderr.
-    pub fn wait(mut self, deadline: Duration) -> (ExitStatus, String) {
-        let end = Instant::now() + deadline;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!(
-                        "still running after {deadline:?}; stderr:\n{}",
-                        self.stderr_so_far()
-                    );
-                }
-            }
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        (status, self.stderr_so_far())
-    }
-
-    /// True while the process has not exited.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Sends SIGTERM to this process only.
-    pub fn term(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Starts `program args…` with `stdin` fed from a thread; stderr is
-/// collected as it comes so a test can poll it.
-pub fn spawn_with_stdin(program: &str, args: &[&str], stdin: Vec<u8>) -> Running {
-    spawn(program, args, Some(stdin))
-}
-
-/// Starts `program args…` (stdin from `input`, or none); stderr is collected
-/// as it comes so a test can poll it. The process is killed if the
-/// `Running` is dropped while it still runs.
-pub fn spawn(program: &str, args: &[&str], input: Option<Vec<u8>>) -> Running {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let mut readers = Vec::new();
-    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), input) {
-        readers.push(thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        }));
-    }
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    if let Some(mut s) = child.stderr.take() {
-        let sink = stderr.clone();
-        readers.push(thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if let Ok(mut v) = sink.lock() {
-                            v.extend_from_slice(&buf[..n]);
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    Running {
-        child,
-        stderr,
-        readers,
-    }
-}
-
-/// Polls `cond` every 100 ms until it holds; panics with `what` after
-/// `deadline`.
-pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The confirmed count in a progress record (0 when missing or being

@@ -1,45 +1,16 @@
-//! Shared test helpers: running the filters, comparing flow documents as
-//! JSON values with their number kinds and key order, and building Tstat logs.
-#![allow(dead_code)]
+//! Flow documents in tests: comparing them as JSON values with their number
+//! kinds and key order, and building Tstat log rows from the fixtures.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
-/// The bundled golden fixtures (a copy of shared/testdata).
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use super::run::program;
+pub use super::trees::fixtures;
 
-/// Runs a program with args and optional stdin, returning its output.
-pub fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        // Fed from a thread so a full stdout pipe cannot deadlock the test.
-        std::thread::spawn(move || {
-            let _ = w.write_all(&input);
-        });
-    }
-    child.wait_with_output().expect("wait for child")
-}
-
-/// `tstat-parse` with args.
+/// `tstat-parse` with args, run to completion.
 pub fn parse(args: &[&str]) -> Output {
-    run(env!("CARGO_BIN_EXE_tstat-parse"), args, None)
+    program("tstat-parse").args(args).run()
 }
 
 /// Exact equality of JSON values including number kinds (`0` ≠ `0.0`) and
