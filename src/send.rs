@@ -903,7 +903,8 @@ fn produce(job: Job, tx: mpsc::Sender<Item>, bar: Option<&indicatif::ProgressBar
     });
     let mut pushed = 0u64;
     let mut stats = FileStats::default();
-    let mut parser = Parser::new(job.opts);
+    let reporter = Arc::new(cli::StderrReporter::new(job.prog, job.opts.verbose));
+    let mut parser = Parser::with_reporter(job.opts, reporter);
     let mut chunker = Chunker::new(job.size, job.max_bytes, |a: &[u8], n: usize| {
         track.borrow_mut().array(a, n)
     });
