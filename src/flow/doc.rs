@@ -456,3 +456,80 @@ fn keeps(bytes: Val<'_>, threshold: u64) -> Keep {
         _ => Keep::Bad,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps documents and drops as text.
+    #[derive(Default)]
+    struct Out(Vec<String>);
+
+    impl RowOut for Out {
+        type Error = ();
+        fn doc(&mut self, doc: &[u8]) -> Result<(), ()> {
+            self.0.push(String::from_utf8(doc.to_vec()).unwrap());
+            Ok(())
+        }
+        fn dropped(&mut self, n: u64, why: &str) {
+            self.0.push(format!("dropped {n}: {why}"));
+        }
+    }
+
+    fn udp(line: &str, threshold: u64) -> Vec<String> {
+        let dir = |o: usize| UdpDir {
+            ip: o,
+            port: o + 1,
+            first_abs: o + 2,
+            durat: o + 3,
+            bytes: o + 4,
+            pkts: o + 5,
+        };
+        let cols = Columns::Udp([dir(0), dir(6)]);
+        let mut fields = Vec::new();
+        let mut start = 0;
+        for f in line.split(' ') {
+            fields.push((start as u32, (start + f.len()) as u32));
+            start += f.len() + 1;
+        }
+        let row = Row {
+            text: line,
+            fields: &fields,
+        };
+        let mut w = DocWriter::new("s", Some("1"), threshold, false);
+        let mut out = Out::default();
+        if !w.below_threshold(&row, &cols) {
+            w.write(&row, &cols, &mut out).unwrap();
+        }
+        out.0
+    }
+
+    #[test]
+    fn udp_document_keys_in_wire_order() {
+        let docs = udp(
+            "10.0.0.1 5353 1000000.5 2.5 100 2 10.0.0.2 53 1000001.0 0 0 0",
+            1,
+        );
+        assert_eq!(
+            docs,
+            [concat!(
+                r#"{"type":"flow","interval":600,"values":{"duration":2.5,"num_bits":800,"#,
+                r#""num_packets":2,"bits_per_second":320.0,"packets_per_second":0.8},"#,
+                r#""meta":{"src_ip":"10.0.0.1","src_port":5353,"dst_ip":"10.0.0.2","#,
+                r#""dst_port":53,"protocol":"udp","sensor_id":"s","instance_id":"1","#,
+                r#""flow_type":"tstat"},"start":1000,"end":1002}"#
+            )]
+        );
+    }
+
+    #[test]
+    fn threshold_keeps_drops_or_passes_each_direction() {
+        let low = "a 1 1000000.5 2.5 30 2 b 2 1000001.0 1.0 40 1";
+        assert_eq!(udp(low, 50), Vec::<String>::new());
+        let row = "a 1 1000000.5 2.5 - 2 b 2 1000001.0 1.0 40 1";
+        let docs = udp(row, 0);
+        assert_eq!(docs[0], "dropped 1: bytes_all is not a number");
+        assert!(docs[1].contains(r#""src_ip":"b""#), "{docs:?}");
+        assert_eq!(udp(row, 41), ["dropped 1: bytes_all is not a number"]);
+    }
+}

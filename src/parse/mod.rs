@@ -328,6 +328,7 @@ mod tests {
     use super::pool::IN_FLIGHT;
     use super::read::READ_CHUNK;
     use super::*;
+    use crate::report::Collect;
 
     fn opts(threshold: u64) -> ParseOptions {
         ParseOptions {
@@ -361,26 +362,105 @@ mod tests {
         let run = |threads: usize, spawn_fails: bool| {
             let mut o = opts(10);
             o.threads = threads;
-            let mut p = Parser::new(o);
+            o.verbose = true;
+            let events = Arc::new(Collect::default());
+            let mut p = Parser::with_reporter(o, events.clone());
             p.spawn_fails = spawn_fails;
             let mut out = NdjsonSink(Vec::new());
             let st = p
                 .parse_reader(text.as_bytes(), "x", Protocol::Udp, &mut out)
                 .unwrap();
-            (st, out.0)
+            (st, out.0, events.lines())
         };
-        let (s1, o1) = run(1, false);
+        let (s1, o1, e1) = run(1, false);
         for t in [2, 3, 16, 100] {
-            let (s2, o2) = run(t, false);
+            let (s2, o2, e2) = run(t, false);
             assert_eq!(s1, s2);
             assert!(o1 == o2, "output differs with {t} threads");
+            assert_eq!(e1, e2, "skipped rows reported out of order");
         }
         // Not one worker could be spawned: this thread parses it all.
-        let (s2, o2) = run(4, true);
+        let (s2, o2, e2) = run(4, true);
         assert_eq!(s1, s2);
         assert!(o1 == o2, "output differs without workers");
+        assert_eq!(e1, e2);
         assert_eq!(s1.skipped_rows, 2 * 61 + 1);
         assert_eq!(s1.first_problem_line, Some(7));
+        assert_eq!(e1.len() as u64, s1.skipped_rows);
+        assert_eq!(e1[0], "skipped: x: line 7: expected 12 fields, got 2");
+        assert_eq!(
+            e1.last().map(String::as_str),
+            Some("skipped: x: line 60002: incomplete last line (no newline at end of file)")
+        );
+    }
+
+    #[test]
+    fn quiet_rows_are_not_reported_but_files_and_errors_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d.out");
+        std::fs::create_dir(&dir).unwrap();
+        let mut text = udp_text(3);
+        text.push_str("short row\n");
+        std::fs::write(dir.join("log_udp_complete"), &text).unwrap();
+        std::fs::write(dir.join("log_tcp_complete"), "no header\n").unwrap();
+        let events = Arc::new(Collect::default());
+        let mut p = Parser::with_reporter(opts(1), events.clone());
+        let outcome = p
+            .parse_path(&dir, None, &mut NdjsonSink(Vec::new()))
+            .unwrap();
+        assert_eq!(outcome.errors.len(), 1);
+        let tcp = dir.join("log_tcp_complete").display().to_string();
+        let udp = dir.join("log_udp_complete").display().to_string();
+        assert_eq!(
+            events.lines(),
+            [
+                format!("failed: {tcp}: {}", header::NO_HEADER),
+                format!("done: {udp}: 3 rows"),
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_after_a_known_header_parse_like_the_whole_file() {
+        let text = udp_text(1000) + "short row\n" + &udp_text(10)[UDP_HDR.len()..];
+        let mut whole = NdjsonSink(Vec::new());
+        let want = Parser::new(opts(1))
+            .parse_reader(text.as_bytes(), "x", Protocol::Udp, &mut whole)
+            .unwrap();
+        let header = Header::from_line(UDP_HDR.trim_end().as_bytes(), "x", Protocol::Udp).unwrap();
+        let mut o = opts(1);
+        o.verbose = true;
+        let events = Arc::new(Collect::default());
+        let mut p = Parser::with_reporter(o, events.clone());
+        let mut out = NdjsonSink(Vec::new());
+        let body = &text.as_bytes()[UDP_HDR.len()..];
+        // Two blocks cut after line 501, and a partial line that is left alone.
+        let cut = body
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(499)
+            .unwrap()
+            .0
+            + 1;
+        let mut got = p
+            .parse_lines(&header, "x", &body[..cut], 2, &mut out)
+            .unwrap();
+        got.add(
+            &p.parse_lines(&header, "x", &body[cut..], 502, &mut out)
+                .unwrap(),
+        );
+        p.parse_lines(&header, "x", b"10.0.0.1 1", 1013, &mut out)
+            .unwrap();
+        assert_eq!(
+            (got.rows, got.flows, got.skipped_rows),
+            (want.rows, want.flows, want.skipped_rows)
+        );
+        assert!(out.0 == whole.0);
+        assert_eq!(
+            events.lines(),
+            ["skipped: x: line 1002: expected 12 fields, got 2"]
+        );
     }
 
     const UDP_HDR: &str = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 s_ip:7 s_port:8 s_first_abs:9 s_durat:10 s_bytes_all:11 s_pkts_all:12\n";
