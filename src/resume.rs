@@ -333,7 +333,11 @@ pub fn follow_fresh() -> Plan {
 impl Plan {
     /// Whether it continues from something an earlier run confirmed.
     pub fn resumes(&self) -> bool {
-        self.skip > 0 || self.expect.follow.is_some_and(|p| p != Positions::default())
+        self.skip > 0
+            || self
+                .expect
+                .follow
+                .is_some_and(|p| p != Positions::default())
     }
 }
 

@@ -5,6 +5,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tstat_transport::cli::args::ProtocolArg;
 use tstat_transport::find::{self, FindOptions};
@@ -56,7 +57,8 @@ fn run(
     protocol: Option<Protocol>,
     opts: ParseOptions,
 ) -> anyhow::Result<ExitCode> {
-    let mut parser = Parser::new(opts);
+    let reporter = Arc::new(cli::StderrReporter::new(PROG, opts.verbose));
+    let mut parser = Parser::with_reporter(opts, reporter);
     let stdout = io::stdout();
     let mut sink = NdjsonSink(io::BufWriter::with_capacity(1 << 17, stdout.lock()));
     let mut failed = false;

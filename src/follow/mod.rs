@@ -81,8 +81,8 @@ impl LiveLog {
         };
         if pos.offset == 0 {
             log.tail = Tail::new(path, pos.inode, 0);
-            let replaced = pos.inode != 0
-                && std::fs::metadata(path).is_ok_and(|m| m.ino() != pos.inode);
+            let replaced =
+                pos.inode != 0 && std::fs::metadata(path).is_ok_and(|m| m.ino() != pos.inode);
             return Ok((log, replaced));
         }
         let meta = match std::fs::metadata(path) {
@@ -177,7 +177,10 @@ pub fn rotated(dir: &Path) -> io::Result<bool> {
 pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
     let mut latest: Vec<find::TstatDir> = Vec::new();
     for d in find::walk_tstat_dirs(root, &mut |_| {}) {
-        match latest.iter_mut().find(|l| l.path.parent() == d.path.parent()) {
+        match latest
+            .iter_mut()
+            .find(|l| l.path.parent() == d.path.parent())
+        {
             Some(l) => {
                 if path_key(&d.path) > path_key(&l.path) {
                     *l = d;
@@ -191,7 +194,7 @@ pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
         .filter(|d| !d.done)
         .map(|d| d.path)
         .collect();
-    out.sort_by(|a, b| path_key(b).cmp(&path_key(a)));
+    out.sort_by_key(|d| std::cmp::Reverse(path_key(d)));
     out
 }
 

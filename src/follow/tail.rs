@@ -187,17 +187,41 @@ mod tests {
         let p = dir.path().join("log");
         let mut t = Tail::new(&p, 0, 0);
         let mut out = Vec::new();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 0, more: false });
+        assert_eq!(
+            t.poll(&mut out).unwrap(),
+            Polled::Lines {
+                bytes: 0,
+                more: false
+            }
+        );
         append(&p, b"head\nrow 1\nro");
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 11, more: false });
+        assert_eq!(
+            t.poll(&mut out).unwrap(),
+            Polled::Lines {
+                bytes: 11,
+                more: false
+            }
+        );
         assert_eq!(out, b"head\nrow 1\n");
         assert_eq!(t.offset(), 11);
         assert_eq!(t.partial_len(), 2);
         append(&p, b"w 2");
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 0, more: false });
+        assert_eq!(
+            t.poll(&mut out).unwrap(),
+            Polled::Lines {
+                bytes: 0,
+                more: false
+            }
+        );
         append(&p, b"\nrow 3\n");
         out.clear();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 12, more: false });
+        assert_eq!(
+            t.poll(&mut out).unwrap(),
+            Polled::Lines {
+                bytes: 12,
+                more: false
+            }
+        );
         assert_eq!(out, b"row 2\nrow 3\n");
         assert_eq!(t.offset(), 23);
     }
@@ -227,7 +251,13 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         append(&p, b"new head\n");
         out.clear();
-        assert_eq!(t.poll(&mut out).unwrap(), Polled::Lines { bytes: 6, more: false });
+        assert_eq!(
+            t.poll(&mut out).unwrap(),
+            Polled::Lines {
+                bytes: 6,
+                more: false
+            }
+        );
         assert_eq!(out, b"row 2\n");
         assert_eq!(t.poll(&mut out).unwrap(), Polled::Replaced);
         let mut t = Tail::new(&p, t.inode(), t.offset());

@@ -176,10 +176,12 @@ impl Reader<'_> {
                 .blocking_send(Item::Message(Outgoing { body, mark }))
                 .map_err(|_| io::Error::other(PublisherStopped))?;
             self.messages += 1;
-            self.job.reporter.report(Event::Progress(Progress::Messages {
-                name: &self.job.name,
-                count: self.messages,
-            }));
+            self.job
+                .reporter
+                .report(Event::Progress(Progress::Messages {
+                    name: &self.job.name,
+                    count: self.messages,
+                }));
         }
         Ok(())
     }
@@ -204,6 +206,7 @@ impl Reader<'_> {
                 since,
                 ..
             } = &mut logs[i];
+            let name = live.name().to_string();
             let rows = match live.read(finished)? {
                 Step::Replaced => return self.replace(i),
                 Step::Rows(rows) => rows,
@@ -216,13 +219,13 @@ impl Reader<'_> {
             if let Some(header) = rows.header
                 && !rows.lines.is_empty()
             {
-                let name = live.name().to_string();
                 let mut feed = Feed {
                     skip,
                     chunker,
                     since,
                 };
-                let st = parser.parse_lines(header, &name, rows.lines, rows.first_line, &mut feed)?;
+                let st =
+                    parser.parse_lines(header, &name, rows.lines, rows.first_line, &mut feed)?;
                 stats.add(&st);
                 if stats.first_problem_line.is_none() {
                     stats.first_problem_line = st.first_problem_line;

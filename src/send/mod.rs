@@ -16,11 +16,11 @@ use tokio::sync::watch;
 
 use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
-use crate::{flow, follow};
 use crate::metrics::Metrics;
 use crate::parse::{ParseOptions, logs_size};
 use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::report::{Event, Progress, Reporter};
+use crate::{flow, follow};
 
 mod live;
 mod produce;

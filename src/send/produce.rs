@@ -122,7 +122,7 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
     });
     let mut pushed = 0u64;
     let mut stats = FileStats::default();
-    let mut parser = Parser::new(job.opts);
+    let mut parser = Parser::with_reporter(job.opts, job.reporter.clone());
     let mut chunker = Chunker::new(job.size, job.max_bytes, |a: &[u8], n: usize| {
         track.borrow_mut().array(a, n)
     });

@@ -13,8 +13,8 @@ use super::produce::{Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
 use crate::parse::{FileStats, Protocol, dir_logs};
 use crate::publish::{Item, Outgoing, PublishError, Recorder, StreamStart};
-use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
 use crate::resume::Positions;
+use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
 use crate::{durable, find, follow};
 use std::time::Duration;
 
@@ -165,8 +165,8 @@ impl Sender {
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
         }
         let (plan, mut record) = match &self.transport {
-            Transport::Stdout => (Plan::fresh(0), None),
             Transport::Stdout if live => (resume::follow_fresh(), None),
+            Transport::Stdout => (Plan::fresh(0), None),
             Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
                 Err(why) => {

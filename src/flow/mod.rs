@@ -1,9 +1,11 @@
 //! The flow document (design §4): value casts of §3.4, the arithmetic of §4.2
 //! with the reference's number kinds, and the JSON wire layout with its key
-//! order. It owns the bytes of one document; it never reads files or decides
-//! which rows to keep.
+//! order (the documents of a row are written in `doc`). It owns the bytes of
+//! one document; it never reads files or counts rows.
 
 use std::io::Write;
+
+pub(crate) mod doc;
 
 /// Version of the flow document layout. It is one of the settings in the
 /// progress record (design §8.7): a changed layout never resumes an old count.

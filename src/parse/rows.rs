@@ -1,0 +1,228 @@
+//! The rows after a header: field count, UTF-8, the threshold, and each
+//! kept direction's document handed to a sink. It keeps no state of a file
+//! but the line numbers it is given, so blocks of complete lines can be
+//! parsed on any thread, or as they are appended to a log.
+
+use std::io;
+
+use super::header::Header;
+use super::split::{count_fields, split_fields, trim_cr};
+use super::{FlowSink, ParseOptions};
+use crate::flow::doc::{DocWriter, Row, RowOut};
+use crate::report::FileStats;
+
+/// Complete lines of a log (or one line without its newline).
+#[derive(Clone, Copy)]
+pub(crate) struct Lines<'a> {
+    /// The bytes; each line ends in `\n` (for a single line: no newline).
+    pub(crate) bytes: &'a [u8],
+    /// The line number of the first line.
+    pub(crate) first: u64,
+    /// True when all of `bytes` is known to be valid UTF-8.
+    pub(crate) utf8: bool,
+}
+
+/// Turns rows into documents; its buffers are reused so no row allocates.
+pub(crate) struct RowParser {
+    writer: DocWriter,
+    fields: Vec<(u32, u32)>,
+    threshold: u64,
+    max_doc: usize,
+    /// Line of the last row skipped for an oversized document (so a row
+    /// with two such directions counts once).
+    oversized_line: u64,
+    skips: Skips,
+}
+
+impl RowParser {
+    /// A row parser for these options.
+    pub(crate) fn new(opts: &ParseOptions) -> RowParser {
+        RowParser {
+            writer: DocWriter::new(
+                &opts.sensor,
+                opts.instance.as_deref(),
+                opts.threshold,
+                opts.legacy_udp,
+            ),
+            fields: Vec::with_capacity(160),
+            threshold: opts.threshold,
+            max_doc: opts.max_doc,
+            oversized_line: 0,
+            skips: Skips {
+                verbose: opts.verbose,
+                notes: Vec::new(),
+            },
+        }
+    }
+
+    /// Forgets the last file's oversized row.
+    pub(crate) fn new_file(&mut self) {
+        self.oversized_line = 0;
+    }
+
+    /// The `--verbose` notes (line, why) of the rows skipped since the last
+    /// call, in line order.
+    pub(crate) fn take_notes(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.skips.notes)
+    }
+
+    /// True when notes wait to be taken.
+    pub(crate) fn has_notes(&self) -> bool {
+        !self.skips.notes.is_empty()
+    }
+
+    /// Counts a skipped row and notes why.
+    pub(crate) fn skip(&mut self, lineno: u64, why: &str, stats: &mut FileStats) {
+        self.skips.skip(lineno, why, stats);
+    }
+
+    /// Parses every complete line of `lines`; bytes after the last newline
+    /// are left alone. On an output error, the line it happened on.
+    pub(crate) fn block<S: FlowSink>(
+        &mut self,
+        h: &Header,
+        lines: Lines<'_>,
+        stats: &mut FileStats,
+        sink: &mut S,
+    ) -> Result<(), (u64, io::Error)> {
+        let data = lines.bytes;
+        let mut lineno = lines.first;
+        let mut p = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &data[p..]) {
+            let line = Lines {
+                bytes: &data[p..p + nl],
+                first: lineno,
+                utf8: lines.utf8,
+            };
+            self.line(h, line, stats, sink).map_err(|e| (lineno, e))?;
+            p += nl + 1;
+            lineno += 1;
+        }
+        Ok(())
+    }
+
+    /// Parses one row (`line.bytes` without its newline).
+    pub(crate) fn line<S: FlowSink>(
+        &mut self,
+        h: &Header,
+        line: Lines<'_>,
+        stats: &mut FileStats,
+        sink: &mut S,
+    ) -> io::Result<()> {
+        let lineno = line.first;
+        let line_bytes = trim_cr(line.bytes);
+        if line_bytes.is_empty() {
+            return Ok(());
+        }
+        if line_bytes[0] == b'#' {
+            self.skips.skip(lineno, "repeated header line", stats);
+            return Ok(());
+        }
+        let nfields = count_fields(line_bytes);
+        if nfields != h.ncols {
+            let why = format!("expected {} fields, got {nfields}", h.ncols);
+            self.skips.skip(lineno, &why, stats);
+            return Ok(());
+        }
+        let text = if line.utf8 {
+            // SAFETY: the whole chunk holding this line is valid UTF-8 and
+            // the line ends at a newline, which is a character boundary.
+            unsafe { std::str::from_utf8_unchecked(line_bytes) }
+        } else {
+            match std::str::from_utf8(line_bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.skips.skip(lineno, "not valid UTF-8", stats);
+                    return Ok(());
+                }
+            }
+        };
+        if self.threshold > 0 {
+            // Most rows fall below the threshold: decide on the byte columns
+            // before splitting the rest of the row.
+            split_fields(line_bytes, &mut self.fields, h.filter_upto);
+            let row = Row {
+                text,
+                fields: &self.fields,
+            };
+            if self.writer.below_threshold(&row, &h.columns) {
+                stats.rows += 1;
+                return Ok(());
+            }
+        }
+        split_fields(line_bytes, &mut self.fields, usize::MAX);
+        stats.rows += 1;
+        let row = Row {
+            text,
+            fields: &self.fields,
+        };
+        let mut out = Deliver {
+            sink,
+            stats,
+            skips: &mut self.skips,
+            oversized_line: &mut self.oversized_line,
+            max_doc: self.max_doc,
+            lineno,
+        };
+        self.writer.write(&row, &h.columns, &mut out)
+    }
+}
+
+/// Skipped rows and dropped directions: always counted, noted only for
+/// `--verbose`.
+struct Skips {
+    verbose: bool,
+    notes: Vec<(u64, String)>,
+}
+
+impl Skips {
+    fn skip(&mut self, lineno: u64, why: &str, stats: &mut FileStats) {
+        stats.skipped_rows += 1;
+        stats.first_problem_line.get_or_insert(lineno);
+        self.note(lineno, why);
+    }
+
+    fn note(&mut self, lineno: u64, why: &str) {
+        if self.verbose {
+            self.notes.push((lineno, why.to_string()));
+        }
+    }
+}
+
+/// Where the documents of one row go: the sink, or the counts when a
+/// document is too large or a direction is dropped.
+struct Deliver<'a, S> {
+    sink: &'a mut S,
+    stats: &'a mut FileStats,
+    skips: &'a mut Skips,
+    oversized_line: &'a mut u64,
+    max_doc: usize,
+    lineno: u64,
+}
+
+impl<S: FlowSink> RowOut for Deliver<'_, S> {
+    type Error = io::Error;
+
+    fn doc(&mut self, doc: &[u8]) -> io::Result<()> {
+        if doc.len() > self.max_doc {
+            if std::mem::replace(self.oversized_line, self.lineno) != self.lineno {
+                let why = format!(
+                    "its document of {} bytes does not fit in an array (at most {} bytes)",
+                    doc.len(),
+                    self.max_doc + 2
+                );
+                self.skips.skip(self.lineno, &why, self.stats);
+            }
+            return Ok(());
+        }
+        self.sink.flow(doc)?;
+        self.stats.flows += 1;
+        Ok(())
+    }
+
+    fn dropped(&mut self, n: u64, why: &str) {
+        self.stats.dropped += n;
+        self.stats.first_problem_line.get_or_insert(self.lineno);
+        self.skips.note(self.lineno, why);
+    }
+}
