@@ -168,6 +168,8 @@ pub struct Sender {
     marked: Vec<(std::time::Instant, PathBuf)>,
     /// The "no Tstat directory here" warning was given.
     warned_empty: bool,
+    /// Directories printed in full (`-N`), which later passes skip.
+    printed: std::collections::HashSet<PathBuf>,
     /// Directories (or the root) a follow-mode notice was given for.
     noted: std::collections::HashSet<PathBuf>,
 }
@@ -196,6 +198,7 @@ impl Sender {
             marked: Vec::new(),
             warned_empty: false,
             noted: Default::default(),
+            printed: Default::default(),
         }
     }
 
@@ -309,7 +312,10 @@ impl Sender {
         let dirs = if reship {
             self.opts.reship.clone()
         } else {
-            dirs
+            // -N marks nothing: a later pass must not print a directory again.
+            dirs.into_iter()
+                .filter(|d| !self.printed.contains(d))
+                .collect()
         };
         let mut data_errors = walk_errors;
         // Sizes only for a bar on screen: no extra stat per directory else.

@@ -410,6 +410,9 @@ impl Sender {
                 sent.messages
             );
         }
+        if let Transport::Stdout = self.transport {
+            self.printed.insert(dir.to_path_buf());
+        }
         self.summary.directories += 1;
         Ok(DirResult::Done { had_data })
     }
