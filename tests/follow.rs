@@ -1,0 +1,634 @@
+//! `tstat_send --follow` (design §12) against private broker nodes, with a
+//! writer thread that imitates Tstat: rows appended in bursts, a row split
+//! across two writes, rotation to a newer directory, a restart that deletes
+//! and creates the live directory again. Every row written arrives (no id
+//! with two bodies), in time, and duplicates stay within a window per
+//! interruption.
+
+mod common;
+#[path = "support/gentree.rs"]
+mod gentree;
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::flows::{consume_all, dedup, flatten, published_so_far};
+use common::rabbit::{RabbitNode, Received, shared_node, unique};
+use common::run::{Running, program, text, wait_until};
+use futures_lite::StreamExt;
+use serde_json::Value;
+
+/// How long a test waits for what the tool must do.
+const DEADLINE: Duration = Duration::from_secs(180);
+/// The flush time the tests use.
+const FLUSH: &str = "1";
+
+/// The logs of `dirs` generated Tstat directories (one hour apart).
+fn source(dirs: u32, tcp_rows: u64, udp_rows: u64, seed: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let src = tempfile::tempdir().expect("tempdir");
+    let sum = gentree::generate_tree(
+        src.path(),
+        &gentree::GenConfig {
+            dirs,
+            tcp_rows,
+            udp_rows,
+            seed,
+            ..gentree::GenConfig::default()
+        },
+    )
+    .expect("generate");
+    (src, sum.dirs)
+}
+
+/// `tstat-parse -b 0 -S s` of a directory or log: the documents it gives.
+fn parsed(path: &Path) -> Vec<Value> {
+    let out = program("tstat-parse")
+        .args(["-b", "0", "-S", "s"])
+        .arg(path)
+        .run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// Documents as sorted canonical strings (a multiset).
+fn bag(docs: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The directory part of an id `SENSOR:DIR~GEN:INDEX`, without `~GEN`.
+fn dir_of(id: &str) -> String {
+    let (dir, _) = common::flows::split_id(id);
+    dir.split('~').next().unwrap_or_default().to_string()
+}
+
+/// Flows received per directory (de-duplicated by id, which fails on an id
+/// with two bodies), and the number of ids that came more than once.
+fn flows_by_dir(msgs: &[Received]) -> (HashMap<String, Vec<Value>>, usize) {
+    let (unique_msgs, dups) = dedup(msgs);
+    let mut by_dir: HashMap<String, Vec<Value>> = HashMap::new();
+    for (dir, _, body) in &unique_msgs {
+        let base = dir.split('~').next().unwrap_or_default().to_string();
+        by_dir
+            .entry(base)
+            .or_default()
+            .extend(flatten([body.as_slice()]));
+    }
+    (by_dir, dups)
+}
+
+/// A Tstat imitation: writes the logs of `dirs` into `root` one directory
+/// after the other, `burst` rows of each log at a time, every burst ending
+/// part-way through a row whose rest comes with the next. After each
+/// directory it creates the next (rotation); after the last, a directory
+/// with only headers, so the last one is finished too.
+struct Writer {
+    done: Arc<AtomicBool>,
+    /// Bursts written so far.
+    bursts: Arc<AtomicUsize>,
+    /// (when written, directory name, bytes of each log written, complete lines only).
+    log: Arc<Mutex<Vec<(Instant, String, [usize; 2])>>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+struct WriterPlan {
+    burst: usize,
+    pause: Duration,
+    /// Called between directories (before the next is created).
+    between: Option<Box<dyn FnMut(usize) + Send>>,
+}
+
+fn logs_of(dir: &Path) -> [Vec<u8>; 2] {
+    ["log_tcp_complete", "log_udp_complete"].map(|n| fs::read(dir.join(n)).unwrap_or_default())
+}
+
+/// Byte ends of the lines of `data`.
+fn line_ends(data: &[u8]) -> Vec<usize> {
+    data.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+impl Writer {
+    fn start(root: &Path, dirs: Vec<PathBuf>, mut plan: WriterPlan) -> Writer {
+        let done = Arc::new(AtomicBool::new(false));
+        let bursts = Arc::new(AtomicUsize::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let root = root.to_path_buf();
+        let (d, b, l) = (done.clone(), bursts.clone(), log.clone());
+        let handle = thread::spawn(move || {
+            for (k, src) in dirs.iter().enumerate() {
+                if k > 0
+                    && let Some(f) = plan.between.as_mut()
+                {
+                    f(k);
+                }
+                let name = src
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                let dst = root.join(&name);
+                fs::create_dir_all(&dst).expect("live dir");
+                let data = logs_of(src);
+                let ends = data.clone().map(|d| line_ends(&d));
+                let mut written = [0usize; 2];
+                let mut lines = [0usize; 2];
+                loop {
+                    let mut any = false;
+                    for i in 0..2 {
+                        if data[i].is_empty() || lines[i] >= ends[i].len() {
+                            continue;
+                        }
+                        any = true;
+                        lines[i] = (lines[i] + plan.burst).min(ends[i].len());
+                        let complete = ends[i][lines[i] - 1];
+                        // Up to half of the next row goes out now.
+                        let upto = match ends[i].get(lines[i]) {
+                            Some(&next) => complete + (next - complete) / 2,
+                            None => complete,
+                        };
+                        let path = dst.join(["log_tcp_complete", "log_udp_complete"][i]);
+                        let mut f = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .expect("open log");
+                        f.write_all(&data[i][written[i]..upto]).expect("write");
+                        written[i] = upto;
+                    }
+                    if !any {
+                        break;
+                    }
+                    let complete = [0, 1].map(|i| {
+                        if lines[i] == 0 {
+                            0
+                        } else {
+                            ends[i][lines[i] - 1]
+                        }
+                    });
+                    l.lock()
+                        .expect("log")
+                        .push((Instant::now(), name.clone(), complete));
+                    b.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(plan.pause);
+                }
+            }
+            // Rotate away from the last directory.
+            let last = dirs.last().expect("a directory");
+            let name = last.file_name().expect("name").to_string_lossy();
+            let next = root.join(format!("9{name}"));
+            fs::create_dir_all(&next).expect("final dir");
+            let data = logs_of(last);
+            let header = &data[0][..line_ends(&data[0])[0]];
+            fs::write(next.join("log_tcp_complete"), header).expect("header");
+            d.store(true, Ordering::SeqCst);
+        });
+        Writer {
+            done,
+            bursts,
+            log,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.join().expect("writer");
+        }
+    }
+}
+
+/// Counts every flow of every message as it arrives, with the time.
+struct Collector {
+    got: Arc<Mutex<Vec<(Instant, Received)>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start(node: &RabbitNode, queue: &str) -> Collector {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s, url, queue) = (got.clone(), stop.clone(), node.url(), queue.to_string());
+        let handle = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                    .await
+                    .expect("connect");
+                let ch = conn.create_channel().await.expect("channel");
+                ch.queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("declare");
+                let mut consumer = ch
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "follow-test".into(),
+                        lapin::options::BasicConsumeOptions {
+                            no_ack: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .expect("consume");
+                while !s.load(Ordering::SeqCst) {
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        Ok(Some(Ok(d))) => g.lock().expect("got").push((
+                            Instant::now(),
+                            Received {
+                                body: d.data,
+                                properties: d.properties,
+                            },
+                        )),
+                        Ok(_) => break,
+                        Err(_) => {}
+                    }
+                }
+            });
+        });
+        Collector {
+            got,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn messages(&self) -> Vec<Received> {
+        let g = self.got.lock().expect("got");
+        g.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("collector");
+        }
+    }
+}
+
+fn follow(root: &Path, cfg: &Path, extra: &[&str]) -> Running {
+    program("tstat_send")
+        .args([
+            "--follow", "--flush", FLUSH, "-b", "0", "-S", "s", "-q", "-d",
+        ])
+        .arg(root)
+        .arg("-c")
+        .arg(cfg)
+        .args(extra)
+        .spawn()
+}
+
+fn marked(root: &Path, dir: &Path) -> bool {
+    root.join(dir.file_name().expect("name"))
+        .join(".processed")
+        .exists()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[test]
+fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
+    let node = shared_node();
+    let queue = unique("follow_live");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(2, 600, 200, 11);
+    let mut collector = Collector::start(node, &queue);
+    let mut send = follow(root.path(), &cfg, &[]);
+    let mut writer = Writer::start(
+        root.path(),
+        dirs.clone(),
+        WriterPlan {
+            burst: 40,
+            pause: Duration::from_millis(150),
+            between: None,
+        },
+    );
+    wait_until("every directory written and marked", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root.path(), d))
+    });
+    writer.finish();
+    // Expected flows after each burst: the documents of the lines written.
+    let log = writer.log.lock().expect("log").clone();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut expected_after = Vec::new();
+    for (when, name, complete) in &log {
+        let src = dirs.iter().find(|d| d.ends_with(name)).expect("source dir");
+        let data = logs_of(src);
+        let prefix = scratch.path().join(name);
+        fs::create_dir_all(&prefix).expect("prefix dir");
+        for (i, file) in ["log_tcp_complete", "log_udp_complete"].iter().enumerate() {
+            fs::write(prefix.join(file), &data[i][..complete[i]]).expect("prefix");
+        }
+        expected_after.push((*when, name.clone(), parsed(&prefix).len()));
+    }
+    let total: usize = dirs.iter().map(|d| parsed(d).len()).sum();
+    wait_until("every flow collected", DEADLINE, || {
+        let msgs = collector.messages();
+        flatten(msgs.iter().map(|m| m.body.as_slice())).len() >= total
+    });
+    send.term();
+    let status = send.wait_status(DEADLINE);
+    assert_eq!(status.code(), Some(143), "{}", send.stderr_so_far());
+    collector.stop();
+
+    let got = collector.got.lock().expect("got").clone();
+    let msgs: Vec<Received> = got.iter().map(|(_, r)| r.clone()).collect();
+    let (by_dir, dups) = flows_by_dir(&msgs);
+    assert_eq!(dups, 0, "no message twice without an interruption");
+    for d in &dirs {
+        let name = d.file_name().expect("name").to_string_lossy().into_owned();
+        assert_eq!(
+            bag(by_dir.get(&name).map_or(&[][..], |v| v.as_slice())),
+            bag(&parsed(d)),
+            "{name}: every flow exactly once"
+        );
+    }
+    // Lag: when the flows of each burst had all arrived.
+    let mut lags = Vec::new();
+    for (when, name, want) in &expected_after {
+        let mut n = 0usize;
+        let arrived = got.iter().find_map(|(t, r)| {
+            if dir_of(&r.message_id()) == *name {
+                n += flatten([r.body.as_slice()]).len();
+            }
+            (n >= *want).then_some(*t)
+        });
+        let arrived = arrived.unwrap_or_else(|| panic!("{name}: {want} flows never arrived"));
+        lags.push(arrived.saturating_duration_since(*when).as_secs_f64());
+    }
+    lags.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    eprintln!(
+        "follow lag over {} bursts: p50 {p50:.2} s, p99 {p99:.2} s",
+        lags.len()
+    );
+    let flush: f64 = FLUSH.parse().expect("number");
+    assert!(
+        p99 <= flush + 20.0,
+        "rows took {p99:.1} s to arrive (flush {flush} s)"
+    );
+}
+
+#[test]
+fn kill9_of_the_tool_and_a_broker_restart_mid_stream_lose_nothing() {
+    let mut node = RabbitNode::start();
+    let queue = unique("follow_faults");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(3, 900, 300, 12);
+    let extra = ["--chunk-size", "10", "--window", "16"];
+    let mut send = follow(root.path(), &cfg, &extra);
+    let mut writer = Writer::start(
+        root.path(),
+        dirs.clone(),
+        WriterPlan {
+            burst: 30,
+            pause: Duration::from_millis(100),
+            between: None,
+        },
+    );
+    let total_bursts = 3 * 30 + 1;
+    let mut interruptions = 0;
+    // kill -9 of tstat_send a quarter of the way, once messages arrived.
+    wait_until("a quarter written and shipped", DEADLINE, || {
+        writer.bursts.load(Ordering::SeqCst) >= total_bursts / 4
+            && published_so_far(&node, &queue) > 0
+    });
+    send.kill();
+    interruptions += 1;
+    let mut send = follow(root.path(), &cfg, &extra);
+    // The broker killed and restarted half-way.
+    wait_until("half written", DEADLINE, || {
+        writer.bursts.load(Ordering::SeqCst) >= total_bursts / 2
+    });
+    node.kill9_and_restart();
+    interruptions += 1;
+    wait_until("every directory written and marked", DEADLINE, || {
+        if !send.running() {
+            // A run that gave up on the broker is started again, as systemd does.
+            send = follow(root.path(), &cfg, &extra);
+        }
+        writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root.path(), d))
+    });
+    writer.finish();
+    send.term();
+    send.wait_status(DEADLINE);
+    let msgs = consume_all(&node, &queue);
+    let (by_dir, dups) = flows_by_dir(&msgs);
+    let window = 16 * 10;
+    for d in &dirs {
+        let name = d.file_name().expect("name").to_string_lossy().into_owned();
+        let want = bag(&parsed(d));
+        let got = bag(by_dir.get(&name).map_or(&[][..], |v| v.as_slice()));
+        // Every flow is there; extras are re-sent copies, within a window
+        // per interruption.
+        let mut extra_flows = got.clone();
+        for w in &want {
+            let at = extra_flows
+                .binary_search(w)
+                .unwrap_or_else(|_| panic!("{name}: a flow is missing: {w}"));
+            extra_flows.remove(at);
+        }
+        assert!(
+            extra_flows.len() <= window * interruptions,
+            "{name}: {} flows twice, more than a window per interruption",
+            extra_flows.len()
+        );
+        eprintln!(
+            "{name}: {} flows, {} repeated, {dups} ids twice",
+            want.len(),
+            extra_flows.len()
+        );
+    }
+}
+
+#[test]
+fn a_live_directory_deleted_and_created_again_loses_nothing_written() {
+    let node = shared_node();
+    let queue = unique("follow_restart");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(2, 400, 100, 13);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    let old = logs_of(&dirs[0]);
+    let new = logs_of(&dirs[1]);
+    // The old log: its first half now, the rest just before the restart.
+    let cut = line_ends(&old[0])[200];
+    fs::create_dir_all(&live).expect("live dir");
+    fs::write(live.join("log_tcp_complete"), &old[0][..cut]).expect("first half");
+    let mut send = follow(root.path(), &cfg, &[]);
+    wait_until("the first half shipped", DEADLINE, || {
+        published_so_far(node, &queue) > 0
+    });
+    OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .and_then(|mut f| f.write_all(&old[0][cut..]))
+        .expect("the rest of the old log");
+    // Tstat restarted within the hour: rm -rf of the directory, then the
+    // same name again with new logs.
+    wait_until("the directory removed", DEADLINE, || {
+        fs::remove_dir_all(&live).is_ok()
+    });
+    fs::create_dir_all(&live).expect("live dir again");
+    fs::write(live.join("log_tcp_complete"), &new[0]).expect("new log");
+    fs::write(live.join("log_udp_complete"), &new[1]).expect("new log");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (scratch.path().join("a.out"), scratch.path().join("b.out"));
+    fs::create_dir_all(&a).expect("dir");
+    fs::create_dir_all(&b).expect("dir");
+    fs::write(a.join("log_tcp_complete"), &old[0]).expect("old");
+    fs::write(b.join("log_tcp_complete"), &new[0]).expect("new");
+    fs::write(b.join("log_udp_complete"), &new[1]).expect("new");
+    let mut want = parsed(&a);
+    want.extend(parsed(&b));
+    let name = live
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    wait_until("every flow of both files published", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        let n = published_so_far(node, &queue) as usize;
+        n > 0 && {
+            let msgs = consume_peek(node, &queue);
+            flows_by_dir(&msgs).0.get(&name).map_or(0, Vec::len) >= want.len()
+        }
+    });
+    // Rotation: the directory is finished and marked.
+    let next = root.path().join(format!("9{name}"));
+    fs::create_dir_all(&next).expect("next dir");
+    fs::write(
+        next.join("log_tcp_complete"),
+        &new[0][..line_ends(&new[0])[0]],
+    )
+    .expect("header");
+    wait_until("the directory marked", DEADLINE, || {
+        live.join(".processed").exists()
+    });
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert!(err.contains("was replaced (Tstat restarted?)"), "{err}");
+    let msgs = consume_all(node, &queue);
+    let (by_dir, dups) = flows_by_dir(&msgs);
+    assert_eq!(dups, 0);
+    assert_eq!(
+        bag(by_dir.get(&name).map_or(&[][..], |v| v.as_slice())),
+        bag(&want),
+        "every row of the old file and of the new one, once"
+    );
+}
+
+/// Messages in `queue` now, left in it (read through a temporary queue
+/// copy is not possible: consume and re-check counts only).
+fn consume_peek(node: &RabbitNode, queue: &str) -> Vec<Received> {
+    common::flows::with_channel(&node.url(), Duration::from_secs(60), async |ch| {
+        let mut out = Vec::new();
+        loop {
+            let got = ch
+                .basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: false },
+                )
+                .await
+                .expect("basic_get");
+            match got {
+                Some(m) => out.push(Received {
+                    body: m.delivery.data.clone(),
+                    properties: m.delivery.properties.clone(),
+                }),
+                None => break,
+            }
+        }
+        // Not acknowledged: closing the channel puts them back.
+        out
+    })
+}
+
+#[test]
+fn a_gzipped_live_log_is_shipped_at_rotation_with_one_notice() {
+    let node = shared_node();
+    let queue = unique("follow_gz");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 200, 0, 14);
+    let name = dirs[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let live = root.path().join(&name);
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&data[0]).expect("gzip");
+    fs::write(live.join("log_tcp_complete.gz"), gz.finish().expect("gzip")).expect("write");
+    let send = follow(root.path(), &cfg, &[]);
+    wait_until("the notice", DEADLINE, || {
+        send.stderr_so_far()
+            .contains("cannot be read while it is written")
+    });
+    // Several passes go by; the notice is not repeated.
+    let passes_later = Instant::now() + Duration::from_secs(3);
+    wait_until("three seconds of passes", DEADLINE, || {
+        Instant::now() >= passes_later
+    });
+    assert!(!live.join(".processed").exists());
+    let next = root.path().join(format!("9{name}"));
+    fs::create_dir_all(&next).expect("next dir");
+    fs::write(
+        next.join("log_tcp_complete"),
+        &data[0][..line_ends(&data[0])[0]],
+    )
+    .expect("header");
+    wait_until("the gzipped directory marked", DEADLINE, || {
+        live.join(".processed").exists()
+    });
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.matches("cannot be read while it is written").count(),
+        1,
+        "{err}"
+    );
+    let (by_dir, _) = flows_by_dir(&consume_all(node, &queue));
+    assert_eq!(
+        bag(by_dir.get(&name).map_or(&[][..], |v| v.as_slice())),
+        bag(&parsed(&dirs[0]))
+    );
+}
