@@ -96,10 +96,13 @@ struct Writer {
     done: Arc<AtomicBool>,
     /// Bursts written so far.
     bursts: Arc<AtomicUsize>,
-    /// (when written, directory name, bytes of each log written, complete lines only).
-    log: Arc<Mutex<Vec<(Instant, String, [usize; 2])>>>,
+    log: Arc<Mutex<Vec<Burst>>>,
     handle: Option<thread::JoinHandle<()>>,
 }
+
+/// When a burst was written, in which directory, and the bytes of each log
+/// written by then (complete lines only).
+type Burst = (Instant, String, [usize; 2]);
 
 struct WriterPlan {
     burst: usize,
