@@ -33,8 +33,22 @@ pub struct Metrics {
     pub last_run_seconds: f64,
     /// Unix time of the last pass that ended without error (0: never).
     pub last_success: f64,
+    /// The directory being followed (`--follow`), while there is one.
+    pub live: Option<LiveMetrics>,
     /// What earlier runs counted, read from the file on the first write.
     previous: Option<Previous>,
+}
+
+/// Gauges of the directory `--follow` ships while Tstat writes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveMetrics {
+    /// Its path.
+    pub directory: String,
+    /// Seconds from reading the rows of the last confirmed message to its
+    /// confirm.
+    pub lag_seconds: f64,
+    /// Bytes Tstat wrote that are not read yet.
+    pub bytes_behind: u64,
 }
 
 /// The counters of earlier runs, as found in an existing metrics file.
@@ -83,6 +97,22 @@ const GAUGES: [(&str, &str); 2] = [
     (
         "last_success_timestamp_seconds",
         "Unix time of the last pass that ended without error.",
+    ),
+];
+
+/// The gauges of a followed directory: name (after the prefix) and help.
+const LIVE: [(&str, &str); 3] = [
+    (
+        "follow_lag_seconds",
+        "Seconds from reading rows to the confirm of their message (--follow).",
+    ),
+    (
+        "follow_bytes_behind",
+        "Bytes Tstat wrote to the followed directory that are not read yet.",
+    ),
+    (
+        "follow_directory_info",
+        "The directory --follow ships while Tstat writes it.",
     ),
 ];
 
@@ -143,7 +173,41 @@ impl Metrics {
         for ((name, help), value) in GAUGES.iter().zip(values) {
             put(name, "gauge", help, format!("{value:.3}"));
         }
+        if let Some(live) = &self.live {
+            put(
+                LIVE[0].0,
+                "gauge",
+                LIVE[0].1,
+                format!("{:.3}", live.lag_seconds),
+            );
+            put(LIVE[1].0, "gauge", LIVE[1].1, live.bytes_behind.to_string());
+            let dir = live
+                .directory
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            s.push_str(&format!(
+                "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} gauge\n\
+                 {PREFIX}{name}{{directory=\"{dir}\"}} 1\n",
+                name = LIVE[2].0,
+                help = LIVE[2].1
+            ));
+        }
         s
+    }
+
+    /// The names of the gauges written while `--follow` ships a directory.
+    pub fn live_names() -> impl Iterator<Item = String> {
+        LIVE.iter().map(|(n, _)| format!("{PREFIX}{n}"))
+    }
+
+    /// Reads the counters of earlier runs now (a copy written meanwhile
+    /// then continues from them too, never from its own output).
+    pub fn load_previous(&mut self, path: &Path) {
+        if self.previous.is_none() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            self.previous = Some(Previous::parse(&text));
+        }
     }
 
     /// The last-success time recorded in an existing metrics file, so a
@@ -158,10 +222,7 @@ impl Metrics {
     /// The first write of a process reads the file it replaces, so
     /// the counters continue from the last run.
     pub fn write(&mut self, path: &Path) -> io::Result<()> {
-        if self.previous.is_none() {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            self.previous = Some(Previous::parse(&text));
-        }
+        self.load_previous(path);
         // node_exporter runs as another user: the file must be readable.
         crate::durable::atomic_write(path, self.render().as_bytes(), Some(0o644))
     }
@@ -220,6 +281,26 @@ mod tests {
             .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn a_followed_directory_adds_its_gauges() {
+        let mut m = sample(0, 0);
+        assert!(!m.render().contains("follow_"));
+        m.live = Some(LiveMetrics {
+            directory: "/t/2026_03_01_00_00.out".into(),
+            lag_seconds: 1.25,
+            bytes_behind: 4096,
+        });
+        let t = m.render();
+        assert_eq!(value(&t, "follow_lag_seconds"), 1.25);
+        assert_eq!(value(&t, "follow_bytes_behind"), 4096.0);
+        assert!(t.contains(
+            "tstat_send_follow_directory_info{directory=\"/t/2026_03_01_00_00.out\"} 1\n"
+        ));
+        for name in Metrics::live_names() {
+            assert!(t.contains(&format!("# TYPE {name} gauge")), "{name}");
+        }
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl LiveLog {
         self.tail.inode()
     }
 
+    /// Bytes written to the file that are not handed out yet.
+    pub fn behind(&self) -> u64 {
+        self.tail.behind()
+    }
+
     /// The position after the rows handed out so far: byte offset and lines.
     pub fn position(&self) -> (u64, u64) {
         (self.tail.offset(), self.line - 1)

@@ -72,6 +72,14 @@ impl Tail {
         self.offset
     }
 
+    /// Bytes in the file not handed out yet (an unfinished line included).
+    pub fn behind(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len().saturating_sub(self.offset))
+    }
+
     /// Bytes of an unfinished last line held back.
     pub fn partial_len(&self) -> usize {
         self.partial.len()

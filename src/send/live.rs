@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use super::produce::{Produced, PublisherStopped, consumer_error};
 use crate::chunk::Chunker;
 use crate::follow::{self, LiveLog, Step};
 use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
-use crate::publish::{Item, Outgoing};
+use crate::publish::{Item, Outgoing, Recorder};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{LogPos, Mark, Positions};
 
@@ -50,6 +51,19 @@ pub(super) struct LiveJob {
     pub(super) reporter: Arc<dyn Reporter>,
     /// The directory's name in ids and on the bar.
     pub(super) name: String,
+    /// What the metrics file shows of the stream.
+    pub(super) gauge: Arc<Mutex<LiveGauge>>,
+}
+
+/// How far behind Tstat a followed stream is.
+#[derive(Debug, Default)]
+pub(super) struct LiveGauge {
+    /// Bytes written to the logs and not read yet.
+    pub(super) behind: u64,
+    /// When the rows of each message handed on and not yet confirmed were read.
+    pub(super) read_at: VecDeque<Instant>,
+    /// Read-to-confirm seconds of the last confirmed message.
+    pub(super) lag: f64,
 }
 
 type Arrays = Rc<RefCell<Vec<(Vec<u8>, usize)>>>;
@@ -147,6 +161,8 @@ struct Reader<'a> {
     messages: u64,
     /// Logs found replaced (Tstat restarted) while this run read them.
     replaced: u32,
+    /// When the rows being batched were read.
+    read_at: Instant,
 }
 
 impl Reader<'_> {
@@ -172,6 +188,9 @@ impl Reader<'_> {
                 follow: Some(self.positions()),
                 ..Mark::default()
             };
+            if let Ok(mut g) = self.job.gauge.lock() {
+                g.read_at.push_back(self.read_at);
+            }
             self.tx
                 .blocking_send(Item::Message(Outgoing { body, mark }))
                 .map_err(|_| io::Error::other(PublisherStopped))?;
@@ -207,6 +226,7 @@ impl Reader<'_> {
                 ..
             } = &mut logs[i];
             let name = live.name().to_string();
+            self.read_at = Instant::now();
             let rows = match live.read(finished)? {
                 Step::Replaced => return self.replace(i),
                 Step::Rows(rows) => rows,
@@ -312,6 +332,7 @@ pub(super) fn follow(job: LiveJob, tx: mpsc::Sender<Item>) -> Produced {
         stats: FileStats::default(),
         messages: 0,
         replaced,
+        read_at: Instant::now(),
     };
     let mut output_error = None;
     if failed.is_none() {
@@ -380,9 +401,46 @@ fn run(reader: &mut Reader<'_>) -> Result<(), ParseError> {
                 reader.flush(i).map_err(ParseError::Output)?;
             }
         }
+        let behind = reader.logs.iter().map(|l| l.live.behind()).sum();
+        if let Ok(mut g) = job.gauge.lock() {
+            g.behind = behind;
+        }
         if finished {
             return Ok(());
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Keeps the progress record and, from the confirms it records, the lag
+/// of the stream.
+pub(super) struct LagRecorder<'a> {
+    pub(super) inner: &'a mut dyn Recorder,
+    /// Id index of the stream's first message.
+    pub(super) start: u64,
+    /// Messages whose confirm was already counted.
+    pub(super) counted: u64,
+    pub(super) gauge: Arc<Mutex<LiveGauge>>,
+}
+
+impl Recorder for LagRecorder<'_> {
+    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> io::Result<()> {
+        self.inner.save(confirmed, mark, reserved)?;
+        let done = confirmed.saturating_sub(self.start);
+        if let Ok(mut g) = self.gauge.lock() {
+            let mut last = None;
+            while self.counted < done {
+                last = g.read_at.pop_front().or(last);
+                self.counted += 1;
+            }
+            if let Some(t) = last {
+                g.lag = t.elapsed().as_secs_f64();
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.inner.path()
     }
 }

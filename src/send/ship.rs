@@ -3,22 +3,60 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, watch};
 
-use super::live::{LiveJob, Until, follow};
+use super::live::{LagRecorder, LiveGauge, LiveJob, Until, follow};
 use super::produce::{Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
 use crate::parse::{FileStats, Protocol, dir_logs};
 use crate::publish::{Item, Outgoing, PublishError, Recorder, StreamStart};
+use crate::metrics::LiveMetrics;
 use crate::resume::Positions;
 use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
 use crate::{durable, find, follow};
 use std::time::Duration;
 
 impl Sender {
+    /// Writes the metrics file every few seconds while `dir` is followed,
+    /// with its lag and what is left to read.
+    fn live_metrics(
+        &mut self,
+        path: PathBuf,
+        dir: &Path,
+        gauge: &Arc<Mutex<LiveGauge>>,
+    ) -> tokio::task::JoinHandle<()> {
+        // Counters of earlier runs are read once, here: copies written
+        // meanwhile never count this run twice.
+        self.metrics.load_previous(&path);
+        let mut m = self.metrics.clone();
+        m.totals = self.summary;
+        let (gauge, directory) = (gauge.clone(), dir.display().to_string());
+        let reporter = self.opts.reporter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIVE_METRICS_INTERVAL);
+            let mut warned = false;
+            loop {
+                tick.tick().await;
+                if let Ok(g) = gauge.lock() {
+                    m.live = Some(LiveMetrics {
+                        directory: directory.clone(),
+                        lag_seconds: g.lag,
+                        bytes_behind: g.behind,
+                    });
+                }
+                let written = m.write(&path);
+                if let Err(e) = written
+                    && !std::mem::replace(&mut warned, true)
+                {
+                    reporter.warning(&format_args!("writing metrics file {}: {e}", path.display()));
+                }
+            }
+        })
+    }
+
     /// How to resume `dir`, and its record; `Err` when it must be refused.
     fn resume_plan(
         &self,
@@ -220,6 +258,7 @@ impl Sender {
             None if live => Some(Positions::default()),
             None => None,
         };
+        let gauge = Arc::new(Mutex::new(LiveGauge::default()));
         let producer = if let Some(start) = followed {
             let mut opts = self.opts.parse.clone();
             opts.stop = Some(stop.clone());
@@ -235,6 +274,7 @@ impl Sender {
                 stop: stop.clone(),
                 reporter: self.opts.reporter.clone(),
                 name: name.clone(),
+                gauge: gauge.clone(),
             };
             std::thread::Builder::new()
                 .name("follow".into())
@@ -263,6 +303,10 @@ impl Sender {
                     what: "starting the parser thread".into(),
                     source,
                 })?
+        };
+        let live_metrics = match self.opts.metrics_file.clone() {
+            Some(path) if live => Some(self.live_metrics(path, dir, &gauge)),
+            _ => None,
         };
         // Wait for the first message (there may be none), or a signal.
         let mut watch_stop = shutdown.clone();
@@ -314,12 +358,19 @@ impl Sender {
                 };
                 let result = async {
                     let publisher = connected(&mut self.publisher, config, publish).await?;
-                    let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
+                    let mut lag = record.as_mut().map(|r| LagRecorder {
+                        inner: r,
+                        start: plan.next_index,
+                        counted: 0,
+                        gauge: gauge.clone(),
+                    });
+                    let recorder = lag.as_mut().map(|r| r as &mut dyn Recorder);
                     publisher
                         .publish_stream(Some(&prefix), start, recorder, frx, shutdown.clone())
                         .await
                 }
                 .await;
+
                 // Let the runtime actually drop the forwarder (and the
                 // receiver it holds) before the blocking join below: a
                 // parser still sending would otherwise wait for ever.
@@ -350,6 +401,10 @@ impl Sender {
                 }
             }
         };
+        if let Some(task) = live_metrics {
+            task.abort();
+            let _ = task.await;
+        }
         stop.store(true, Ordering::Relaxed);
         relay.abort();
         let parsed = producer.join().unwrap_or_else(|_| Produced {
@@ -435,6 +490,9 @@ fn refusal_text(r: &Refusal, record: &Path, root: &Path, dir: &Path) -> String {
         dir.display()
     )
 }
+
+/// How often the metrics file is written while a directory is followed.
+const LIVE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `-N`: writes each array as a line on stdout.
 async fn print_all(
