@@ -15,8 +15,8 @@
 # gzip and zcat, and rabbitmq-server for the broker rows (a throwaway node on
 # private ports, never the system broker; BENCH_BROKER=0 skips those rows).
 # Disk: about 5 GB under BENCH_DATA (the trees are kept and reused).
-# Time on a 2-core machine: the first run generates the trees (about 3 min),
-# then about 12 minutes with BENCH_RUNS=3; later runs reuse the trees.
+# Time on a 2-core machine: the first run generates about 5 GB of trees (3 to 5
+# minutes), then about 6 minutes with BENCH_RUNS=3; later runs reuse the trees.
 #
 # Environment:
 #   BENCH_TCP, BENCH_UDP   rows per directory of the main tree (500000, 300000)
