@@ -1,30 +1,52 @@
 #!/usr/bin/env bash
-# Benchmarks of design §10: input MB/s and peak RSS of each stage on a generated
-# Tstat tree, next to `wc -l` and `cat` on the same files (the machine's
-# ceiling), each also as a ratio to `wc -l` measured in the same run.
+# Benchmarks of design §10 and issue 13: input MB/s, CPU seconds (user+sys)
+# per GB of logs and peak RSS of each stage on a generated Tstat tree, next to
+# `wc -l`, `cat` and `zcat` on the same files (the machine's ceiling), each
+# also as a ratio measured in the same run; then the goals as one line each.
 #
-#     scripts/bench.sh                      # 500k TCP + 300k UDP rows, ~350 MB
-#     BENCH_TCP=20000 BENCH_UDP=10000 scripts/bench.sh   # a quick try
+#     scripts/bench.sh                      # the full bench, see below
+#     BENCH_TCP=20000 BENCH_UDP=10000 BENCH_SMALL_DIRS=100 BENCH_FIND_DIRS=10000 \
+#         scripts/bench.sh                  # a quick try (about a minute)
+#     scripts/bench.sh --help               # this text
+#
+# Needs: cargo (it builds the release binaries itself and finds them through
+# `cargo metadata`, wherever CARGO_TARGET_DIR points), GNU time
+# (apt-get install time; without it CPU shows n/a and peak RSS is polled),
+# gzip and zcat, and rabbitmq-server for the broker rows (a throwaway node on
+# private ports, never the system broker; BENCH_BROKER=0 skips those rows).
+# Disk: about 5 GB under BENCH_DATA (the trees are kept and reused).
+# Time on a 2-core machine: the first run generates about 5 GB of trees (3 to 5
+# minutes), then about 6 minutes with BENCH_RUNS=3; later runs reuse the trees.
 #
 # Environment:
-#   BENCH_TCP, BENCH_UDP   rows per directory (500000, 300000)
-#   BENCH_DIRS             directories (1)
+#   BENCH_TCP, BENCH_UDP   rows per directory of the main tree (500000, 300000)
+#   BENCH_DIRS             directories of the main tree (1)
 #   BENCH_SEED             generator seed (1)
 #   BENCH_RUNS             runs per row; the table shows the best (3)
-#   BENCH_BROKER=0         skip the two rows that need a private RabbitMQ node
-#   BENCH_REGEN=1          regenerate the tree even if one exists
+#   BENCH_BROKER=0         skip the rows that need a private RabbitMQ node
+#   BENCH_GZ=0             skip the gzip rows (a gzip -6 copy of the main tree)
+#   BENCH_SMALL_DIRS       many small directories of ~1 MB each (2000; 0 skips);
+#                          compared with the same rows in BENCH_SMALL_FEW (4)
+#                          directories, best of BENCH_SMALL_RUNS (2) runs
+#   BENCH_FIND_DIRS        directories for the tstat-find row (100000; 0 skips)
+#   BENCH_REGEN=1          regenerate the trees even if they exist
 #   BENCH_DATA             where trees and pre-made NDJSON/chunks live (./bench-data)
 #
-# Throughput is the best (shortest wall time) of BENCH_RUNS runs; peak RSS is
-# the largest of those runs (GNU time's %M, i.e. the kernel's ru_maxrss;
-# without /usr/bin/time, VmHWM polled from /proc). Inputs are read from the
-# page cache: every file is read once before timing starts.
+# Throughput is the best (shortest wall time) of BENCH_RUNS runs; CPU is the
+# smallest user+sys of those runs (getrusage of the child, GNU time's %U+%S,
+# which counts the threads and children it waited for); peak RSS is the
+# largest of those runs (GNU time's %M, i.e. the kernel's ru_maxrss; without
+# /usr/bin/time, VmHWM polled from /proc). CPU-s/GB divides by the row's input
+# (for the gzip rows: by the uncompressed bytes, the logs Tstat wrote). Inputs
+# are read from the page cache: every file is read once before timing starts.
 #
-# Programs that are not built yet show "n/a (not built)". The broker rows use
-# a throwaway RabbitMQ node on private ports (scripts/lib/rabbit-node.sh),
-# never the system broker. Exit status: 0 when every row that ran succeeded.
-# shellcheck disable=SC2317 # cleanup and the run hooks are called indirectly
+# Programs that are not built yet show "n/a (not built)". Exit status: 0 when
+# every row that ran succeeded.
 set -euo pipefail
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+    sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+fi
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 # shellcheck source=lib/rabbit-node.sh disable=SC1091 # checked on its own
@@ -36,8 +58,12 @@ DIRS=${BENCH_DIRS:-1}
 SEED=${BENCH_SEED:-1}
 RUNS=${BENCH_RUNS:-3}
 BROKER=${BENCH_BROKER:-1}
+GZ=${BENCH_GZ:-1}
+SMALL_DIRS=${BENCH_SMALL_DIRS:-2000}
+SMALL_FEW=${BENCH_SMALL_FEW:-4}
+SMALL_RUNS=${BENCH_SMALL_RUNS:-2}
+FIND_DIRS=${BENCH_FIND_DIRS:-100000}
 DATA=${BENCH_DATA:-$REPO/bench-data}
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 SENSOR=bench
 
 say() { echo "bench: $*" >&2; }
@@ -45,17 +71,29 @@ say() { echo "bench: $*" >&2; }
 # --- build -----------------------------------------------------------------
 say "building release binaries and the generator"
 cargo build --release --quiet --bins --example gen-tree
+# Wherever CARGO_TARGET_DIR (or .cargo/config.toml) puts them.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+if [ -z "$TARGET_DIR" ]; then
+    say "cargo metadata did not name the target directory"
+    exit 1
+fi
+BIN=$TARGET_DIR/release
 
 # --- measuring ---------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tstat-bench.XXXXXX")
 cleanup() {
     rabbit_node_stop
     rm -rf "$WORK"
-    # tstat_send marks what it published; leave the reusable tree unmarked.
-    if [ -n "${TREE:-}" ] && [ -d "$TREE" ]; then
-        find "$TREE" -maxdepth 2 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
-    fi
+    # tstat_send marks what it published; leave the reusable trees unmarked.
+    local t
+    for t in "${MARKED[@]}"; do
+        if [ -d "$t" ]; then
+            find "$t" -maxdepth 2 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
+        fi
+    done
 }
+MARKED=()
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -69,23 +107,28 @@ fi
 
 now_ns() { date +%s%N; }
 
-# run_once IN OUT ERR CMD...: runs CMD <IN >OUT 2>ERR; sets R_SECS, R_KIB, R_RC.
+# run_once IN OUT ERR CMD...: runs CMD <IN >OUT 2>ERR; sets R_SECS, R_KIB,
+# R_CPU (user+sys seconds, "" when unknown) and R_RC.
 run_once() {
     local in=$1 out=$2 err=$3
     shift 3
     local t0 t1 pid hwm line
     R_KIB=0
+    R_CPU=""
     t0=$(now_ns)
     if [ "$HAVE_GNU_TIME" = 1 ]; then
-        if /usr/bin/time -f %M -o "$WORK/time.out" "$@" <"$in" >"$out" 2>"$err"; then
+        if /usr/bin/time -f '%M %U %S' -o "$WORK/time.out" "$@" <"$in" >"$out" 2>"$err"; then
             R_RC=0
         else
             R_RC=$?
         fi
         t1=$(now_ns)
-        # On failure GNU time writes "Command exited with ..." before %M.
-        R_KIB=$(tail -n 1 "$WORK/time.out" 2>/dev/null || echo 0)
-        [[ "$R_KIB" =~ ^[0-9]+$ ]] || R_KIB=0
+        # On failure GNU time writes "Command exited with ..." first.
+        line=$(tail -n 1 "$WORK/time.out" 2>/dev/null || true)
+        if [[ "$line" =~ ^([0-9]+)\ ([0-9.]+)\ ([0-9.]+)$ ]]; then
+            R_KIB=${BASH_REMATCH[1]}
+            R_CPU=$(awk -v u="${BASH_REMATCH[2]}" -v s="${BASH_REMATCH[3]}" 'BEGIN { printf "%.2f", u + s }')
+        fi
     else
         "$@" <"$in" >"$out" 2>"$err" &
         pid=$!
@@ -101,37 +144,54 @@ run_once() {
     R_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
 }
 
-# Results, one row per line: LABEL|INPUT|BYTES|SECS|KIB|STATUS
+# Results, one row per line: LABEL|INPUT|BYTES|SECS|KIB|STATUS|CPU
 ROWS=()
 FAILED=0
 
-# bench LABEL INPUT_NAME INPUT_BYTES BEFORE_HOOK IN OUT CMD...: best of RUNS.
-# BEFORE_HOOK is a function run (untimed) before each run ("" for none).
+# bench LABEL INPUT_NAME INPUT_BYTES BEFORE_HOOK IN OUT CMD...: best of RUNS
+# (or of $BENCH_N_RUNS when set). BEFORE_HOOK is a function run (untimed)
+# before each run ("" for none).
 bench() {
     local label=$1 iname=$2 ibytes=$3 hook=$4 in=$5 out=$6
     shift 6
-    local best="" kib=0 i err
+    local best="" cpu="" kib=0 i err runs=${BENCH_N_RUNS:-$RUNS}
     err="$WORK/$(echo "$label" | tr -c 'A-Za-z0-9_-' '_').err"
-    say "$label ($RUNS runs)"
-    for ((i = 1; i <= RUNS; i++)); do
+    say "$label ($runs runs)"
+    for ((i = 1; i <= runs; i++)); do
         if [ -n "$hook" ]; then "$hook"; fi
         run_once "$in" "$out" "$err" "$@"
         if [ "$R_RC" != 0 ]; then
             say "$label: exit $R_RC; its stderr:"
             tail -n 20 "$err" >&2 || true
-            ROWS+=("$label|$iname|$ibytes|||FAILED (exit $R_RC)")
+            ROWS+=("$label|$iname|$ibytes|||FAILED (exit $R_RC)|")
             FAILED=1
             return 0
         fi
         if [ -z "$best" ] || awk -v a="$R_SECS" -v b="$best" 'BEGIN { exit !(a < b) }'; then
             best=$R_SECS
         fi
+        if [ -n "$R_CPU" ] && { [ -z "$cpu" ] || awk -v a="$R_CPU" -v b="$cpu" 'BEGIN { exit !(a < b) }'; }; then
+            cpu=$R_CPU
+        fi
         if [ "$R_KIB" -gt "$kib" ]; then kib=$R_KIB; fi
     done
-    ROWS+=("$label|$iname|$ibytes|$best|$kib|ok")
+    ROWS+=("$label|$iname|$ibytes|$best|$kib|ok|$cpu")
 }
 
-skip() { ROWS+=("$1|$2|$3|||$4"); }
+skip() { ROWS+=("$1|$2|$3|||$4|"); }
+
+# row_field LABEL N: field N (1-based) of the row LABEL when it is ok.
+row_field() {
+    local r
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r -a f <<<"$r"
+        if [ "${f[0]}" = "$1" ] && [ "${f[5]}" = ok ]; then
+            echo "${f[$(($2 - 1))]}"
+            return 0
+        fi
+    done
+    return 0
+}
 
 have() { [ -x "$BIN/$1" ]; }
 
@@ -150,6 +210,7 @@ if [ "${BENCH_REGEN:-0}" = 1 ] || [ ! -f "$STAMP" ] || [ ! -d "$TREE" ]; then
 else
     say "reusing $TREE (BENCH_REGEN=1 to regenerate)"
 fi
+MARKED+=("$TREE")
 find "$TREE" -maxdepth 2 \( -name .processed -o -name .progress \) -delete
 mapfile -t OUTDIRS < <(find "$TREE" -mindepth 1 -maxdepth 1 -type d -name '*.out' | sort)
 mapfile -t FILES < <(find "$TREE" -mindepth 2 -maxdepth 2 -type f -name 'log_*_complete' | sort)
@@ -179,6 +240,69 @@ if [ -s "$CHUNKS" ]; then
     CHUNK_LINES=$(wc -l <"$CHUNKS")
 fi
 
+# --- more trees: gzip copy, many small directories, 100k directories ---------
+# gen_tree NAME ARGS...: generates $DATA/NAME once (a stamp marks it complete).
+gen_tree() {
+    local name=$1
+    shift
+    if [ "${BENCH_REGEN:-0}" = 1 ] || [ ! -f "$DATA/$name.ok" ] || [ ! -d "$DATA/$name" ]; then
+        say "generating $DATA/$name"
+        rm -rf "${DATA:?}/$name" "$DATA/$name.ok"
+        "$BIN/examples/gen-tree" "$DATA/$name" "$@"
+        touch "$DATA/$name.ok"
+    fi
+}
+
+# The main tree as `tstat -Z` writes it: every log gzipped (level 6, zlib's
+# default, which Tstat uses).
+GZ_TREE="$DATA/$NAME-gz"
+GZ_FILES=()
+GZ_BYTES=0
+if [ "$GZ" = 1 ]; then
+    if [ "${BENCH_REGEN:-0}" = 1 ] || [ ! -f "$GZ_TREE.ok" ] || [ "$STAMP" -nt "$GZ_TREE.ok" ]; then
+        say "gzipping the tree into $GZ_TREE"
+        rm -rf "$GZ_TREE" "$GZ_TREE.ok"
+        for f in "${FILES[@]}"; do
+            d="$GZ_TREE/$(basename "$(dirname "$f")")"
+            mkdir -p "$d"
+            gzip -6 -c "$f" >"$d/$(basename "$f").gz"
+            touch -r "$f" "$d/$(basename "$f").gz"
+        done
+        touch "$GZ_TREE.ok"
+    fi
+    MARKED+=("$GZ_TREE")
+    mapfile -t GZ_OUTDIRS < <(find "$GZ_TREE" -mindepth 1 -maxdepth 1 -type d -name '*.out' | sort)
+    mapfile -t GZ_FILES < <(find "$GZ_TREE" -mindepth 2 -maxdepth 2 -type f -name 'log_*_complete.gz' | sort)
+    GZ_BYTES=$(file_bytes "${GZ_FILES[@]}")
+    cat "${GZ_FILES[@]}" >/dev/null
+fi
+
+# Tstat with `dirs = 1` rotates every 5 minutes: many directories of ~1 MB
+# (1,430 TCP + 860 UDP rows), and the same rows in a few large directories.
+SMALL_TCP=1430
+SMALL_UDP=860
+if [ "$SMALL_DIRS" -gt 0 ]; then
+    SMALL_NAME="small-t$SMALL_TCP-u$SMALL_UDP-d$SMALL_DIRS-s$SEED"
+    FEW_NAME="few-t$((SMALL_TCP * SMALL_DIRS / SMALL_FEW))-u$((SMALL_UDP * SMALL_DIRS / SMALL_FEW))-d$SMALL_FEW-s$SEED"
+    gen_tree "$SMALL_NAME" --dirs "$SMALL_DIRS" --tcp "$SMALL_TCP" --udp "$SMALL_UDP" --seed "$SEED"
+    gen_tree "$FEW_NAME" --dirs "$SMALL_FEW" --tcp "$((SMALL_TCP * SMALL_DIRS / SMALL_FEW))" \
+        --udp "$((SMALL_UDP * SMALL_DIRS / SMALL_FEW))" --seed "$SEED"
+    SMALL_TREE="$DATA/$SMALL_NAME"
+    FEW_TREE="$DATA/$FEW_NAME"
+    MARKED+=("$SMALL_TREE" "$FEW_TREE")
+    find "$SMALL_TREE" "$FEW_TREE" -maxdepth 2 \( -name .processed -o -name .progress \) -delete
+    SMALL_BYTES=$(find "$SMALL_TREE" -mindepth 2 -maxdepth 2 -type f -name 'log_*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    FEW_BYTES=$(find "$FEW_TREE" -mindepth 2 -maxdepth 2 -type f -name 'log_*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    find "$SMALL_TREE" "$FEW_TREE" -mindepth 2 -maxdepth 2 -type f -name 'log_*' -exec cat {} + >/dev/null
+fi
+
+# tstat-find's tree: directories of one TCP and one UDP row each.
+if [ "$FIND_DIRS" -gt 0 ]; then
+    FIND_TREE="$DATA/find-d$FIND_DIRS"
+    gen_tree "find-d$FIND_DIRS" --dirs "$FIND_DIRS" --tcp 1 --udp 1 --seed "$SEED" 2>/dev/null
+    find "$FIND_TREE" -printf "%s\n" >/dev/null # warm the dentry and inode caches
+fi
+
 # --- the rows without a broker ------------------------------------------------
 bench "wc -l" tree "$TREE_BYTES" "" /dev/null /dev/null wc -l "${FILES[@]}"
 bench "cat" tree "$TREE_BYTES" "" /dev/null /dev/null cat "${FILES[@]}"
@@ -193,6 +317,30 @@ else
     skip "tstat-parse --bytes 0" tree "$TREE_BYTES" "n/a (not built)"
 fi
 
+# The gzip path against zcat on the same files; MB/s and CPU-s/GB count the
+# uncompressed bytes (the logs as Tstat would have written them plain).
+if [ "$GZ" = 1 ]; then
+    bench "zcat" gz "$TREE_BYTES" "" /dev/null /dev/null zcat "${GZ_FILES[@]}"
+    if have tstat-parse; then
+        bench "tstat-parse --bytes 25G (gz)" gz "$TREE_BYTES" "" /dev/null /dev/null \
+            "$BIN/tstat-parse" --bytes 25G -S "$SENSOR" "${GZ_OUTDIRS[@]}"
+        bench "tstat-parse --bytes 0 (gz)" gz "$TREE_BYTES" "" /dev/null /dev/null \
+            "$BIN/tstat-parse" --bytes 0 -S "$SENSOR" "${GZ_OUTDIRS[@]}"
+    else
+        skip "tstat-parse --bytes 25G (gz)" gz "$TREE_BYTES" "n/a (not built)"
+        skip "tstat-parse --bytes 0 (gz)" gz "$TREE_BYTES" "n/a (not built)"
+    fi
+fi
+
+if [ "$FIND_DIRS" -gt 0 ]; then
+    if have tstat-find; then
+        bench "tstat-find ($FIND_DIRS dirs)" dirs 0 "" /dev/null /dev/null \
+            "$BIN/tstat-find" "$FIND_TREE"
+    else
+        skip "tstat-find ($FIND_DIRS dirs)" dirs 0 "n/a (not built)"
+    fi
+fi
+
 if have tstat-chunk && [ -s "$NDJSON" ]; then
     bench "tstat-chunk" ndjson "$NDJSON_BYTES" "" "$NDJSON" /dev/null "$BIN/tstat-chunk"
 elif have tstat-chunk; then
@@ -204,12 +352,27 @@ fi
 unmark_tree() {
     find "$TREE" -maxdepth 2 \( -name .processed -o -name .progress \) -delete
 }
+unmark_small() {
+    find "$SMALL_TREE" "$FEW_TREE" -maxdepth 2 \( -name .processed -o -name .progress \) -delete
+}
+SMALL_N_LABEL="tstat_send -N -b 25G ($SMALL_DIRS dirs)"
+FEW_N_LABEL="tstat_send -N -b 25G ($SMALL_FEW dirs)"
+SMALL_B_LABEL="tstat_send -b 25G ($SMALL_DIRS dirs) -> broker"
+FEW_B_LABEL="tstat_send -b 25G ($SMALL_FEW dirs) -> broker"
 
 if have tstat_send; then
     bench "tstat_send -N --bytes 0" tree "$TREE_BYTES" unmark_tree /dev/null /dev/null \
         "$BIN/tstat_send" -N --all --bytes 0 -S "$SENSOR" -d "$TREE"
 else
     skip "tstat_send -N --bytes 0" tree "$TREE_BYTES" "n/a (not built)"
+fi
+# Per-directory cost without a broker (finding, opening, parse set-up); the
+# production threshold, so parsing itself is a small part of the time.
+if [ "$SMALL_DIRS" -gt 0 ] && have tstat_send; then
+    BENCH_N_RUNS=$SMALL_RUNS bench "$FEW_N_LABEL" tree "$FEW_BYTES" unmark_small /dev/null /dev/null \
+        "$BIN/tstat_send" -N --all -S "$SENSOR" -d "$FEW_TREE"
+    BENCH_N_RUNS=$SMALL_RUNS bench "$SMALL_N_LABEL" tree "$SMALL_BYTES" unmark_small /dev/null /dev/null \
+        "$BIN/tstat_send" -N --all -S "$SENSOR" -d "$SMALL_TREE"
 fi
 
 # --- the rows with a broker -----------------------------------------------------
@@ -249,8 +412,22 @@ check_delivered() {
         FAILED=1
     fi
 }
+# check_marked LABEL ROOT N: the last run marked all N directories done.
+check_marked() {
+    local got
+    got=$(find "$2" -mindepth 2 -maxdepth 2 -name .processed | wc -l)
+    if [ "$got" != "$3" ]; then
+        say "$1: $got directories marked .processed, expected $3"
+        FAILED=1
+    fi
+}
+fresh_queue_and_small() {
+    fresh_queue
+    unmark_small
+}
 
 E2E_LABEL="tstat_send -> broker"
+E2E25_LABEL="tstat_send -b 25G -> broker"
 RABBIT_LABEL="tstat-rabbit (pre-made chunks)"
 if ! have tstat_send; then
     skip "$E2E_LABEL" tree "$TREE_BYTES" "n/a (not built)"
@@ -258,8 +435,12 @@ elif need_node; then
     bench "$E2E_LABEL" tree "$TREE_BYTES" fresh_queue_and_tree /dev/null /dev/null \
         "$BIN/tstat_send" -c "$CONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
     check_delivered "$E2E_LABEL"
+    bench "$E2E25_LABEL" tree "$TREE_BYTES" fresh_queue_and_tree /dev/null /dev/null \
+        "$BIN/tstat_send" -c "$CONFIG" --all --bytes 25G -S "$SENSOR" -d "$TREE"
+    check_marked "$E2E25_LABEL" "$TREE" "${#OUTDIRS[@]}"
 else
     skip "$E2E_LABEL" tree "$TREE_BYTES" "n/a (no broker)"
+    skip "$E2E25_LABEL" tree "$TREE_BYTES" "n/a (no broker)"
 fi
 if ! have tstat-rabbit; then
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (not built)"
@@ -272,11 +453,22 @@ elif need_node; then
 else
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (no broker)"
 fi
+# Per-directory cost with the broker: the same rows in many small and in a
+# few large directories (each directory: its progress record, its messages
+# and confirms, its .processed marker; design §8.7).
+if [ "$SMALL_DIRS" -gt 0 ] && have tstat_send && need_node; then
+    BENCH_N_RUNS=$SMALL_RUNS bench "$FEW_B_LABEL" tree "$FEW_BYTES" fresh_queue_and_small /dev/null /dev/null \
+        "$BIN/tstat_send" -c "$CONFIG" --all -S "$SENSOR" -d "$FEW_TREE"
+    check_marked "$FEW_B_LABEL" "$FEW_TREE" "$SMALL_FEW"
+    BENCH_N_RUNS=$SMALL_RUNS bench "$SMALL_B_LABEL" tree "$SMALL_BYTES" fresh_queue_and_small /dev/null /dev/null \
+        "$BIN/tstat_send" -c "$CONFIG" --all -S "$SENSOR" -d "$SMALL_TREE"
+    check_marked "$SMALL_B_LABEL" "$SMALL_TREE" "$SMALL_DIRS"
+fi
 
 # --- the table --------------------------------------------------------------------
 WC_MBPS=""
 for r in "${ROWS[@]}"; do
-    IFS='|' read -r label _ bytes secs _ status <<<"$r"
+    IFS='|' read -r label _ bytes secs _ status _ <<<"$r"
     if [ "$label" = "wc -l" ] && [ "$status" = ok ]; then
         WC_MBPS=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.6f", b / 1e6 / s }')
     fi
@@ -285,35 +477,74 @@ done
 echo
 printf 'tstat-transport bench: %s dir(s), %s TCP + %s UDP rows each, tree %.1f MB; ' \
     "$DIRS" "$TCP" "$UDP" "$(awk -v b="$TREE_BYTES" 'BEGIN { print b / 1e6 }')"
-printf 'best of %s runs (shortest wall time), peak RSS = largest of the runs\n' "$RUNS"
-printf '%-32s %-7s %10s %9s %10s %10s %9s\n' program input "input MB" "best s" "MB/s" "peak RSS" "vs wc -l"
+printf 'best of %s runs (shortest wall time; CPU the least), peak RSS = largest of the runs\n' "$RUNS"
+printf '%-40s %-6s %9s %8s %9s %7s %8s %10s %8s\n' program input "input MB" "best s" "MB/s" "CPU s" "CPU-s/GB" "peak RSS" "vs wc -l"
 for r in "${ROWS[@]}"; do
-    IFS='|' read -r label iname bytes secs kib status <<<"$r"
+    IFS='|' read -r label iname bytes secs kib status cpu <<<"$r"
     mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')
     if [ "$status" != ok ]; then
-        printf '%-32s %-7s %10s  %s\n' "$label" "$iname" "$mb" "$status"
+        printf '%-40s %-6s %9s  %s\n' "$label" "$iname" "$mb" "$status"
         continue
     fi
-    awk -v label="$label" -v iname="$iname" -v b="$bytes" -v s="$secs" -v k="$kib" -v wc="$WC_MBPS" 'BEGIN {
-        mbps = b / 1e6 / s
+    awk -v label="$label" -v iname="$iname" -v b="$bytes" -v s="$secs" -v k="$kib" -v wc="$WC_MBPS" -v cpu="$cpu" 'BEGIN {
+        mbps = (b > 0) ? sprintf("%.1f", b / 1e6 / s) : "-"
         rss = (k > 0) ? sprintf("%.1f MiB", k / 1024) : "n/a"
-        ratio = (wc != "" && mbps > 0) ? sprintf("%.1fx", wc / mbps) : "n/a"
-        printf "%-32s %-7s %10.1f %9.3f %10.1f %10s %9s\n", label, iname, b / 1e6, s, mbps, rss, ratio
+        ratio = (wc != "" && b > 0) ? sprintf("%.1fx", wc / (b / 1e6 / s)) : "-"
+        c = (cpu != "") ? sprintf("%.2f", cpu) : "n/a"
+        cgb = (cpu != "" && b > 0) ? sprintf("%.2f", cpu / (b / 1e9)) : "-"
+        printf "%-40s %-6s %9.1f %8.3f %9s %7s %8s %10s %8s\n", label, iname, b / 1e6, s, mbps, c, cgb, rss, ratio
     }'
 done
-echo "(vs wc -l: wc -l MB/s divided by this row's MB/s; input: tree = the log files,"
-echo " ndjson = tstat-parse --bytes 0 output, chunks = tstat-chunk output of it)"
+echo "(vs wc -l: wc -l MB/s divided by this row's MB/s; CPU-s/GB: user+sys seconds per GB of"
+echo " input; input: tree = the log files, gz = the same logs gzipped (MB and MB/s count them"
+echo " uncompressed), ndjson = tstat-parse --bytes 0 output, chunks = tstat-chunk output of it)"
+echo
 
-# End to end against publishing alone (design §10 target: within 1.3×).
-e2e="" alone=""
-for r in "${ROWS[@]}"; do
-    IFS='|' read -r label _ _ secs _ status <<<"$r"
-    [ "$status" = ok ] || continue
-    if [ "$label" = "$E2E_LABEL" ]; then e2e=$secs; fi
-    if [ "$label" = "$RABBIT_LABEL" ]; then alone=$secs; fi
+# The goals of issue 13, each a ratio or a figure from this run.
+goal() { printf '%-46s %s\n' "$1" "$2"; }
+cpu_gb() { # LABEL: CPU-s/GB of the row, or empty
+    local c b
+    c=$(row_field "$1" 7)
+    b=$(row_field "$1" 3)
+    if [ -n "$c" ] && [ -n "$b" ] && [ "$b" -gt 0 ]; then awk -v c="$c" -v b="$b" 'BEGIN { printf "%.2f", c / (b / 1e9) }'; fi
+}
+v=$(cpu_gb "$E2E_LABEL")
+[ -z "$v" ] || goal "CPU per GB, tstat_send -b 0 -> broker:" "$v CPU-s/GB (goal <= 6)"
+v=$(cpu_gb "$E2E25_LABEL")
+[ -z "$v" ] || goal "CPU per GB, tstat_send -b 25G -> broker:" "$v CPU-s/GB"
+s0=$(row_field "tstat-parse --bytes 0" 4)
+if [ -n "$s0" ] && [ -n "$WC_MBPS" ]; then
+    goal "full output, tstat-parse -b 0:" "$(awk -v b="$TREE_BYTES" -v s="$s0" -v wc="$WC_MBPS" 'BEGIN {
+        m = b / 1e6 / s; printf "%.1fx wc -l (goal <= 8x), %.0f MB/s (goal >= 550)", wc / m, m }')"
+fi
+zs=$(row_field "zcat" 4)
+for l in "tstat-parse --bytes 25G (gz)" "tstat-parse --bytes 0 (gz)"; do
+    gs=$(row_field "$l" 4)
+    gk=$(row_field "$l" 5)
+    if [ -n "$zs" ] && [ -n "$gs" ]; then
+        goal "gzip, ${l% (gz)}:" "$(awk -v z="$zs" -v g="$gs" -v k="$gk" 'BEGIN {
+            printf "%.2fx the throughput of zcat (goal >= 2x), peak RSS %.1f MiB (goal <= 32)", z / g, k / 1024 }')"
+    fi
 done
+for pair in "$SMALL_N_LABEL|$FEW_N_LABEL" "$SMALL_B_LABEL|$FEW_B_LABEL"; do
+    ms=$(row_field "${pair%|*}" 4)
+    fs=$(row_field "${pair#*|}" 4)
+    if [ -n "$ms" ] && [ -n "$fs" ]; then
+        # The few-directory time scaled to the many-directory bytes.
+        goal "per directory, ${pair%|*}:" "$(awk -v m="$ms" -v f="$fs" -v mb="$SMALL_BYTES" -v fb="$FEW_BYTES" -v n="$SMALL_DIRS" 'BEGIN {
+            printf "%.1f ms over the same rows in few directories (goal <= 5 ms)", (m - f * mb / fb) / n * 1000 }')"
+    fi
+done
+fs=$(row_field "tstat-find ($FIND_DIRS dirs)" 4)
+fk=$(row_field "tstat-find ($FIND_DIRS dirs)" 5)
+if [ -n "$fs" ]; then
+    goal "tstat-find on $FIND_DIRS directories:" "$(awk -v s="$fs" -v k="$fk" 'BEGIN {
+        printf "%.2f s (goal <= 1 s), peak RSS %.1f MiB", s, k / 1024 }')"
+fi
+e2e=$(row_field "$E2E_LABEL" 4)
+alone=$(row_field "$RABBIT_LABEL" 4)
 if [ -n "$e2e" ] && [ -n "$alone" ]; then
-    awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "end to end / tstat-rabbit alone: %.2fx (target <= 1.3x)\n", a / b }'
+    goal "end to end / tstat-rabbit alone:" "$(awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "%.2fx (goal <= 1.15x)", a / b }')"
 fi
 if [ "$CHUNK_LINES" -gt 0 ]; then
     echo "messages per publish run: $CHUNK_LINES ($(awk -v b="$CHUNK_BYTES" 'BEGIN { printf "%.1f", b / 1e6 }') MB)"
