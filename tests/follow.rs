@@ -325,7 +325,12 @@ fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
     let cfg = node.write_config(work.path(), &queue);
     let (_src, dirs) = source(2, 600, 200, 11);
     let mut collector = Collector::start(node, &queue);
-    let mut send = follow(root.path(), &cfg, &[]);
+    let prom = work.path().join("tstat_send.prom");
+    let mut send = follow(
+        root.path(),
+        &cfg,
+        &["--metrics-file", prom.to_str().expect("utf-8")],
+    );
     let mut writer = Writer::start(
         root.path(),
         dirs.clone(),
@@ -335,6 +340,13 @@ fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
             between: None,
         },
     );
+    // While a directory is followed the metrics file names it, with the lag.
+    wait_until("the follow gauges in the metrics file", DEADLINE, || {
+        let m = fs::read_to_string(&prom).unwrap_or_default();
+        m.contains("tstat_send_follow_directory_info{directory=")
+            && m.contains("\ntstat_send_follow_lag_seconds ")
+            && m.contains("\ntstat_send_follow_bytes_behind ")
+    });
     wait_until("every directory written and marked", DEADLINE, || {
         assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
         writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root.path(), d))
