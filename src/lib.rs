@@ -4,6 +4,8 @@
 //!
 //! Each stage is a module; the programs in `src/bin/` are thin wrappers.
 
+#![deny(missing_docs)]
+
 pub mod bytesize;
 pub mod check;
 pub mod chunk;

@@ -20,8 +20,7 @@ fn main() -> ExitCode {
 }
 
 fn run(size: usize, max_bytes: usize) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
+    let mut out = cli::stdout_writer();
     let mut chunker = Chunker::new(size, max_bytes, |a: &[u8], _n: usize| {
         out.write_all(a)?;
         out.write_all(b"\n")

@@ -6,7 +6,7 @@
 //! still handled); 2 on a usage error. A closed stdout stops the run at once
 //! (nothing more is removed) and ends it quietly with status 0.
 
-use std::io::{self, BufWriter, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -32,8 +32,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         dry_run: cli.dry_run,
         now: SystemTime::now(),
     };
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut out = cli::stdout_writer();
     let summary = cull::cull(&cli.directory, &opts, &mut out, |e| cli::error(PROG, e))
         .context("writing to stdout")?;
     out.flush().context("writing to stdout")?;

@@ -8,7 +8,7 @@
 //! unreadable corner of the tree instead of silently shipping around it; 2 on
 //! a usage error. A closed stdout ends the program quietly with status 0.
 
-use std::io::{self, BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -45,8 +45,7 @@ fn list(roots: &[PathBuf], opts: &FindOptions, null: bool) -> anyhow::Result<Exi
         failed = true;
         cli::error(PROG, e);
     });
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut out = cli::stdout_writer();
     let end: &[u8] = if null { b"\0" } else { b"\n" };
     for d in &dirs {
         out.write_all(d.as_os_str().as_encoded_bytes())

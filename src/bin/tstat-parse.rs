@@ -42,7 +42,6 @@ fn main() -> ExitCode {
         instance: cli.doc.instance,
         legacy_udp: cli.doc.legacy_udp_duration,
         verbose: cli.verbose,
-        prog: PROG.into(),
         threads,
         stop: None,
         // Skipped like tstat_send does, so `| tstat-chunk` gives its arrays.
@@ -59,8 +58,7 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     let reporter = Arc::new(cli::StderrReporter::new(PROG, opts.verbose));
     let mut parser = Parser::with_reporter(opts, reporter);
-    let stdout = io::stdout();
-    let mut sink = NdjsonSink(io::BufWriter::with_capacity(1 << 17, stdout.lock()));
+    let mut sink = NdjsonSink(cli::stdout_writer());
     let mut failed = false;
     let mut one =
         |parser: &mut Parser, path: PathBuf, sink: &mut NdjsonSink<_>| -> Result<(), ParseError> {

@@ -76,15 +76,9 @@ fn main() -> ExitCode {
         return cli::usage_error(PROG, format!("--message-id-prefix: {e}"));
     }
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime::async_runtime(PROG) {
         Ok(rt) => rt,
-        Err(e) => {
-            cli::error(PROG, format!("cannot start the async runtime: {e}"));
-            return cli::Exit::Failure.into();
-        }
+        Err(code) => return code.into(),
     };
 
     // Lines are read on their own thread so publishing never waits on a

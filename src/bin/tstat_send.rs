@@ -79,8 +79,7 @@ fn main() -> ExitCode {
             legacy_udp: cli.doc.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
             verbose: cli.debug,
-            prog: PROG.into(),
-            // The publisher has the other core; one parser thread keeps up with it.
+                // The publisher has the other core; one parser thread keeps up with it.
             threads: 1,
             stop: None,
             max_doc: cli.max_bytes - 2,
@@ -113,15 +112,9 @@ fn main() -> ExitCode {
             }
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime::async_runtime(PROG) {
         Ok(rt) => rt,
-        Err(e) => {
-            cli::error(PROG, format!("cannot start the async runtime: {e}"));
-            return cli::Exit::Failure.into();
-        }
+        Err(code) => return code.into(),
     };
     let started = Instant::now();
     let quiet = cli.quiet;

@@ -171,6 +171,7 @@ pub struct ParseCli {
     /// Tstat directories or log files.
     #[arg(value_hint = clap::ValueHint::AnyPath)]
     pub paths: Vec<PathBuf>,
+    /// The document flags shared with the other programs.
     #[command(flatten)]
     pub doc: DocArgs,
     /// Protocol of a log file whose name does not tell (or of stdin `-`).
@@ -273,6 +274,7 @@ pub struct RabbitCli {
     /// The config.ini with the [rabbit] section.
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: PathBuf,
+    /// The publisher's flags shared by tstat-rabbit and tstat_send.
     #[command(flatten)]
     pub publish: runtime::PublishArgs,
     /// Give each message the id PREFIX:INDEX (INDEX = 0-based line number).
@@ -305,6 +307,7 @@ pub struct SendCli {
     /// The config.ini with the [rabbit] section (not read with -N).
     #[arg(short = 'c', long, value_name = "FILE", default_value = "./config.ini")]
     pub config: PathBuf,
+    /// The document flags shared with the other programs.
     #[command(flatten)]
     pub doc: DocArgs,
     /// Where arrays go.
@@ -353,6 +356,7 @@ pub struct SendCli {
     /// past it; a row whose document alone is larger is skipped as malformed).
     #[arg(long, value_name = "N", default_value_t = chunk::DEFAULT_MAX_BYTES, value_parser = max_bytes_arg)]
     pub max_bytes: usize,
+    /// The publisher's flags shared by tstat-rabbit and tstat_send.
     #[command(flatten)]
     pub publish: runtime::PublishArgs,
     /// Report each directory and connection.

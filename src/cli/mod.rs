@@ -200,6 +200,11 @@ pub fn usage_error(prog: &str, msg: impl std::fmt::Display) -> ExitCode {
     Exit::Usage.into()
 }
 
+/// Buffered stdout for a filter's data, one size for every program.
+pub fn stdout_writer() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::with_capacity(1 << 17, io::stdout().lock())
+}
+
 /// The host name, used as the default sensor id.
 pub fn hostname() -> String {
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/hostname") {

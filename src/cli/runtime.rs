@@ -45,6 +45,18 @@ impl PublishArgs {
     }
 }
 
+/// The single-threaded async runtime the broker-facing programs run on;
+/// `Err` when it cannot start (reported, exit 1).
+pub fn async_runtime(prog: &str) -> Result<tokio::runtime::Runtime, cli::Exit> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            cli::error(prog, format!("cannot start the async runtime: {e}"));
+            cli::Exit::Failure
+        })
+}
+
 /// A positive number of seconds, fractions allowed (`0.5`).
 pub fn seconds(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {

@@ -45,9 +45,6 @@ pub struct ParseOptions {
     pub legacy_udp: bool,
     /// Report every skipped row (as [`Event::RowSkipped`]).
     pub verbose: bool,
-    /// Program name. The parser no longer uses it (its reporter names the
-    /// program); kept until the programs stop setting it.
-    pub prog: String,
     /// Threads formatting documents of one large file (1: this thread only;
     /// see [`threads_from_env`]).
     pub threads: usize,
@@ -337,7 +334,6 @@ mod tests {
             instance: None,
             legacy_udp: false,
             verbose: false,
-            prog: "test".into(),
             threads: 1,
             stop: None,
             max_doc: usize::MAX,

@@ -151,6 +151,22 @@ impl Log {
     }
 }
 
+impl Log {
+    /// With every document read handed on (and none left to drop), the
+    /// position moves to the end of what was read.
+    fn advance(&mut self) {
+        if self.skip == 0 {
+            let (offset, line) = self.live.position();
+            self.anchor = LogPos {
+                inode: self.live.inode(),
+                offset,
+                line,
+                docs: 0,
+            };
+        }
+    }
+}
+
 /// The reader: all logs of the directory, in order, until `job.until`.
 struct Reader<'a> {
     job: &'a LiveJob,
@@ -256,15 +272,8 @@ impl Reader<'_> {
             if log.anchor.inode == 0 {
                 log.anchor.inode = log.live.inode();
             }
-            // Nothing pending: the position moves to the end of what was read.
-            if log.chunker.pending() == 0 && log.skip == 0 {
-                let (offset, line) = log.live.position();
-                log.anchor = LogPos {
-                    inode: log.live.inode(),
-                    offset,
-                    line,
-                    docs: 0,
-                };
+            if log.chunker.pending() == 0 {
+                log.advance();
             }
             if !more {
                 return Ok(());
@@ -293,16 +302,7 @@ impl Reader<'_> {
         self.logs[i].chunker.flush()?;
         self.logs[i].since = None;
         self.send(i)?;
-        let log = &mut self.logs[i];
-        if log.skip == 0 {
-            let (offset, line) = log.live.position();
-            log.anchor = LogPos {
-                inode: log.live.inode(),
-                offset,
-                line,
-                docs: 0,
-            };
-        }
+        self.logs[i].advance();
         Ok(())
     }
 }
