@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use tokio::sync::mpsc;
+
 use crate::resume::Mark;
 
 /// One message for [`publish_stream`](super::Publisher::publish_stream),
@@ -27,6 +29,36 @@ pub enum Item {
     Message(Outgoing),
     /// The producer failed; nothing more comes.
     Failed(String),
+}
+
+/// The messages of a stream: the channel a producer fills, after a first
+/// item the caller may already have taken from it (to learn whether there
+/// is any).
+#[derive(Debug)]
+pub struct Input {
+    first: Option<Item>,
+    rx: mpsc::Receiver<Item>,
+}
+
+impl Input {
+    /// `first`, then what `rx` brings.
+    pub fn new(first: Option<Item>, rx: mpsc::Receiver<Item>) -> Input {
+        Input { first, rx }
+    }
+
+    /// The next item; `None` when the producer is done.
+    pub async fn recv(&mut self) -> Option<Item> {
+        match self.first.take() {
+            Some(item) => Some(item),
+            None => self.rx.recv().await,
+        }
+    }
+}
+
+impl From<mpsc::Receiver<Item>> for Input {
+    fn from(rx: mpsc::Receiver<Item>) -> Input {
+        Input::new(None, rx)
+    }
 }
 
 impl Item {

@@ -46,12 +46,12 @@ use std::time::{Duration, SystemTime};
 
 use lapin::Confirmation;
 use lapin::tcp::RustlsConnector;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::RabbitConfig;
 pub use error::{EndpointFailure, Notice, NoticeSink, PublishError};
-pub use item::{Item, Outgoing, Recorder, StreamReport, StreamStart};
+pub use item::{Input, Item, Outgoing, Recorder, StreamReport, StreamStart};
 pub use link::config_warnings;
 use link::{Link, Pending};
 pub use queue::QueueState;
@@ -278,9 +278,10 @@ impl Publisher {
         id_prefix: Option<&'a str>,
         start: StreamStart,
         recorder: Option<&'a mut dyn Recorder>,
-        mut bodies: mpsc::Receiver<Item>,
+        bodies: impl Into<Input>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<StreamReport, PublishError> {
+        let mut bodies = bodies.into();
         let window = Window::new(
             start.index,
             start.mark,
@@ -453,7 +454,7 @@ impl Publisher {
     async fn pump(
         &mut self,
         st: &mut Stream<'_>,
-        bodies: &mut mpsc::Receiver<Item>,
+        bodies: &mut Input,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stop> {
         // Resend what a broken link left unconfirmed, in order.

@@ -12,7 +12,7 @@ use super::live::{LagRecorder, LiveGauge, LiveJob, Until, follow};
 use super::produce::{Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
 use crate::parse::{FileStats, Protocol, dir_logs};
-use crate::publish::{Item, Outgoing, PublishError, Recorder, StreamStart};
+use crate::publish::{Input, Item, Outgoing, PublishError, Recorder, StreamStart};
 use crate::metrics::LiveMetrics;
 use crate::resume::Positions;
 use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
@@ -339,19 +339,6 @@ impl Sender {
             }
             (Transport::Stdout, Some(first)) => print_all(first, rx).await,
             (Transport::Rabbit { config, publish }, Some(first)) => {
-                // The first message was taken to see whether there is any;
-                // a forwarder hands it back in front of the rest.
-                let (ftx, frx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
-                let forward = tokio::spawn(async move {
-                    if ftx.send(Item::Message(first)).await.is_err() {
-                        return;
-                    }
-                    while let Some(m) = rx.recv().await {
-                        if ftx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                });
                 let start = StreamStart {
                     index: plan.next_index,
                     mark: plan.expect,
@@ -366,16 +353,17 @@ impl Sender {
                     });
                     let recorder = lag.as_mut().map(|r| r as &mut dyn Recorder);
                     publisher
-                        .publish_stream(Some(&prefix), start, recorder, frx, shutdown.clone())
+                        .publish_stream(
+                            Some(&prefix),
+                            start,
+                            recorder,
+                            Input::new(Some(Item::Message(first)), rx),
+                            shutdown.clone(),
+                        )
                         .await
                 }
                 .await;
 
-                // Let the runtime actually drop the forwarder (and the
-                // receiver it holds) before the blocking join below: a
-                // parser still sending would otherwise wait for ever.
-                forward.abort();
-                let _ = forward.await;
                 let progress = dir.join(PROGRESS_FILE).display().to_string();
                 match result {
                     Ok(report) => Ok(PublishOutcome {
