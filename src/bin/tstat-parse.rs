@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use tstat_transport::cli::args::ProtocolArg;
 use tstat_transport::find::{self, FindOptions};
-use tstat_transport::parse::{self, NdjsonSink, ParseError, ParseOptions, Parser, Protocol};
+use tstat_transport::follow::docs::{self, LiveSink, Target};
+use tstat_transport::parse::{
+    self, FlowSink, NdjsonSink, ParseError, ParseOptions, Parser, Protocol,
+};
 use tstat_transport::{chunk, cli};
 
 const PROG: &str = "tstat-parse";
@@ -25,7 +28,11 @@ fn main() -> ExitCode {
         ProtocolArg::Tcp => Protocol::Tcp,
         ProtocolArg::Udp => Protocol::Udp,
     });
-    if cli.paths.iter().any(|p| p.as_os_str() == "-") && protocol.is_none() {
+    let follow = match cli.follow_path() {
+        Ok(f) => f,
+        Err(msg) => return cli::usage_error(PROG, msg),
+    };
+    if follow.is_none() && cli.paths.iter().any(|p| p.as_os_str() == "-") && protocol.is_none() {
         return cli::usage_error(
             PROG,
             "reading a log from stdin ('-') needs --protocol tcp|udp",
@@ -47,7 +54,67 @@ fn main() -> ExitCode {
         // Skipped like tstat_send does, so `| tstat-chunk` gives its arrays.
         max_doc: chunk::DEFAULT_MAX_BYTES - 2,
     };
+    if let Some((path, tree)) = follow {
+        return cli::finish(PROG, run_follow(&path, tree, protocol, opts));
+    }
     cli::finish(PROG, run(cli.paths, cli.null, protocol, opts))
+}
+
+/// `--follow`: documents as Tstat writes rows, until a signal or (for a
+/// directory or a log) Tstat rotating away from it.
+fn run_follow(
+    path: &Path,
+    tree: bool,
+    protocol: Option<Protocol>,
+    opts: ParseOptions,
+) -> anyhow::Result<ExitCode> {
+    let stop = cli::stop::on_signals()?;
+    let reporter = Arc::new(cli::StderrReporter::new(PROG, opts.verbose));
+    let target = Target::from_path(path, protocol, tree)?;
+    let mut parser = Parser::with_reporter(opts, reporter.clone());
+    let stdout = io::stdout();
+    let mut sink = Stdout(NdjsonSink(io::BufWriter::with_capacity(
+        1 << 17,
+        stdout.lock(),
+    )));
+    let done = docs::follow(&target, &mut parser, &mut sink, stop, &*reporter);
+    // What was parsed is printed, however it ended (not on a closed stdout).
+    let flushed = sink.0.0.flush();
+    let done = done?;
+    flushed?;
+    let exit = if done.failed {
+        cli::Exit::Failure
+    } else {
+        cli::Exit::Ok
+    };
+    let exit = match cli::stop::stopped_by() {
+        Some(signal) if done.stopped => exit.merge(signal),
+        _ => exit,
+    };
+    Ok(exit.into())
+}
+
+/// stdout for `--follow`: flushed after each look that printed, and
+/// checked for a reader that went away during a look that did not.
+struct Stdout<W: Write>(NdjsonSink<W>);
+
+impl<W: Write> FlowSink for Stdout<W> {
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        self.0.flow(doc)
+    }
+
+    fn flows(&mut self, ndjson: &[u8]) -> io::Result<()> {
+        self.0.flows(ndjson)
+    }
+}
+
+impl<W: Write> LiveSink for Stdout<W> {
+    fn polled(&mut self, wrote: bool) -> io::Result<()> {
+        if !wrote && cli::stop::stdout_closed() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.0.polled(wrote)
+    }
 }
 
 fn run(

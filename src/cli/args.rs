@@ -40,11 +40,15 @@ Examples:
   tstat-find /var/lib/tstat | tstat-parse -S sensor1 | tstat-chunk
   tstat-find --all /var/lib/tstat | tstat-parse   a whole tree (tstat-parse reads directories, not trees)
   zcat old/log_udp_complete.gz | tstat-parse --protocol udp -
+  tstat-parse --follow -b 0 /var/lib/tstat | jq .   flows as Tstat writes them, across rotations
 
 Exit status:
-  0  every input was read completely (malformed rows are skipped and counted, not errors)
-  1  an input could not be read, has no usable header, or is a truncated .gz
-  2  usage error
+  0    every input was read completely (malformed rows are skipped and counted, not errors);
+       --follow: Tstat rotated away from the followed directory or log
+  1    an input could not be read, has no usable header, or is a truncated .gz
+       (--follow: a gzipped log, which cannot be followed)
+  2    usage error
+  130  --follow interrupted by SIGINT, 143 by SIGTERM (what was parsed is printed)
 A closed stdout (tstat-parse … | head) ends it quietly with status 0.
 
 See also: tstat-find(1), tstat-chunk(1), tstat_send(1).
@@ -183,6 +187,42 @@ pub struct ParseCli {
     /// Paths on stdin end with NUL instead of a newline (`tstat-find -0`).
     #[arg(short = '0', long, conflicts_with = "paths")]
     pub null: bool,
+    /// Keep printing documents as Tstat writes rows, like `tail -f` (one
+    /// PATH). A Tstat directory or a log is followed until Tstat rotates to
+    /// a newer directory (then read to its end); a tree (a directory that
+    /// is not a Tstat directory) as with --tree. A row is printed once its
+    /// line is complete; Ctrl-C stops.
+    #[arg(long, conflicts_with = "null")]
+    pub follow: bool,
+    /// Follow the newest Tstat directory below ROOT and, each time Tstat
+    /// rotates, the next one, until stopped (implies --follow).
+    #[arg(long, value_name = "ROOT", conflicts_with_all = ["paths", "null"], value_hint = clap::ValueHint::DirPath)]
+    pub tree: Option<PathBuf>,
+}
+
+impl ParseCli {
+    /// What `--follow`/`--tree` asks for: the one path to follow and whether
+    /// it must be a tree; `None` without them; a usage error when the paths
+    /// do not fit (none, several, stdin).
+    pub fn follow_path(&self) -> Result<Option<(PathBuf, bool)>, String> {
+        if let Some(root) = &self.tree {
+            return Ok(Some((root.clone(), true)));
+        }
+        if !self.follow {
+            return Ok(None);
+        }
+        match &self.paths[..] {
+            [] => Err("--follow needs a Tstat directory, a log file or a tree to follow".into()),
+            [p] if p.as_os_str() == "-" => {
+                Err("--follow reads a Tstat directory or log file, not stdin ('-')".into())
+            }
+            [p] => Ok(Some((p.clone(), false))),
+            more => Err(format!(
+                "--follow follows one path, got {}; run one tstat-parse --follow per path",
+                more.len()
+            )),
+        }
+    }
 }
 
 /// What the flow documents carry and which flows are kept: the flags
@@ -478,6 +518,42 @@ mod tests {
                 .null
         );
         assert!(ParseCli::try_parse_from(["tstat-parse", "-0", "d"]).is_err());
+    }
+
+    #[test]
+    fn follow_takes_one_path_or_a_tree() {
+        let follow = |args: &[&str]| {
+            ParseCli::try_parse_from(args)
+                .map_err(|e| e.kind())
+                .map(|c| c.follow_path())
+        };
+        assert_eq!(
+            follow(&["tstat-parse", "--follow", "-b", "0", "d"]),
+            Ok(Ok(Some((PathBuf::from("d"), false))))
+        );
+        assert_eq!(
+            follow(&["tstat-parse", "--tree", "r"]),
+            Ok(Ok(Some((PathBuf::from("r"), true))))
+        );
+        assert_eq!(
+            follow(&["tstat-parse", "--follow", "--tree", "r"]),
+            Ok(Ok(Some((PathBuf::from("r"), true))))
+        );
+        assert_eq!(follow(&["tstat-parse", "d"]), Ok(Ok(None)));
+        for args in [
+            &["tstat-parse", "--follow"][..],
+            &["tstat-parse", "--follow", "-"],
+            &["tstat-parse", "--follow", "a", "b"],
+        ] {
+            assert!(matches!(follow(args), Ok(Err(_))), "{args:?}");
+        }
+        for args in [
+            &["tstat-parse", "--follow", "-0"][..],
+            &["tstat-parse", "--tree", "r", "d"],
+            &["tstat-parse", "--tree", "r", "-0"],
+        ] {
+            assert!(follow(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

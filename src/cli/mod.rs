@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bar;
 pub mod runtime;
+pub mod stop;
 
 use std::io;
 use std::process::ExitCode;

@@ -1,8 +1,10 @@
 //! Reading Tstat logs while Tstat writes them (design §12): complete rows
 //! only, from a recorded position, across a log deleted and created again
 //! (Tstat restarted within the hour), and noticing when Tstat rotates to a
-//! new directory. It reads and parses; it never publishes.
+//! new directory. It reads and parses; it never publishes. [`docs`] is the
+//! loop `tstat-parse --follow` runs over it.
 
+pub mod docs;
 mod tail;
 
 use std::fs::File;

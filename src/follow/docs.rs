@@ -1,0 +1,645 @@
+//! Flow documents of the logs Tstat is writing, as they are written
+//! (`tstat-parse --follow`, design §12.1): the loop that looks at a log, a
+//! directory or the newest directory of a tree every [`POLL`], hands the
+//! documents of complete rows to a sink, and moves on to the next directory
+//! when Tstat rotates. It never prints: documents go to the sink, errors and
+//! warnings to a [`Reporter`]; it stops when the caller's flag is set.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{LiveLog, Step};
+use crate::find;
+use crate::parse::{FileStats, FlowSink, NdjsonSink, ParseError, Parser, Protocol};
+use crate::report::{Event, Reporter};
+use crate::resume::LogPos;
+
+/// How often the logs are looked at: rows appear within this of being
+/// written, and an idle follower wakes five times a second.
+pub const POLL: Duration = Duration::from_millis(200);
+/// How often the parent directory is listed for a newer Tstat directory (a
+/// directory listing costs more than a look at two open files).
+pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// How often a tree without a Tstat directory yet is walked again.
+pub const TREE_WAIT: Duration = Duration::from_secs(1);
+
+/// A sink that is told when a look at the logs is over, so that what it
+/// holds can be flushed then: once per poll, not once per document.
+pub trait LiveSink: FlowSink {
+    /// A look at the logs is over; `wrote`: documents came since the last
+    /// call. An error (a closed stdout) ends the follow.
+    fn polled(&mut self, wrote: bool) -> io::Result<()>;
+}
+
+impl<W: Write> LiveSink for NdjsonSink<W> {
+    fn polled(&mut self, wrote: bool) -> io::Result<()> {
+        if wrote { self.0.flush() } else { Ok(()) }
+    }
+}
+
+/// What to follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One log file. It ends when the Tstat directory holding it rotates.
+    Log {
+        /// The log.
+        path: PathBuf,
+        /// Its protocol.
+        proto: Protocol,
+    },
+    /// A Tstat directory: its TCP and its UDP log. It ends when Tstat
+    /// rotates to a newer directory beside it.
+    Dir(PathBuf),
+    /// A tree: the newest Tstat directory below it, then each newer one as
+    /// Tstat rotates, until stopped.
+    Tree(PathBuf),
+}
+
+impl Target {
+    /// What a path on the command line names: a file is a log (`proto`, or
+    /// its name tells), a directory named `*.out` or holding Tstat logs is a
+    /// Tstat directory, any other directory a tree (also with `tree`).
+    pub fn from_path(
+        path: &Path,
+        proto: Option<Protocol>,
+        tree: bool,
+    ) -> Result<Target, FollowError> {
+        let meta = std::fs::metadata(path).map_err(|source| FollowError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if tree {
+            return if meta.is_dir() {
+                Ok(Target::Tree(path.to_path_buf()))
+            } else {
+                Err(FollowError::NotTree(path.to_path_buf()))
+            };
+        }
+        if !meta.is_dir() {
+            if path.extension().is_some_and(|e| e == "gz") {
+                return Err(FollowError::Gzipped(path.to_path_buf()));
+            }
+            return match proto.or_else(|| Protocol::from_file_name(path)) {
+                Some(proto) => Ok(Target::Log {
+                    path: path.to_path_buf(),
+                    proto,
+                }),
+                None => Err(FollowError::Protocol(path.to_path_buf())),
+            };
+        }
+        let named_out = path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().ends_with(b".out"));
+        if named_out || find::is_tstat_dir(path).unwrap_or(false) {
+            Ok(Target::Dir(path.to_path_buf()))
+        } else {
+            Ok(Target::Tree(path.to_path_buf()))
+        }
+    }
+}
+
+/// Why following could not start or go on. Rows and files that fail are
+/// reported and counted, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// A gzipped log is only readable once Tstat has closed it.
+    #[error("{}: a gzipped log (tstat -Z) cannot be followed; parse it when Tstat has rotated", .0.display())]
+    Gzipped(PathBuf),
+    /// A log whose name does not say TCP or UDP.
+    #[error("{}: cannot tell TCP from UDP by the file name; use --protocol tcp|udp", .0.display())]
+    Protocol(PathBuf),
+    /// `--tree` names something that is not a directory.
+    #[error("{}: not a directory; --tree follows the Tstat directories below a directory", .0.display())]
+    NotTree(PathBuf),
+    /// A path to follow, or the directory listing that shows rotation,
+    /// cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The sink failed (a closed stdout): the follow ends.
+    #[error(transparent)]
+    Output(ParseError),
+}
+
+impl FollowError {
+    /// True when the sink failed rather than the input.
+    pub fn is_output(&self) -> bool {
+        matches!(self, FollowError::Output(_))
+    }
+}
+
+/// How a follow ended (when it did not fail).
+#[derive(Debug, Default)]
+pub struct Followed {
+    /// Counts over every log read.
+    pub stats: FileStats,
+    /// A log could not be read (its error was reported); the others were
+    /// followed on.
+    pub failed: bool,
+    /// The stop flag ended it (rather than Tstat rotating away from a
+    /// followed log or directory).
+    pub stopped: bool,
+}
+
+/// Follows `target`, handing the documents of every complete row to `sink`
+/// as rows are written, until `stop` is set or (for a log or a directory)
+/// Tstat rotates away from it, at which point it is read to its end first.
+/// `parser` turns rows into documents (and reports skipped rows);
+/// `reporter` gets each log's counts, file errors and notices.
+pub fn follow<S: LiveSink>(
+    target: &Target,
+    parser: &mut Parser,
+    sink: &mut S,
+    stop: &AtomicBool,
+    reporter: &dyn Reporter,
+) -> Result<Followed, FollowError> {
+    let mut f = Follower {
+        parser,
+        sink,
+        stop,
+        reporter,
+        done: Followed::default(),
+    };
+    match target {
+        Target::Log { path, proto } => {
+            let dir = path
+                .parent()
+                .filter(|d| find::is_tstat_dir(d).unwrap_or(false));
+            f.dir(&[(path.clone(), *proto)], dir)?;
+        }
+        Target::Dir(dir) => {
+            let logs = super::live_logs(dir).map_err(FollowError::Gzipped)?;
+            f.dir(&logs, Some(dir))?;
+        }
+        Target::Tree(root) => f.tree(root)?,
+    }
+    Ok(f.done)
+}
+
+/// How following one directory ended.
+enum DirEnd {
+    /// Tstat rotated away from it; it was read to its end.
+    Rotated,
+    /// The stop flag was set.
+    Stopped,
+}
+
+/// One followed log.
+struct Live {
+    log: LiveLog,
+    path: PathBuf,
+    proto: Protocol,
+    name: String,
+    stats: FileStats,
+}
+
+struct Follower<'a, S> {
+    parser: &'a mut Parser,
+    sink: &'a mut S,
+    stop: &'a AtomicBool,
+    reporter: &'a dyn Reporter,
+    done: Followed,
+}
+
+impl<S: LiveSink> Follower<'_, S> {
+    fn stopped(&mut self) -> bool {
+        let s = self.stop.load(Ordering::Relaxed);
+        self.done.stopped |= s;
+        s
+    }
+
+    /// Sleeps `d` unless stopped first (looked at every [`POLL`]).
+    fn nap(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopped() {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            std::thread::sleep((end - now).min(POLL));
+        }
+    }
+
+    /// The newest Tstat directory below `root`, then the next one each time
+    /// Tstat rotates, until stopped.
+    fn tree(&mut self, root: &Path) -> Result<(), FollowError> {
+        let mut next: Option<PathBuf> = None;
+        let mut noted = false;
+        let mut waiting = false;
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            let dir = match next.take() {
+                Some(d) => d,
+                None => {
+                    let live = super::live_dirs(root);
+                    let Some(newest) = live.first() else {
+                        if !waiting {
+                            waiting = true;
+                            self.reporter.info(&format_args!(
+                                "{}: no Tstat directory being written below it yet; waiting",
+                                root.display()
+                            ));
+                        }
+                        // Keep a closed stdout from waiting unnoticed.
+                        self.sink.polled(false).map_err(output)?;
+                        self.nap(TREE_WAIT);
+                        continue;
+                    };
+                    if live.len() > 1 && !noted {
+                        noted = true;
+                        let others: Vec<String> =
+                            live[1..].iter().map(|d| d.display().to_string()).collect();
+                        self.reporter.warning(&format_args!(
+                            "several directories are being written; following the newest, {}, \
+                             not {}",
+                            newest.display(),
+                            others.join(", ")
+                        ));
+                    }
+                    newest.clone()
+                }
+            };
+            waiting = false;
+            let logs = super::live_logs(&dir).map_err(FollowError::Gzipped)?;
+            self.reporter
+                .info(&format_args!("{}: following", dir.display()));
+            match self.dir(&logs, Some(&dir))? {
+                DirEnd::Stopped => return Ok(()),
+                DirEnd::Rotated => next = successor(&dir)?,
+            }
+        }
+    }
+
+    /// Follows `logs` until stopped or, with `dir`, until Tstat rotates away
+    /// from `dir` (then to their end).
+    fn dir(
+        &mut self,
+        logs: &[(PathBuf, Protocol)],
+        dir: Option<&Path>,
+    ) -> Result<DirEnd, FollowError> {
+        let mut lives = Vec::new();
+        for (path, proto) in logs {
+            lives.push(self.open(path, *proto));
+        }
+        let mut last_check: Option<Instant> = None;
+        let end = loop {
+            if self.stopped() {
+                break DirEnd::Stopped;
+            }
+            // Looked at before the logs are read: rows written before the
+            // rotation are then all on disk and read below.
+            let finished = match dir {
+                Some(d) if last_check.is_none_or(|t| t.elapsed() >= ROTATION_CHECK) => {
+                    last_check = Some(Instant::now());
+                    super::rotated(d).map_err(|source| FollowError::Io {
+                        path: d.to_path_buf(),
+                        source,
+                    })?
+                }
+                _ => false,
+            };
+            let mut wrote = false;
+            for live in &mut lives {
+                wrote |= self.read(live, finished)?;
+            }
+            self.sink.polled(wrote).map_err(output)?;
+            if finished {
+                if let Some(d) = dir {
+                    self.reporter.info(&format_args!(
+                        "{}: Tstat rotated to a newer directory; read to its end",
+                        d.display()
+                    ));
+                }
+                break DirEnd::Rotated;
+            }
+            std::thread::sleep(POLL);
+        };
+        for live in lives.iter().flatten() {
+            self.parser.report_file(&live.name, &live.stats);
+        }
+        Ok(end)
+    }
+
+    /// Starts following a log from its start.
+    fn open(&mut self, path: &Path, proto: Protocol) -> Option<Live> {
+        match LiveLog::new(path, proto, LogPos::default()) {
+            Ok((log, _)) => Some(Live {
+                log,
+                path: path.to_path_buf(),
+                proto,
+                name: path.display().to_string(),
+                stats: FileStats::default(),
+            }),
+            Err(e) => {
+                self.failed(&e);
+                None
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &ParseError) {
+        self.reporter.report(Event::FileFailed { error: e });
+        self.done.failed = true;
+    }
+
+    /// Parses what `slot`'s log has (to its end when `finished`); true when
+    /// documents were handed to the sink. A log that fails is reported and
+    /// dropped.
+    fn read(&mut self, slot: &mut Option<Live>, finished: bool) -> Result<bool, FollowError> {
+        let mut wrote = false;
+        loop {
+            let Some(live) = slot.as_mut() else {
+                return Ok(wrote);
+            };
+            if self.stopped() {
+                return Ok(wrote);
+            }
+            let step = match live.log.read(finished) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.failed(&e);
+                    self.parser.report_file(&live.name, &live.stats);
+                    *slot = None;
+                    return Ok(wrote);
+                }
+            };
+            let rows = match step {
+                Step::Rows(rows) => rows,
+                Step::Replaced => {
+                    self.reporter.warning(&format_args!(
+                        "{}: the file was replaced (Tstat restarted?): the old one was read to \
+                         its end; reading the new one from its start",
+                        live.name
+                    ));
+                    self.parser.report_file(&live.name, &live.stats);
+                    let (path, proto) = (live.path.clone(), live.proto);
+                    *slot = self.open(&path, proto);
+                    continue;
+                }
+            };
+            if rows.truncated > 0 {
+                let line = rows.first_line + memchr::memchr_iter(b'\n', rows.lines).count() as u64;
+                live.stats.skipped_rows += 1;
+                live.stats.first_problem_line.get_or_insert(line);
+                self.reporter.report(Event::RowSkipped {
+                    file: &live.name,
+                    line,
+                    why: "truncated last line (no newline when Tstat rotated)",
+                });
+            }
+            if let Some(header) = rows.header
+                && !rows.lines.is_empty()
+            {
+                let st = self
+                    .parser
+                    .parse_lines(header, &live.name, rows.lines, rows.first_line, self.sink)
+                    .map_err(FollowError::Output)?;
+                wrote |= st.flows > 0;
+                live.stats.add(&st);
+                if live.stats.first_problem_line.is_none() {
+                    live.stats.first_problem_line = st.first_problem_line;
+                }
+                self.done.stats.add(&st);
+            }
+            if rows.truncated > 0 {
+                self.done.stats.skipped_rows += 1;
+            }
+            if !rows.more {
+                return Ok(wrote);
+            }
+        }
+    }
+}
+
+fn output(e: io::Error) -> FollowError {
+    FollowError::Output(ParseError::Output(e))
+}
+
+/// The Tstat directory Tstat wrote after `dir`: the oldest one newer than
+/// it beside it (so none is skipped when Tstat rotated twice meanwhile).
+fn successor(dir: &Path) -> Result<Option<PathBuf>, FollowError> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(None);
+    };
+    let ours = find::name_key(name).into_owned();
+    let entries = std::fs::read_dir(parent).map_err(|source| FollowError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let mut best: Option<(Vec<u8>, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let key = find::name_key(&entry.file_name()).into_owned();
+        if key > ours
+            && best.as_ref().is_none_or(|(b, _)| key < *b)
+            && find::is_tstat_dir(&entry.path()).unwrap_or(false)
+        {
+            best = Some((key, entry.path()));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::ParseOptions;
+    use crate::report::Collect;
+    use std::sync::Arc;
+
+    const HEADER: &str = "#c_ip:1 c_port:2 c_first_abs:3 c_durat:4 c_bytes_all:5 c_pkts_all:6 \
+        c_isint:7 c_iscrypto:8 c_type:9 s_ip:10 s_port:11 s_first_abs:12 s_durat:13 \
+        s_bytes_all:14 s_pkts_all:15 s_isint:16 s_iscrypto:17 s_type:18 fqdn:19 quic_SNI:20 \
+        quic_UA:21 quic_c_vers:22 quic_s_vers:23 quic_zero_rtt:24\n";
+
+    fn row(port: u32) -> String {
+        format!(
+            "10.0.0.1 {port} 1717834695000.0 1.5 100 2 0 0 0 10.0.0.2 53 1717834695000.0 1.5 \
+             200 3 0 0 0 - - - - - -\n"
+        )
+    }
+
+    fn parser() -> Parser {
+        Parser::new(ParseOptions {
+            threshold: 0,
+            sensor: "s".into(),
+            instance: None,
+            legacy_udp: false,
+            verbose: false,
+            prog: "test".into(),
+            threads: 1,
+            stop: None,
+            max_doc: 1 << 20,
+        })
+    }
+
+    /// A sink that sets the stop flag once it has seen `want` documents.
+    struct Until<'a> {
+        docs: Vec<String>,
+        polls: usize,
+        want: usize,
+        stop: &'a AtomicBool,
+    }
+
+    impl FlowSink for Until<'_> {
+        fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+            self.docs.push(String::from_utf8_lossy(doc).into_owned());
+            Ok(())
+        }
+    }
+
+    impl LiveSink for Until<'_> {
+        fn polled(&mut self, _: bool) -> io::Result<()> {
+            self.polls += 1;
+            if self.docs.len() >= self.want {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+
+    fn ports(docs: &[String]) -> Vec<u64> {
+        docs.iter()
+            .map(|d| {
+                let v: serde_json::Value = serde_json::from_str(d).unwrap();
+                v["meta"]["src_port"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_is_read_to_its_end_when_tstat_rotates() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("2026_01_01_00_00.out");
+        std::fs::create_dir(&dir).unwrap();
+        let udp = dir.join("log_udp_complete");
+        // The last row has no newline yet when Tstat rotates: skipped.
+        std::fs::write(&udp, format!("{HEADER}{}{}10.0.0.1 7", row(1), row(2))).unwrap();
+        std::fs::create_dir(root.path().join("2026_01_01_01_00.out")).unwrap();
+        std::fs::write(
+            root.path().join("2026_01_01_01_00.out/log_udp_complete"),
+            HEADER,
+        )
+        .unwrap();
+        let stop = AtomicBool::new(false);
+        let mut sink = Until {
+            docs: vec![],
+            polls: 0,
+            want: usize::MAX,
+            stop: &stop,
+        };
+        let collect = Arc::new(Collect::default());
+        let mut p = parser();
+        let done = follow(
+            &Target::Dir(dir.clone()),
+            &mut p,
+            &mut sink,
+            &stop,
+            &*collect,
+        )
+        .unwrap();
+        assert!(!done.stopped && !done.failed);
+        assert_eq!(done.stats.rows, 2);
+        assert_eq!(done.stats.skipped_rows, 1);
+        // Each row is two documents (one per direction).
+        assert_eq!(ports(&sink.docs), [1, 53, 2, 53]);
+        assert_eq!(sink.polls, 1);
+    }
+
+    #[test]
+    fn a_tree_starts_at_its_newest_directory_and_rotation_skips_none() {
+        let root = tempfile::tempdir().unwrap();
+        let names = ["2026_01_01_00_00.out", "2026_01_01_01_00.out"];
+        for (i, n) in names.iter().enumerate() {
+            let d = root.path().join(n);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(
+                d.join("log_udp_complete"),
+                format!("{HEADER}{}", row(i as u32)),
+            )
+            .unwrap();
+        }
+        // The first one is followed (not yet rotated) only until a newer one
+        // appears; then the newer ones in order.
+        let first = root.path().join(names[0]);
+        assert_eq!(successor(&first).unwrap(), Some(root.path().join(names[1])));
+        assert_eq!(successor(&root.path().join(names[1])).unwrap(), None);
+        let stop = AtomicBool::new(false);
+        let mut sink = Until {
+            docs: vec![],
+            polls: 0,
+            want: 2,
+            stop: &stop,
+        };
+        let collect = Arc::new(Collect::default());
+        let mut p = parser();
+        let done = follow(
+            &Target::Tree(root.path().to_path_buf()),
+            &mut p,
+            &mut sink,
+            &stop,
+            &*collect,
+        )
+        .unwrap();
+        assert!(done.stopped);
+        // The newest directory is where a tree starts.
+        assert_eq!(ports(&sink.docs), [1, 53]);
+    }
+
+    #[test]
+    fn targets_from_paths() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("2026_01_01_00_00.out");
+        std::fs::create_dir(&dir).unwrap();
+        let gz = dir.join("log_tcp_complete.gz");
+        std::fs::write(&gz, b"").unwrap();
+        assert_eq!(
+            Target::from_path(&dir, None, false).unwrap(),
+            Target::Dir(dir.clone())
+        );
+        assert_eq!(
+            Target::from_path(root.path(), None, false).unwrap(),
+            Target::Tree(root.path().to_path_buf())
+        );
+        assert_eq!(
+            Target::from_path(&dir, None, true).unwrap(),
+            Target::Tree(dir.clone())
+        );
+        let e = Target::from_path(&gz, None, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: a gzipped log (tstat -Z) cannot be followed; parse it when Tstat has rotated",
+                gz.display()
+            )
+        );
+        let stop = AtomicBool::new(false);
+        let mut sink = NdjsonSink(Vec::new());
+        let e = follow(
+            &Target::Dir(dir),
+            &mut parser(),
+            &mut sink,
+            &stop,
+            &crate::report::Silent,
+        )
+        .unwrap_err();
+        assert!(matches!(e, FollowError::Gzipped(p) if p == gz));
+        let other = root.path().join("notes");
+        std::fs::write(&other, b"").unwrap();
+        assert!(matches!(
+            Target::from_path(&other, None, false),
+            Err(FollowError::Protocol(_))
+        ));
+        assert!(matches!(
+            Target::from_path(&other, Some(Protocol::Udp), false),
+            Ok(Target::Log { .. })
+        ));
+    }
+}
