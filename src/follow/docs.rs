@@ -473,7 +473,6 @@ mod tests {
             instance: None,
             legacy_udp: false,
             verbose: false,
-            prog: "test".into(),
             threads: 1,
             stop: None,
             max_doc: 1 << 20,
