@@ -79,7 +79,6 @@ fn fixture_rows(path: &str) -> Result<Vec<(Vec<u8>, u64)>, String> {
         instance: None,
         legacy_udp: false,
         verbose: false,
-        prog: "follow-lag".into(),
         threads: 1,
         stop: None,
         max_doc: usize::MAX,
