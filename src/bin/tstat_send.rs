@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             legacy_udp: cli.doc.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
             verbose: cli.debug,
-                // The publisher has the other core; one parser thread keeps up with it.
+            // The publisher has the other core; one parser thread keeps up with it.
             threads: 1,
             stop: None,
             max_doc: cli.max_bytes - 2,

@@ -373,7 +373,16 @@ impl<S: LiveSink> Follower<'_, S> {
             };
             let rows = match step {
                 Step::Rows(rows) => rows,
-                Step::Replaced => {
+                Step::Replaced { truncated } => {
+                    if let Some(line) = truncated {
+                        live.stats.skipped_rows += 1;
+                        live.stats.first_problem_line.get_or_insert(line);
+                        self.reporter.report(Event::RowSkipped {
+                            file: &live.name,
+                            line,
+                            why: "truncated last line (the file was replaced part-way through it)",
+                        });
+                    }
                     self.reporter.warning(&format_args!(
                         "{}: the file was replaced (Tstat restarted?): the old one was read to \
                          its end; reading the new one from its start",
@@ -386,7 +395,7 @@ impl<S: LiveSink> Follower<'_, S> {
                 }
             };
             if rows.truncated > 0 {
-                let line = rows.first_line + memchr::memchr_iter(b'\n', rows.lines).count() as u64;
+                let line = rows.truncated_line;
                 live.stats.skipped_rows += 1;
                 live.stats.first_problem_line.get_or_insert(line);
                 self.reporter.report(Event::RowSkipped {

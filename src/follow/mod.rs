@@ -43,7 +43,11 @@ pub enum Step<'a> {
     Rows(Rows<'a>),
     /// The file was replaced (deleted and created again) after what it held
     /// was read; follow the new one with [`LiveLog::new`] from position 0.
-    Replaced,
+    Replaced {
+        /// Line number of a last row the old file holds without its newline
+        /// (Tstat stopped part-way through it): a truncated row.
+        truncated: Option<u64>,
+    },
 }
 
 /// Rows read from a live log, for [`crate::parse::Parser::parse_lines`].
@@ -58,6 +62,8 @@ pub struct Rows<'a> {
     /// Bytes of an unterminated last line of a finished log (not in
     /// `lines`; a truncated row).
     pub truncated: usize,
+    /// That line's number.
+    pub truncated_line: u64,
     /// The log holds more: read again at once.
     pub more: bool,
 }
@@ -83,8 +89,10 @@ impl LiveLog {
         };
         if pos.offset == 0 {
             log.tail = Tail::new(path, pos.inode, 0);
-            let replaced =
-                pos.inode != 0 && std::fs::metadata(path).is_ok_and(|m| m.ino() != pos.inode);
+            // Only a position with something read before it can be lost.
+            let replaced = pos.inode != 0
+                && pos.docs > 0
+                && std::fs::metadata(path).is_ok_and(|m| m.ino() != pos.inode);
             return Ok((log, replaced));
         }
         let meta = match std::fs::metadata(path) {
@@ -136,7 +144,10 @@ impl LiveLog {
             source,
         };
         let (more, truncated) = match self.tail.poll(&mut self.block).map_err(io_err)? {
-            Polled::Replaced => return Ok(Step::Replaced),
+            Polled::Replaced => {
+                let truncated = (self.tail.take_partial() > 0).then_some(self.line);
+                return Ok(Step::Replaced { truncated });
+            }
             Polled::Lines { more, .. } if more || !finished => (more, 0),
             Polled::Lines { .. } => (false, self.tail.take_partial()),
         };
@@ -156,6 +167,7 @@ impl LiveLog {
             lines,
             first_line,
             truncated,
+            truncated_line: first_line + count,
             more,
         }))
     }
@@ -220,4 +232,66 @@ pub fn live_logs(dir: &Path) -> Result<[(PathBuf, Protocol); 2], PathBuf> {
         }
     }
     Ok(LOGS.map(|(name, proto)| (dir.join(name), proto)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/real-3.3/2024_06_08_09_10.out/log_tcp_complete");
+        std::fs::read(p).expect("fixture")
+    }
+
+    #[test]
+    fn a_replaced_log_reports_its_unfinished_last_row() {
+        let data = fixture();
+        let ends: Vec<usize> = memchr::memchr_iter(b'\n', &data).map(|i| i + 1).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log_tcp_complete");
+        // Header, two rows, half of the third.
+        std::fs::write(&path, &data[..ends[2] + 10]).expect("write");
+        let (mut log, replaced) =
+            LiveLog::new(&path, Protocol::Tcp, LogPos::default()).expect("open");
+        assert!(!replaced);
+        match log.read(false).expect("read") {
+            Step::Rows(r) => {
+                assert!(r.header.is_some());
+                assert_eq!(r.first_line, 2);
+                assert_eq!(r.lines, &data[ends[0]..ends[2]]);
+            }
+            Step::Replaced { .. } => panic!("not replaced yet"),
+        }
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::write(&path, &data[..ends[1]]).expect("new file");
+        match log.read(false).expect("read") {
+            Step::Replaced { truncated } => assert_eq!(truncated, Some(4)),
+            Step::Rows(r) => panic!("{} bytes read from the old file", r.lines.len()),
+        }
+    }
+
+    #[test]
+    fn a_recorded_position_of_another_file_is_said_to_be_replaced() {
+        let data = fixture();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log_tcp_complete");
+        std::fs::write(&path, &data).expect("write");
+        let inode = std::fs::metadata(&path).expect("stat").ino();
+        let at = |inode, offset, docs| LogPos {
+            inode,
+            offset,
+            line: 1,
+            docs,
+        };
+        let (_, replaced) = LiveLog::new(&path, Protocol::Tcp, at(inode, 0, 3)).expect("open");
+        assert!(!replaced);
+        let (_, replaced) = LiveLog::new(&path, Protocol::Tcp, at(inode + 1, 0, 0)).expect("open");
+        assert!(!replaced, "nothing was read of the other file");
+        let (_, replaced) = LiveLog::new(&path, Protocol::Tcp, at(inode + 1, 0, 3)).expect("open");
+        assert!(replaced);
+        let (_, replaced) =
+            LiveLog::new(&path, Protocol::Tcp, at(inode, data.len() as u64 + 1, 0)).expect("open");
+        assert!(replaced, "shorter than the position");
+    }
 }

@@ -3,12 +3,12 @@
 //! carrying the position of every log after it.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -244,13 +244,26 @@ impl Reader<'_> {
             let name = live.name().to_string();
             self.read_at = Instant::now();
             let rows = match live.read(finished)? {
-                Step::Replaced => return self.replace(i),
+                Step::Replaced { truncated } => {
+                    if let Some(line) = truncated {
+                        self.truncated(&name, line, "the file was replaced part-way through it");
+                    }
+                    // The new file is read at once: at rotation there is
+                    // no later look.
+                    self.replace(i)?;
+                    continue;
+                }
                 Step::Rows(rows) => rows,
             };
             let more = rows.more;
             if rows.truncated > 0 {
                 stats.skipped_rows += 1;
-                stats.first_problem_line.get_or_insert(rows.first_line);
+                stats.first_problem_line.get_or_insert(rows.truncated_line);
+                self.job.reporter.report(Event::RowSkipped {
+                    file: &name,
+                    line: rows.truncated_line,
+                    why: "truncated last line (no newline when Tstat rotated)",
+                });
             }
             if let Some(header) = rows.header
                 && !rows.lines.is_empty()
@@ -273,12 +286,24 @@ impl Reader<'_> {
                 log.anchor.inode = log.live.inode();
             }
             if log.chunker.pending() == 0 {
+                log.since = None;
                 log.advance();
             }
             if !more {
                 return Ok(());
             }
         }
+    }
+
+    /// Counts a row a log ended part-way through.
+    fn truncated(&mut self, name: &str, line: u64, why: &str) {
+        self.stats.skipped_rows += 1;
+        self.stats.first_problem_line.get_or_insert(line);
+        self.job.reporter.report(Event::RowSkipped {
+            file: name,
+            line,
+            why: &format!("truncated last line ({why})"),
+        });
     }
 
     /// The log was deleted and created again: what the old file held is

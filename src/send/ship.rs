@@ -3,17 +3,17 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 
 use super::live::{LagRecorder, LiveGauge, LiveJob, Until, follow};
 use super::produce::{Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
+use crate::metrics::LiveMetrics;
 use crate::parse::{FileStats, Protocol, dir_logs};
 use crate::publish::{Input, Item, Outgoing, PublishError, Recorder, StreamStart};
-use crate::metrics::LiveMetrics;
 use crate::resume::Positions;
 use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
 use crate::{durable, find, follow};
@@ -51,7 +51,10 @@ impl Sender {
                 if let Err(e) = written
                     && !std::mem::replace(&mut warned, true)
                 {
-                    reporter.warning(&format_args!("writing metrics file {}: {e}", path.display()));
+                    reporter.warning(&format_args!(
+                        "writing metrics file {}: {e}",
+                        path.display()
+                    ));
                 }
             }
         })
