@@ -54,7 +54,11 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(code) => return code,
         };
-        let publish = cli.publish.options(PROG, cli.verbose);
+        let publish = tstat_transport::publish::PublishOptions {
+            // Each directory is marked .processed durably once confirmed.
+            record_at_end: false,
+            ..cli.publish.options(PROG, cli.verbose)
+        };
         Transport::Rabbit {
             config: Box::new(config),
             publish,

@@ -100,6 +100,11 @@ pub struct PublishOptions {
     /// Only look at the broker: never create or bind the queue
     /// (`tstat_send --check`); see [`Publisher::queue_state`].
     pub check_only: bool,
+    /// Record the last confirms when a stream ends well. Off when the caller
+    /// durably marks the whole stream done right after (tstat_send's
+    /// `.processed`): a crash between the two then repeats at most a window,
+    /// under the same ids, and every directory saves two fsyncs.
+    pub record_at_end: bool,
 }
 
 impl Default for PublishOptions {
@@ -115,6 +120,7 @@ impl Default for PublishOptions {
             max_backoff: Duration::from_secs(15),
             notices: None,
             check_only: false,
+            record_at_end: true,
         }
     }
 }
@@ -314,7 +320,9 @@ impl Publisher {
             };
             match result {
                 Ok(()) => {
-                    self.record(&mut st, false)?;
+                    if self.opts.record_at_end || st.failed.is_some() {
+                        self.record(&mut st, false)?;
+                    }
                     st.report.confirmed = st.window.confirmed();
                     if let Some(reason) = st.failed.take() {
                         return Err(PublishError::Input {

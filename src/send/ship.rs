@@ -442,7 +442,11 @@ impl Sender {
                 what: format!("marking {} processed", dir.display()),
                 source,
             })?;
-            if let Err(e) = durable::remove(&dir.join(PROGRESS_FILE)) {
+            // `.processed` is durable: the record may come back after a
+            // crash, and is ignored then.
+            if let Err(e) = std::fs::remove_file(dir.join(PROGRESS_FILE))
+                .or_else(|e| (e.kind() == io::ErrorKind::NotFound).then_some(()).ok_or(e))
+            {
                 self.opts.reporter.warning(&format_args!(
                     "{}: cannot remove {PROGRESS_FILE}: {e}",
                     dir.display()
