@@ -19,9 +19,10 @@ use std::time::Duration;
 use common::run::{PROGRAMS, bin, command, text};
 
 const PACKAGE_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "tstat-send.service",
     "tstat-send.timer",
+    "tstat-send-follow.service",
     "tstat-cull.service",
     "tstat-cull.timer",
 ];
