@@ -421,9 +421,17 @@ impl RecordFile {
     pub fn rewound_plan(&self) -> Plan {
         Plan {
             skip: 0,
-            expect: Mark::default(),
+            expect: self.start(),
             next_index: self.record.next_index,
             generation: self.record.generation,
+        }
+    }
+
+    /// The mark of the stream's start: a followed stream stays one.
+    fn start(&self) -> Mark {
+        Mark {
+            follow: self.record.next.follow.map(|_| Positions::default()),
+            ..Mark::default()
         }
     }
 
@@ -432,7 +440,7 @@ impl RecordFile {
     pub fn rewind(&mut self) -> io::Result<()> {
         let fresh = self.record.reserved.max(self.record.next_index);
         self.record.confirmed = 0;
-        self.record.next = Mark::default();
+        self.record.next = self.start();
         self.record.next_index = fresh;
         self.record.reserved = fresh;
         self.offset = fresh;
@@ -522,6 +530,38 @@ mod tests {
         let r = record();
         let p = plan(&r, &settings("0"), &r.logs).expect("applies");
         assert_eq!((p.skip, p.next_index), (3, 3));
+    }
+
+    #[test]
+    fn a_rewound_followed_stream_is_followed_from_its_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut plan = follow_fresh();
+        plan.expect.follow = Some(Positions {
+            logs: [
+                LogPos {
+                    inode: 3,
+                    offset: 100,
+                    line: 4,
+                    docs: 0,
+                },
+                LogPos::default(),
+            ],
+        });
+        let mut f = RecordFile::new(
+            dir.path().join(".progress"),
+            "tstat_send",
+            settings("0"),
+            vec![],
+            &plan,
+        );
+        f.save(7, plan.expect, 40).expect("save");
+        f.rewind().expect("rewind");
+        let rec = load(f.path()).expect("loads").expect("a record");
+        assert_eq!(rec.next.follow, Some(Positions::default()));
+        let again = follow_plan(&rec, &settings("0")).expect("applies");
+        assert!(!again.resumes());
+        assert_eq!(again.next_index, 40);
+        assert_eq!(f.rewound_plan().expect.follow, Some(Positions::default()));
     }
 
     #[test]
