@@ -60,8 +60,11 @@ pub(super) struct LiveJob {
 pub(super) struct LiveGauge {
     /// Bytes written to the logs and not read yet.
     pub(super) behind: u64,
-    /// When the rows of each message handed on and not yet confirmed were read.
+    /// When the rows of each message handed on and not yet confirmed were
+    /// read (only when confirms are recorded, which empties it).
     pub(super) read_at: VecDeque<Instant>,
+    /// Whether `read_at` is kept.
+    pub(super) timed: bool,
     /// Read-to-confirm seconds of the last confirmed message.
     pub(super) lag: f64,
 }
@@ -204,7 +207,9 @@ impl Reader<'_> {
                 follow: Some(self.positions()),
                 ..Mark::default()
             };
-            if let Ok(mut g) = self.job.gauge.lock() {
+            if let Ok(mut g) = self.job.gauge.lock()
+                && g.timed
+            {
                 g.read_at.push_back(self.read_at);
             }
             self.tx

@@ -261,7 +261,10 @@ impl Sender {
             None if live => Some(Positions::default()),
             None => None,
         };
-        let gauge = Arc::new(Mutex::new(LiveGauge::default()));
+        let gauge = Arc::new(Mutex::new(LiveGauge {
+            timed: record.is_some(),
+            ..LiveGauge::default()
+        }));
         let producer = if let Some(start) = followed {
             let mut opts = self.opts.parse.clone();
             opts.stop = Some(stop.clone());
