@@ -15,16 +15,13 @@ use tokio::sync::mpsc;
 
 use super::produce::{Produced, PublisherStopped, consumer_error};
 use crate::chunk::Chunker;
+use crate::follow::docs::{POLL, ROTATION_CHECK};
 use crate::follow::{self, LiveLog, Step};
 use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
 use crate::publish::{Item, Outgoing, Recorder};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{LogPos, Mark, Positions};
 
-/// How often the logs are looked at.
-const POLL: Duration = Duration::from_millis(200);
-/// How often the parent directory is listed for a newer directory.
-const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 /// When a followed stream ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
