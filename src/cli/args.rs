@@ -44,9 +44,9 @@ Examples:
 
 Exit status:
   0    every input was read completely (malformed rows are skipped and counted, not errors);
-       --follow: Tstat rotated away from the followed directory or log
+       with --follow: Tstat rotated away from the followed directory or log
   1    an input could not be read, has no usable header, or is a truncated .gz
-       (--follow: a gzipped log, which cannot be followed)
+       (with --follow: a gzipped log, which cannot be followed)
   2    usage error
   130  --follow interrupted by SIGINT, 143 by SIGTERM (what was parsed is printed)
 A closed stdout (tstat-parse … | head) ends it quietly with status 0.
@@ -454,6 +454,23 @@ mod tests {
             let help = c.render_long_help().to_string();
             for want in ["Examples:", "Exit status:", "config.ini.example"] {
                 assert!(help.contains(want), "{name} --help lacks {want:?}");
+            }
+            // A line of --help that starts with a dash is an option line:
+            // man pages and completions are checked against them.
+            let longs: Vec<String> = c
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .chain(["--help".into(), "--version".into()])
+                .collect();
+            for line in help.lines().map(str::trim_start) {
+                if line.starts_with('-')
+                    && let Some(word) = line.split([' ', ',', '=']).find(|w| w.starts_with("--"))
+                {
+                    assert!(
+                        longs.iter().any(|l| l == word),
+                        "{name} --help: {line:?} reads like an option line"
+                    );
+                }
             }
         }
     }

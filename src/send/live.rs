@@ -22,7 +22,6 @@ use crate::publish::{Item, Outgoing, Recorder};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{LogPos, Mark, Positions};
 
-
 /// When a followed stream ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Until {
