@@ -31,6 +31,8 @@ pub const PROGRESS_FILE: &str = ".progress";
 
 /// Time between passes in follow mode without `--watch`.
 const FOLLOW_PASS: Duration = Duration::from_secs(1);
+/// Time before the next pass after a failed one in follow mode.
+const FOLLOW_RETRY: Duration = Duration::from_secs(30);
 
 /// Messages buffered between the parser thread and the publisher.
 const CHANNEL_DEPTH: usize = 16;
@@ -227,9 +229,18 @@ impl Sender {
                     Err(e)
                 }
             };
-            let Some(interval) = self.opts.watch.or(self.opts.follow.map(|_| FOLLOW_PASS)) else {
+            let Some(mut interval) = self.opts.watch.or(self.opts.follow.map(|_| FOLLOW_PASS))
+            else {
                 return result;
             };
+            // Following, a pass the broker or the tree failed is not tried
+            // again every second (a directory that failed on its own data
+            // does not hold up the next live directory).
+            if self.opts.watch.is_none()
+                && matches!(&result, Err(e) if !matches!(e, SendError::Data { .. }))
+            {
+                interval = FOLLOW_RETRY;
+            }
             match result {
                 Err(e @ SendError::Interrupted { .. }) => return Err(e),
                 Err(e) if e.is_broken_pipe() => return Err(e),
