@@ -143,26 +143,29 @@ impl<'a> Row<'a> {
 }
 
 /// Receives what became of each direction of a row that reached the
-/// threshold.
+/// threshold. Documents are written straight into its buffer, so a document
+/// bound for an output buffer is never copied there from elsewhere.
 pub(crate) trait RowOut {
     /// Why the receiver can fail (the output).
     type Error;
-    /// A finished document (compact JSON, no newline).
-    fn doc(&mut self, doc: &[u8]) -> Result<(), Self::Error>;
+    /// The buffer the next document is appended to.
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// The document in `buf()[start..]` is finished (compact JSON, no
+    /// newline); the receiver keeps it or cuts it off.
+    fn doc(&mut self, start: usize) -> Result<(), Self::Error>;
     /// `n` directions dropped because a value cannot be computed.
     fn dropped(&mut self, n: u64, why: &str);
 }
 
 const DOC_HEAD: &[u8] = br#"{"type":"flow","interval":600,"values":{"duration":"#;
 
-/// Writes the documents of rows; its buffer is reused so no row allocates.
+/// Writes the documents of rows into the buffer of a [`RowOut`].
 pub(crate) struct DocWriter {
     /// `,"protocol":"tcp","sensor_id":…,"flow_type":"tstat"},"start":`
     tail_tcp: Vec<u8>,
     tail_udp: Vec<u8>,
     threshold: u64,
     legacy_udp: bool,
-    doc: Vec<u8>,
 }
 
 impl DocWriter {
@@ -194,7 +197,6 @@ impl DocWriter {
             tail_udp: tail("udp"),
             threshold,
             legacy_udp,
-            doc: Vec::with_capacity(2048),
         }
     }
 
@@ -253,7 +255,6 @@ impl DocWriter {
             out.dropped(n, "durat, first, last, mss or sack_cnt cannot be computed");
             return Ok(());
         };
-        let doc = &mut self.doc;
         for (d, &k) in keep.iter().enumerate() {
             match k {
                 Keep::No => continue,
@@ -265,7 +266,8 @@ impl DocWriter {
             }
             let me = &cols.dirs[d];
             let other = &cols.dirs[1 - d];
-            doc.clear();
+            let doc = out.buf();
+            let at = doc.len();
             let ok = (|| {
                 let bytes = row.val(me.bytes).num()?;
                 let pkts = row.val(me.pkts).num()?;
@@ -320,7 +322,7 @@ impl DocWriter {
                 let ends = ((me.ip, me.port), (other.ip, other.port));
                 finish_doc(doc, row, ends, &self.tail_tcp, start, end)
             })();
-            deliver(ok, doc, out)?;
+            deliver(ok, at, out)?;
         }
         Ok(())
     }
@@ -331,7 +333,6 @@ impl DocWriter {
         dirs: &[UdpDir; 2],
         out: &mut O,
     ) -> Result<(), O::Error> {
-        let doc = &mut self.doc;
         for d in 0..2 {
             let me = &dirs[d];
             let other = &dirs[1 - d];
@@ -343,7 +344,8 @@ impl DocWriter {
                 }
                 Keep::Yes => {}
             }
-            doc.clear();
+            let doc = out.buf();
+            let at = doc.len();
             let ok = (|| {
                 let durat = row.val(me.durat).num()?;
                 let bytes = row.val(me.bytes).num()?;
@@ -364,17 +366,19 @@ impl DocWriter {
                 let ends = ((me.ip, me.port), (other.ip, other.port));
                 finish_doc(doc, row, ends, &self.tail_udp, start, end)
             })();
-            deliver(ok, doc, out)?;
+            deliver(ok, at, out)?;
         }
         Ok(())
     }
 }
 
-/// Hands a finished document on, or drops its direction.
-fn deliver<O: RowOut>(ok: Option<()>, doc: &[u8], out: &mut O) -> Result<(), O::Error> {
+/// Hands the document written from `start` on, or cuts it off and drops
+/// its direction.
+fn deliver<O: RowOut>(ok: Option<()>, start: usize, out: &mut O) -> Result<(), O::Error> {
     match ok {
-        Some(()) => out.doc(doc),
+        Some(()) => out.doc(start),
         None => {
+            out.buf().truncate(start);
             out.dropped(1, "a value of this direction cannot be computed");
             Ok(())
         }
@@ -463,12 +467,16 @@ mod tests {
 
     /// Keeps documents and drops as text.
     #[derive(Default)]
-    struct Out(Vec<String>);
+    struct Out(Vec<String>, Vec<u8>);
 
     impl RowOut for Out {
         type Error = ();
-        fn doc(&mut self, doc: &[u8]) -> Result<(), ()> {
-            self.0.push(String::from_utf8(doc.to_vec()).unwrap());
+        fn buf(&mut self) -> &mut Vec<u8> {
+            &mut self.1
+        }
+        fn doc(&mut self, start: usize) -> Result<(), ()> {
+            let doc = self.1.split_off(start);
+            self.0.push(String::from_utf8(doc).unwrap());
             Ok(())
         }
         fn dropped(&mut self, n: u64, why: &str) {
