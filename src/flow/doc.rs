@@ -121,6 +121,34 @@ impl Columns {
             Columns::Udp(d) => [d[0].bytes, d[1].bytes],
         }
     }
+
+    /// The last column a document reads: a row is split up to it only.
+    pub(crate) fn last_column(&self) -> usize {
+        match self {
+            Columns::Tcp(c) => {
+                let dir = |d: &TcpDir| {
+                    let fields = d.fields.iter().filter_map(|f| f.1);
+                    [d.ip, d.port, d.bytes, d.pkts]
+                        .into_iter()
+                        .chain(d.pkts_retx)
+                        .chain(fields)
+                        .max()
+                        .unwrap_or(0)
+                };
+                let pairs = [c.mss, c.sack].into_iter().flatten();
+                [c.durat, c.first, c.last, dir(&c.dirs[0]), dir(&c.dirs[1])]
+                    .into_iter()
+                    .chain(pairs.flat_map(|(a, b)| [a, b]))
+                    .max()
+                    .unwrap_or(0)
+            }
+            Columns::Udp(d) => d
+                .iter()
+                .flat_map(|d| [d.ip, d.port, d.first_abs, d.durat, d.bytes, d.pkts])
+                .max()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// One split row.

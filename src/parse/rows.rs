@@ -6,7 +6,7 @@
 use std::io;
 
 use super::header::Header;
-use super::split::{count_fields, split_fields, trim_cr};
+use super::split::{split_count, trim_cr};
 use super::{FlowSink, ParseOptions};
 use crate::flow::doc::{DocWriter, Row, RowOut};
 use crate::report::FileStats;
@@ -165,7 +165,14 @@ impl RowParser {
             self.skips.skip(lineno, "repeated header line", stats);
             return Ok(());
         }
-        let nfields = count_fields(line_bytes);
+        // One pass splits the fields a document (or, with a threshold, the
+        // threshold test) needs and counts the rest.
+        let upto = if self.threshold > 0 {
+            h.filter_upto
+        } else {
+            h.split_upto
+        };
+        let (mut split, nfields) = split_count(line_bytes, &mut self.fields, upto);
         if nfields != h.ncols {
             let why = format!("expected {} fields, got {nfields}", h.ncols);
             self.skips.skip(lineno, &why, stats);
@@ -187,21 +194,20 @@ impl RowParser {
         if self.threshold > 0 {
             // Most rows fall below the threshold: decide on the byte columns
             // before splitting the rest of the row.
-            split_fields(line_bytes, &mut self.fields, h.filter_upto);
             let row = Row {
                 text,
-                fields: &self.fields,
+                fields: &self.fields[..split],
             };
             if self.writer.below_threshold(&row, &h.columns) {
                 stats.rows += 1;
                 return Ok(());
             }
+            split = split_count(line_bytes, &mut self.fields, h.split_upto).0;
         }
-        split_fields(line_bytes, &mut self.fields, usize::MAX);
         stats.rows += 1;
         let row = Row {
             text,
-            fields: &self.fields,
+            fields: &self.fields[..split],
         };
         let mut out = Deliver {
             dest,
