@@ -51,7 +51,36 @@ const TCP_FIELDS: &[(&str, &str, Extra)] = &[
 
 /// One TCP key after `num_packets…`: `,"key":` ready to copy, its column
 /// (`None` = missing from the header) and how the value is made.
-pub(crate) type TcpField = (Box<[u8]>, Option<usize>, Extra);
+pub(crate) type TcpField = (Key, Option<usize>, Extra);
+
+/// A `,"key":` text padded to a fixed size, so that it is copied with a few
+/// stores and no call to a copy routine (the padding is cut off again).
+#[derive(Clone, Debug)]
+pub(crate) struct Key {
+    text: [u8; Key::SIZE],
+    len: usize,
+}
+
+impl Key {
+    const SIZE: usize = 32;
+
+    fn new(key: &str) -> Key {
+        let json = format!(",\"{key}\":");
+        let mut text = [b' '; Key::SIZE];
+        text[..json.len()].copy_from_slice(json.as_bytes());
+        Key {
+            text,
+            len: json.len(),
+        }
+    }
+
+    #[inline]
+    fn write(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.text);
+        out.truncate(at + self.len);
+    }
+}
 
 /// The TCP keys in document order; `column` finds the column of a suffix
 /// such as `rtt_avg` for this direction.
@@ -64,11 +93,7 @@ pub(crate) fn tcp_fields(column: impl Fn(&str) -> Option<usize>) -> Vec<TcpField
             } else {
                 None
             };
-            (
-                format!(",\"{key}\":").into_bytes().into_boxed_slice(),
-                col,
-                extra,
-            )
+            (Key::new(key), col, extra)
         })
         .collect()
 }
@@ -163,6 +188,13 @@ impl<'a> Row<'a> {
     fn raw(&self, i: usize) -> &'a str {
         let (s, e) = self.fields[i];
         &self.text[s as usize..e as usize]
+    }
+
+    /// Appends the cast of field `i` (see [`flow::write_field`]).
+    #[inline]
+    fn write(&self, out: &mut Vec<u8>, i: usize) -> bool {
+        let (s, e) = self.fields[i];
+        flow::write_field(out, self.text, s as usize, e as usize)
     }
 
     fn val(&self, i: usize) -> Val<'a> {
@@ -305,10 +337,10 @@ impl DocWriter {
                 write_counts(doc, durat, Num::Float(secs), bits, pkts)?;
                 for (key, col, extra) in &me.fields {
                     let (col, extra) = (*col, *extra);
-                    doc.extend_from_slice(key);
+                    key.write(doc);
                     let written = match extra {
                         Extra::Col => match col {
-                            Some(i) => flow::write_raw(doc, row.raw(i)),
+                            Some(i) => row.write(doc, i),
                             None => {
                                 doc.extend_from_slice(b"null");
                                 true
@@ -445,13 +477,13 @@ fn finish_doc(
     end: i128,
 ) -> Option<()> {
     doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
-    flow::write_raw(doc, row.raw(src.0)).then_some(())?;
+    row.write(doc, src.0).then_some(())?;
     doc.extend_from_slice(b",\"src_port\":");
-    flow::write_raw(doc, row.raw(src.1)).then_some(())?;
+    row.write(doc, src.1).then_some(())?;
     doc.extend_from_slice(b",\"dst_ip\":");
-    flow::write_raw(doc, row.raw(dst.0)).then_some(())?;
+    row.write(doc, dst.0).then_some(())?;
     doc.extend_from_slice(b",\"dst_port\":");
-    flow::write_raw(doc, row.raw(dst.1)).then_some(())?;
+    row.write(doc, dst.1).then_some(())?;
     doc.extend_from_slice(tail);
     flow::write_int(doc, start);
     doc.extend_from_slice(b",\"end\":");

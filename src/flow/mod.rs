@@ -379,6 +379,45 @@ pub fn write_raw(out: &mut Vec<u8>, field: &str) -> bool {
     write_val(out, cast(field))
 }
 
+/// Appends the cast of the field `line[start..end]`, like [`write_raw`].
+/// A plain integer of at most 16 bytes, the most common field, is checked
+/// and copied 16 bytes at a time when the line has that many from its
+/// start (the bytes after it are cut off again): no call to a copy routine
+/// for a few bytes.
+#[inline]
+pub fn write_field(out: &mut Vec<u8>, line: &str, start: usize, end: usize) -> bool {
+    let n = end - start;
+    if let Some(chunk) = line.as_bytes().get(start..start + 16)
+        && let Ok(chunk) = <&[u8; 16]>::try_from(chunk)
+        && (1..=16).contains(&n)
+        && plain_int16(chunk, n)
+    {
+        let at = out.len();
+        out.extend_from_slice(chunk);
+        out.truncate(at + n);
+        return true;
+    }
+    write_raw(out, &line[start..end])
+}
+
+/// True when the first `n` (1 to 16) bytes of `chunk` are a canonical
+/// unsigned integer: all digits, no leading zero. Checks all of them at
+/// once: a byte is a digit when, xor `'0'`, its high nibble is zero and
+/// adding 6 does not carry into bit 4 (a carry out of a bad byte can only
+/// mark a byte after it, and the bad byte is marked already).
+#[inline]
+fn plain_int16(chunk: &[u8; 16], n: usize) -> bool {
+    const ONES: u128 = u128::MAX / 0xff;
+    let keep = if n >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * n)) - 1
+    };
+    let v = (u128::from_le_bytes(*chunk) ^ (ONES * 0x30)) & keep;
+    let bad = (v & (ONES * 0xf0)) | (v.wrapping_add(ONES * 0x06) & (ONES * 0x10));
+    bad == 0 && (chunk[0] != b'0' || n == 1)
+}
+
 /// Writes `round(float(field), 3)` for a plain `digits.digits` field whose
 /// rounding the decimal digits alone decide, as the shortest form of the
 /// resulting float; `false` (nothing written) when the slow path is needed.
@@ -502,6 +541,49 @@ mod tests {
         let mut v = Vec::new();
         assert!(write_raw(&mut v, s));
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn field_path_equals_raw() {
+        let fields = [
+            "0",
+            "7",
+            "00",
+            "0007",
+            "10",
+            "1234567890123456",
+            "12345678901234567",
+            "1a",
+            "a1",
+            "9/",
+            ":9",
+            "51.407123",
+            "-",
+            "-5",
+            "+5",
+            "1e3",
+            "10.0.0.1",
+            "::1",
+            "99999999",
+        ];
+        for f in fields {
+            for pad in ["", " ", " 0123456789abcdefghij"] {
+                let line = format!("x {f}{pad}");
+                let mut v = Vec::new();
+                assert!(write_field(&mut v, &line, 2, 2 + f.len()));
+                assert_eq!(String::from_utf8(v).unwrap(), raw(f), "{line:?}");
+            }
+        }
+        for b in 0..=255u8 {
+            let mut chunk = *b"1234567890123456";
+            for n in 1..=16 {
+                chunk[n - 1] = b;
+                let want =
+                    chunk[..n].iter().all(u8::is_ascii_digit) && (chunk[0] != b'0' || n == 1);
+                assert_eq!(plain_int16(&chunk, n), want, "{chunk:?} {n}");
+                chunk[n - 1] = b'1';
+            }
+        }
     }
 
     fn slow(s: &str) -> String {
