@@ -380,33 +380,45 @@ pub fn write_raw(out: &mut Vec<u8>, field: &str) -> bool {
 }
 
 /// Appends the cast of the field `line[start..end]`, like [`write_raw`].
-/// A plain integer of at most 16 bytes, the most common field, is checked
-/// and copied 16 bytes at a time when the line has that many from its
-/// start (the bytes after it are cut off again): no call to a copy routine
-/// for a few bytes.
+/// A field of at most 16 bytes is looked at 16 bytes at a time when the
+/// line has that many from its start: a plain integer (the most common
+/// field), a `digits.digits` float and a dotted address are written with
+/// fixed-size copies (the bytes after the field cut off again), with no
+/// call to a copy routine for a few bytes. Anything else, and a float
+/// whose rounding carries into its integer part or is a decimal tie, takes
+/// [`write_raw`].
 #[inline]
 pub fn write_field(out: &mut Vec<u8>, line: &str, start: usize, end: usize) -> bool {
     let n = end - start;
-    if let Some(chunk) = line.as_bytes().get(start..start + 16)
+    if (1..=16).contains(&n)
+        && let Some(chunk) = line.as_bytes().get(start..start + 16)
         && let Ok(chunk) = <&[u8; 16]>::try_from(chunk)
-        && (1..=16).contains(&n)
-        && plain_int16(chunk, n)
     {
-        let at = out.len();
-        out.extend_from_slice(chunk);
-        out.truncate(at + n);
-        return true;
+        let bad = non_digits16(chunk, n);
+        let done = if bad == 0 {
+            (chunk[0] != b'0' || n == 1) && {
+                let at = out.len();
+                out.extend_from_slice(chunk);
+                out.truncate(at + n);
+                true
+            }
+        } else {
+            decimal16(out, chunk, n, bad) || address16(out, chunk, n)
+        };
+        if done {
+            return true;
+        }
     }
     write_raw(out, &line[start..end])
 }
 
-/// True when the first `n` (1 to 16) bytes of `chunk` are a canonical
-/// unsigned integer: all digits, no leading zero. Checks all of them at
-/// once: a byte is a digit when, xor `'0'`, its high nibble is zero and
-/// adding 6 does not carry into bit 4 (a carry out of a bad byte can only
-/// mark a byte after it, and the bad byte is marked already).
+/// A mark (some of bits 4 to 7) in each of the first `n` (1 to 16) bytes
+/// of `chunk` that is not an ASCII digit; zero when all are digits. All
+/// bytes at once: a byte is a digit when, xor `'0'`, its high nibble is
+/// zero and adding 6 does not carry into bit 4. A carry out of a byte
+/// happens only for a non-digit, and can only mark a byte after it too.
 #[inline]
-fn plain_int16(chunk: &[u8; 16], n: usize) -> bool {
+fn non_digits16(chunk: &[u8; 16], n: usize) -> u128 {
     const ONES: u128 = u128::MAX / 0xff;
     let keep = if n >= 16 {
         u128::MAX
@@ -414,8 +426,79 @@ fn plain_int16(chunk: &[u8; 16], n: usize) -> bool {
         (1u128 << (8 * n)) - 1
     };
     let v = (u128::from_le_bytes(*chunk) ^ (ONES * 0x30)) & keep;
-    let bad = (v & (ONES * 0xf0)) | (v.wrapping_add(ONES * 0x06) & (ONES * 0x10));
-    bad == 0 && (chunk[0] != b'0' || n == 1)
+    (v & (ONES * 0xf0)) | (v.wrapping_add(ONES * 0x06) & (ONES * 0x10))
+}
+
+/// [`fast_decimal3`] for a field of `n` bytes at the start of `chunk`
+/// whose one non-digit (marked in `bad`) is a dot: the integer part and the
+/// first three decimals are copied as they are and the decimals rounded in
+/// place. `false` (nothing written) where `fast_decimal3` would say no, and
+/// when rounding up carries into the integer part.
+#[inline]
+fn decimal16(out: &mut Vec<u8>, chunk: &[u8; 16], n: usize, bad: u128) -> bool {
+    let dot = (bad.trailing_zeros() / 8) as usize;
+    if chunk[dot] != b'.' || bad & !(0xffu128 << (8 * dot)) != 0 {
+        return false;
+    }
+    // At most 15 digits in 16 bytes: the significant digits are never too
+    // many for fast_decimal3, and a 12-digit integer part cannot reach 10^13.
+    if dot == 0 || dot > 12 || n - dot - 1 < 4 || (chunk[0] == b'0' && dot > 1) {
+        return false;
+    }
+    let d = |i: usize| u32::from(chunk[dot + i] - b'0');
+    let round_up = match chunk[dot + 4] {
+        b'0'..=b'4' => false,
+        b'6'..=b'9' => true,
+        _ => {
+            if chunk[dot + 5..n].iter().all(|&c| c == b'0') {
+                return false; // an exact decimal tie: the binary value decides
+            }
+            true
+        }
+    };
+    let mut fp = d(1) * 100 + d(2) * 10 + d(3);
+    if round_up {
+        fp += 1;
+        if fp == 1000 {
+            return false;
+        }
+    }
+    let digits = [(fp / 100) as u8, ((fp / 10) % 10) as u8, (fp % 10) as u8];
+    let keep = if digits[2] != 0 {
+        3
+    } else if digits[1] != 0 {
+        2
+    } else {
+        1
+    };
+    let at = out.len();
+    out.extend_from_slice(chunk);
+    let frac = at + dot + 1;
+    for (k, digit) in digits.iter().enumerate() {
+        out[frac + k] = b'0' + digit;
+    }
+    out.truncate(frac + keep);
+    true
+}
+
+/// A dotted address (digits and at least two dots, such as an IPv4
+/// address) of `n` bytes at the start of `chunk`, written as the JSON
+/// string [`write_raw`] makes of it (it needs no escapes); `false`
+/// (nothing written) for anything else.
+#[inline]
+fn address16(out: &mut Vec<u8>, chunk: &[u8; 16], n: usize) -> bool {
+    let field = &chunk[..n];
+    if !field.iter().all(|&c| c.is_ascii_digit() || c == b'.')
+        || field.iter().filter(|&&c| c == b'.').count() < 2
+    {
+        return false;
+    }
+    out.push(b'"');
+    let at = out.len();
+    out.extend_from_slice(chunk);
+    out.truncate(at + n);
+    out.push(b'"');
+    true
 }
 
 /// Writes `round(float(field), 3)` for a plain `digits.digits` field whose
@@ -566,7 +649,42 @@ mod tests {
             "::1",
             "99999999",
         ];
-        for f in fields {
+        let mut x = 0.0001f64;
+        let mut floats = Vec::new();
+        while x < 1e12 {
+            for d in [4, 6, 7] {
+                floats.push(format!("{x:.d$}"));
+            }
+            x *= 1.0137;
+        }
+        let more = [
+            "0.0005",
+            "0.00050",
+            "0.00051",
+            "0.9995",
+            "0.99951",
+            "9.9995001",
+            "1.2345",
+            "00.1234",
+            ".1234",
+            "1.",
+            "1.234",
+            "123456789012.3456",
+            "1234567890123.456",
+            "0.000000",
+            "1.23456789012345",
+            "1.2.3.4",
+            "10.0.0.1",
+            "192.168.100.200",
+            "1..2",
+            "..",
+            "1.2e3",
+            "-1.2345",
+            "1.2345 ",
+            "255.255.255.255",
+        ];
+        let floats = floats.iter().map(String::as_str).chain(more);
+        for f in fields.into_iter().chain(floats) {
             for pad in ["", " ", " 0123456789abcdefghij"] {
                 let line = format!("x {f}{pad}");
                 let mut v = Vec::new();
@@ -577,11 +695,17 @@ mod tests {
         for b in 0..=255u8 {
             let mut chunk = *b"1234567890123456";
             for n in 1..=16 {
-                chunk[n - 1] = b;
-                let want =
-                    chunk[..n].iter().all(u8::is_ascii_digit) && (chunk[0] != b'0' || n == 1);
-                assert_eq!(plain_int16(&chunk, n), want, "{chunk:?} {n}");
-                chunk[n - 1] = b'1';
+                for at in 0..n {
+                    chunk[at] = b;
+                    let digits = chunk[..n].iter().all(u8::is_ascii_digit);
+                    let bad = non_digits16(&chunk, n);
+                    assert_eq!(bad == 0, digits, "{chunk:?} {n}");
+                    if !digits {
+                        // The first mark is on the first non-digit.
+                        assert_eq!((bad.trailing_zeros() / 8) as usize, at, "{chunk:?}");
+                    }
+                    chunk[at] = b'1';
+                }
             }
         }
     }
