@@ -159,24 +159,58 @@ pub fn write_rounded(out: &mut Vec<u8>, x: f64, digits: u32) -> Option<f64> {
     }
     // With at most 15 significant digits, the decimal k / 10^digits is the
     // shortest text that reads back as r, so it is what ryu would print.
-    let mut b = itoa::Buffer::new();
-    let s = b.format(k.unsigned_abs()).as_bytes();
+    let mut s = [b'0'; 20];
+    let len = decimal_digits(k.unsigned_abs(), &mut s);
     let d = digits as usize;
-    if s.len() > d {
-        out.extend_from_slice(&s[..s.len() - d]);
+    let mut frac = [b'0'; 3];
+    if len > d {
+        push_prefix(out, &s, len - d);
+        frac[..d].copy_from_slice(&s[len - d..len]);
     } else {
         out.push(b'0');
+        frac[d - len..d].copy_from_slice(&s[..len]);
     }
     out.push(b'.');
-    let mut frac = [b'0'; 3];
-    let n = s.len().min(d);
-    frac[d - n..d].copy_from_slice(&s[s.len() - n..]);
     let mut keep = d;
     while keep > 1 && frac[keep - 1] == b'0' {
         keep -= 1;
     }
-    out.extend_from_slice(&frac[..keep]);
+    push_prefix(out, &frac, keep);
     Some(r)
+}
+
+/// Writes the decimal digits of `v` at the start of `buf`; returns how many.
+#[inline]
+fn decimal_digits(mut v: u64, buf: &mut [u8; 20]) -> usize {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut i = n;
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize * 2;
+        buf[..2].copy_from_slice(&PAIRS[r..r + 2]);
+    } else {
+        buf[0] = b'0' + v as u8;
+    }
+    n
+}
+
+/// Appends `buf[..n]` with one fixed-size copy (the rest cut off again):
+/// no call to a copy routine for a few bytes.
+#[inline]
+fn push_prefix<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
+    let at = out.len();
+    out.extend_from_slice(buf);
+    out.truncate(at + n);
 }
 
 fn slow_round(x: f64, digits: u32) -> f64 {
@@ -300,10 +334,16 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 
 /// Appends an integer as JSON.
 pub fn write_int(out: &mut Vec<u8>, i: i128) {
-    let mut b = itoa::Buffer::new();
-    match i64::try_from(i) {
-        Ok(small) => out.extend_from_slice(b.format(small).as_bytes()),
-        Err(_) => out.extend_from_slice(b.format(i).as_bytes()),
+    match u64::try_from(i.unsigned_abs()) {
+        Ok(abs) => {
+            if i < 0 {
+                out.push(b'-');
+            }
+            let mut s = [b'0'; 20];
+            let len = decimal_digits(abs, &mut s);
+            push_prefix(out, &s, len);
+        }
+        Err(_) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
     }
 }
 
@@ -624,6 +664,35 @@ mod tests {
         let mut v = Vec::new();
         assert!(write_raw(&mut v, s));
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn integers_are_written_like_itoa() {
+        let mut values = vec![
+            0i128,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            -1,
+            -10,
+            i128::MAX,
+            i128::MIN,
+        ];
+        values.extend([u64::MAX, u64::MAX - 1].map(i128::from));
+        values.extend([u64::MAX, 1 << 63].map(|v| -i128::from(v)));
+        let mut p = 1i128;
+        for _ in 0..20 {
+            values.extend([p - 1, p, p + 1, 7 * p + 3, -p]);
+            p *= 10;
+        }
+        for v in values {
+            let mut out = b"x".to_vec();
+            write_int(&mut out, v);
+            assert_eq!(out[1..], *itoa::Buffer::new().format(v).as_bytes(), "{v}");
+        }
     }
 
     #[test]
