@@ -51,7 +51,36 @@ const TCP_FIELDS: &[(&str, &str, Extra)] = &[
 
 /// One TCP key after `num_packets…`: `,"key":` ready to copy, its column
 /// (`None` = missing from the header) and how the value is made.
-pub(crate) type TcpField = (Box<[u8]>, Option<usize>, Extra);
+pub(crate) type TcpField = (Key, Option<usize>, Extra);
+
+/// A `,"key":` text padded to a fixed size, so that it is copied with a few
+/// stores and no call to a copy routine (the padding is cut off again).
+#[derive(Clone, Debug)]
+pub(crate) struct Key {
+    text: [u8; Key::SIZE],
+    len: usize,
+}
+
+impl Key {
+    const SIZE: usize = 32;
+
+    fn new(key: &str) -> Key {
+        let json = format!(",\"{key}\":");
+        let mut text = [b' '; Key::SIZE];
+        text[..json.len()].copy_from_slice(json.as_bytes());
+        Key {
+            text,
+            len: json.len(),
+        }
+    }
+
+    #[inline]
+    fn write(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.text);
+        out.truncate(at + self.len);
+    }
+}
 
 /// The TCP keys in document order; `column` finds the column of a suffix
 /// such as `rtt_avg` for this direction.
@@ -64,11 +93,7 @@ pub(crate) fn tcp_fields(column: impl Fn(&str) -> Option<usize>) -> Vec<TcpField
             } else {
                 None
             };
-            (
-                format!(",\"{key}\":").into_bytes().into_boxed_slice(),
-                col,
-                extra,
-            )
+            (Key::new(key), col, extra)
         })
         .collect()
 }
@@ -121,6 +146,34 @@ impl Columns {
             Columns::Udp(d) => [d[0].bytes, d[1].bytes],
         }
     }
+
+    /// The last column a document reads: a row is split up to it only.
+    pub(crate) fn last_column(&self) -> usize {
+        match self {
+            Columns::Tcp(c) => {
+                let dir = |d: &TcpDir| {
+                    let fields = d.fields.iter().filter_map(|f| f.1);
+                    [d.ip, d.port, d.bytes, d.pkts]
+                        .into_iter()
+                        .chain(d.pkts_retx)
+                        .chain(fields)
+                        .max()
+                        .unwrap_or(0)
+                };
+                let pairs = [c.mss, c.sack].into_iter().flatten();
+                [c.durat, c.first, c.last, dir(&c.dirs[0]), dir(&c.dirs[1])]
+                    .into_iter()
+                    .chain(pairs.flat_map(|(a, b)| [a, b]))
+                    .max()
+                    .unwrap_or(0)
+            }
+            Columns::Udp(d) => d
+                .iter()
+                .flat_map(|d| [d.ip, d.port, d.first_abs, d.durat, d.bytes, d.pkts])
+                .max()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// One split row.
@@ -137,32 +190,42 @@ impl<'a> Row<'a> {
         &self.text[s as usize..e as usize]
     }
 
+    /// Appends the cast of field `i` (see [`flow::write_field`]).
+    #[inline]
+    fn write(&self, out: &mut Vec<u8>, i: usize) -> bool {
+        let (s, e) = self.fields[i];
+        flow::write_field(out, self.text, s as usize, e as usize)
+    }
+
     fn val(&self, i: usize) -> Val<'a> {
         flow::cast(self.raw(i))
     }
 }
 
 /// Receives what became of each direction of a row that reached the
-/// threshold.
+/// threshold. Documents are written straight into its buffer, so a document
+/// bound for an output buffer is never copied there from elsewhere.
 pub(crate) trait RowOut {
     /// Why the receiver can fail (the output).
     type Error;
-    /// A finished document (compact JSON, no newline).
-    fn doc(&mut self, doc: &[u8]) -> Result<(), Self::Error>;
+    /// The buffer the next document is appended to.
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// The document in `buf()[start..]` is finished (compact JSON, no
+    /// newline); the receiver keeps it or cuts it off.
+    fn doc(&mut self, start: usize) -> Result<(), Self::Error>;
     /// `n` directions dropped because a value cannot be computed.
     fn dropped(&mut self, n: u64, why: &str);
 }
 
 const DOC_HEAD: &[u8] = br#"{"type":"flow","interval":600,"values":{"duration":"#;
 
-/// Writes the documents of rows; its buffer is reused so no row allocates.
+/// Writes the documents of rows into the buffer of a [`RowOut`].
 pub(crate) struct DocWriter {
     /// `,"protocol":"tcp","sensor_id":…,"flow_type":"tstat"},"start":`
     tail_tcp: Vec<u8>,
     tail_udp: Vec<u8>,
     threshold: u64,
     legacy_udp: bool,
-    doc: Vec<u8>,
 }
 
 impl DocWriter {
@@ -194,7 +257,6 @@ impl DocWriter {
             tail_udp: tail("udp"),
             threshold,
             legacy_udp,
-            doc: Vec::with_capacity(2048),
         }
     }
 
@@ -253,7 +315,6 @@ impl DocWriter {
             out.dropped(n, "durat, first, last, mss or sack_cnt cannot be computed");
             return Ok(());
         };
-        let doc = &mut self.doc;
         for (d, &k) in keep.iter().enumerate() {
             match k {
                 Keep::No => continue,
@@ -265,7 +326,8 @@ impl DocWriter {
             }
             let me = &cols.dirs[d];
             let other = &cols.dirs[1 - d];
-            doc.clear();
+            let doc = out.buf();
+            let at = doc.len();
             let ok = (|| {
                 let bytes = row.val(me.bytes).num()?;
                 let pkts = row.val(me.pkts).num()?;
@@ -275,10 +337,10 @@ impl DocWriter {
                 write_counts(doc, durat, Num::Float(secs), bits, pkts)?;
                 for (key, col, extra) in &me.fields {
                     let (col, extra) = (*col, *extra);
-                    doc.extend_from_slice(key);
+                    key.write(doc);
                     let written = match extra {
                         Extra::Col => match col {
-                            Some(i) => flow::write_raw(doc, row.raw(i)),
+                            Some(i) => row.write(doc, i),
                             None => {
                                 doc.extend_from_slice(b"null");
                                 true
@@ -320,7 +382,7 @@ impl DocWriter {
                 let ends = ((me.ip, me.port), (other.ip, other.port));
                 finish_doc(doc, row, ends, &self.tail_tcp, start, end)
             })();
-            deliver(ok, doc, out)?;
+            deliver(ok, at, out)?;
         }
         Ok(())
     }
@@ -331,7 +393,6 @@ impl DocWriter {
         dirs: &[UdpDir; 2],
         out: &mut O,
     ) -> Result<(), O::Error> {
-        let doc = &mut self.doc;
         for d in 0..2 {
             let me = &dirs[d];
             let other = &dirs[1 - d];
@@ -343,7 +404,8 @@ impl DocWriter {
                 }
                 Keep::Yes => {}
             }
-            doc.clear();
+            let doc = out.buf();
+            let at = doc.len();
             let ok = (|| {
                 let durat = row.val(me.durat).num()?;
                 let bytes = row.val(me.bytes).num()?;
@@ -364,17 +426,19 @@ impl DocWriter {
                 let ends = ((me.ip, me.port), (other.ip, other.port));
                 finish_doc(doc, row, ends, &self.tail_udp, start, end)
             })();
-            deliver(ok, doc, out)?;
+            deliver(ok, at, out)?;
         }
         Ok(())
     }
 }
 
-/// Hands a finished document on, or drops its direction.
-fn deliver<O: RowOut>(ok: Option<()>, doc: &[u8], out: &mut O) -> Result<(), O::Error> {
+/// Hands the document written from `start` on, or cuts it off and drops
+/// its direction.
+fn deliver<O: RowOut>(ok: Option<()>, start: usize, out: &mut O) -> Result<(), O::Error> {
     match ok {
-        Some(()) => out.doc(doc),
+        Some(()) => out.doc(start),
         None => {
+            out.buf().truncate(start);
             out.dropped(1, "a value of this direction cannot be computed");
             Ok(())
         }
@@ -413,13 +477,13 @@ fn finish_doc(
     end: i128,
 ) -> Option<()> {
     doc.extend_from_slice(b"},\"meta\":{\"src_ip\":");
-    flow::write_raw(doc, row.raw(src.0)).then_some(())?;
+    row.write(doc, src.0).then_some(())?;
     doc.extend_from_slice(b",\"src_port\":");
-    flow::write_raw(doc, row.raw(src.1)).then_some(())?;
+    row.write(doc, src.1).then_some(())?;
     doc.extend_from_slice(b",\"dst_ip\":");
-    flow::write_raw(doc, row.raw(dst.0)).then_some(())?;
+    row.write(doc, dst.0).then_some(())?;
     doc.extend_from_slice(b",\"dst_port\":");
-    flow::write_raw(doc, row.raw(dst.1)).then_some(())?;
+    row.write(doc, dst.1).then_some(())?;
     doc.extend_from_slice(tail);
     flow::write_int(doc, start);
     doc.extend_from_slice(b",\"end\":");
@@ -463,12 +527,16 @@ mod tests {
 
     /// Keeps documents and drops as text.
     #[derive(Default)]
-    struct Out(Vec<String>);
+    struct Out(Vec<String>, Vec<u8>);
 
     impl RowOut for Out {
         type Error = ();
-        fn doc(&mut self, doc: &[u8]) -> Result<(), ()> {
-            self.0.push(String::from_utf8(doc.to_vec()).unwrap());
+        fn buf(&mut self) -> &mut Vec<u8> {
+            &mut self.1
+        }
+        fn doc(&mut self, start: usize) -> Result<(), ()> {
+            let doc = self.1.split_off(start);
+            self.0.push(String::from_utf8(doc).unwrap());
             Ok(())
         }
         fn dropped(&mut self, n: u64, why: &str) {

@@ -159,24 +159,58 @@ pub fn write_rounded(out: &mut Vec<u8>, x: f64, digits: u32) -> Option<f64> {
     }
     // With at most 15 significant digits, the decimal k / 10^digits is the
     // shortest text that reads back as r, so it is what ryu would print.
-    let mut b = itoa::Buffer::new();
-    let s = b.format(k.unsigned_abs()).as_bytes();
+    let mut s = [b'0'; 20];
+    let len = decimal_digits(k.unsigned_abs(), &mut s);
     let d = digits as usize;
-    if s.len() > d {
-        out.extend_from_slice(&s[..s.len() - d]);
+    let mut frac = [b'0'; 3];
+    if len > d {
+        push_prefix(out, &s, len - d);
+        frac[..d].copy_from_slice(&s[len - d..len]);
     } else {
         out.push(b'0');
+        frac[d - len..d].copy_from_slice(&s[..len]);
     }
     out.push(b'.');
-    let mut frac = [b'0'; 3];
-    let n = s.len().min(d);
-    frac[d - n..d].copy_from_slice(&s[s.len() - n..]);
     let mut keep = d;
     while keep > 1 && frac[keep - 1] == b'0' {
         keep -= 1;
     }
-    out.extend_from_slice(&frac[..keep]);
+    push_prefix(out, &frac, keep);
     Some(r)
+}
+
+/// Writes the decimal digits of `v` at the start of `buf`; returns how many.
+#[inline]
+fn decimal_digits(mut v: u64, buf: &mut [u8; 20]) -> usize {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut i = n;
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize * 2;
+        buf[..2].copy_from_slice(&PAIRS[r..r + 2]);
+    } else {
+        buf[0] = b'0' + v as u8;
+    }
+    n
+}
+
+/// Appends `buf[..n]` with one fixed-size copy (the rest cut off again):
+/// no call to a copy routine for a few bytes.
+#[inline]
+fn push_prefix<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
+    let at = out.len();
+    out.extend_from_slice(buf);
+    out.truncate(at + n);
 }
 
 fn slow_round(x: f64, digits: u32) -> f64 {
@@ -300,10 +334,16 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 
 /// Appends an integer as JSON.
 pub fn write_int(out: &mut Vec<u8>, i: i128) {
-    let mut b = itoa::Buffer::new();
-    match i64::try_from(i) {
-        Ok(small) => out.extend_from_slice(b.format(small).as_bytes()),
-        Err(_) => out.extend_from_slice(b.format(i).as_bytes()),
+    match u64::try_from(i.unsigned_abs()) {
+        Ok(abs) => {
+            if i < 0 {
+                out.push(b'-');
+            }
+            let mut s = [b'0'; 20];
+            let len = decimal_digits(abs, &mut s);
+            push_prefix(out, &s, len);
+        }
+        Err(_) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
     }
 }
 
@@ -377,6 +417,128 @@ pub fn write_raw(out: &mut Vec<u8>, field: &str) -> bool {
         return true;
     }
     write_val(out, cast(field))
+}
+
+/// Appends the cast of the field `line[start..end]`, like [`write_raw`].
+/// A field of at most 16 bytes is looked at 16 bytes at a time when the
+/// line has that many from its start: a plain integer (the most common
+/// field), a `digits.digits` float and a dotted address are written with
+/// fixed-size copies (the bytes after the field cut off again), with no
+/// call to a copy routine for a few bytes. Anything else, and a float
+/// whose rounding carries into its integer part or is a decimal tie, takes
+/// [`write_raw`].
+#[inline]
+pub fn write_field(out: &mut Vec<u8>, line: &str, start: usize, end: usize) -> bool {
+    let n = end - start;
+    if (1..=16).contains(&n)
+        && let Some(chunk) = line.as_bytes().get(start..start + 16)
+        && let Ok(chunk) = <&[u8; 16]>::try_from(chunk)
+    {
+        let bad = non_digits16(chunk, n);
+        let done = if bad == 0 {
+            (chunk[0] != b'0' || n == 1) && {
+                let at = out.len();
+                out.extend_from_slice(chunk);
+                out.truncate(at + n);
+                true
+            }
+        } else {
+            decimal16(out, chunk, n, bad) || address16(out, chunk, n)
+        };
+        if done {
+            return true;
+        }
+    }
+    write_raw(out, &line[start..end])
+}
+
+/// A mark (some of bits 4 to 7) in each of the first `n` (1 to 16) bytes
+/// of `chunk` that is not an ASCII digit; zero when all are digits. All
+/// bytes at once: a byte is a digit when, xor `'0'`, its high nibble is
+/// zero and adding 6 does not carry into bit 4. A carry out of a byte
+/// happens only for a non-digit, and can only mark a byte after it too.
+#[inline]
+fn non_digits16(chunk: &[u8; 16], n: usize) -> u128 {
+    const ONES: u128 = u128::MAX / 0xff;
+    let keep = if n >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * n)) - 1
+    };
+    let v = (u128::from_le_bytes(*chunk) ^ (ONES * 0x30)) & keep;
+    (v & (ONES * 0xf0)) | (v.wrapping_add(ONES * 0x06) & (ONES * 0x10))
+}
+
+/// [`fast_decimal3`] for a field of `n` bytes at the start of `chunk`
+/// whose one non-digit (marked in `bad`) is a dot: the integer part and the
+/// first three decimals are copied as they are and the decimals rounded in
+/// place. `false` (nothing written) where `fast_decimal3` would say no, and
+/// when rounding up carries into the integer part.
+#[inline]
+fn decimal16(out: &mut Vec<u8>, chunk: &[u8; 16], n: usize, bad: u128) -> bool {
+    let dot = (bad.trailing_zeros() / 8) as usize;
+    if chunk[dot] != b'.' || bad & !(0xffu128 << (8 * dot)) != 0 {
+        return false;
+    }
+    // At most 15 digits in 16 bytes: the significant digits are never too
+    // many for fast_decimal3, and a 12-digit integer part cannot reach 10^13.
+    if dot == 0 || dot > 12 || n - dot - 1 < 4 || (chunk[0] == b'0' && dot > 1) {
+        return false;
+    }
+    let d = |i: usize| u32::from(chunk[dot + i] - b'0');
+    let round_up = match chunk[dot + 4] {
+        b'0'..=b'4' => false,
+        b'6'..=b'9' => true,
+        _ => {
+            if chunk[dot + 5..n].iter().all(|&c| c == b'0') {
+                return false; // an exact decimal tie: the binary value decides
+            }
+            true
+        }
+    };
+    let mut fp = d(1) * 100 + d(2) * 10 + d(3);
+    if round_up {
+        fp += 1;
+        if fp == 1000 {
+            return false;
+        }
+    }
+    let digits = [(fp / 100) as u8, ((fp / 10) % 10) as u8, (fp % 10) as u8];
+    let keep = if digits[2] != 0 {
+        3
+    } else if digits[1] != 0 {
+        2
+    } else {
+        1
+    };
+    let at = out.len();
+    out.extend_from_slice(chunk);
+    let frac = at + dot + 1;
+    for (k, digit) in digits.iter().enumerate() {
+        out[frac + k] = b'0' + digit;
+    }
+    out.truncate(frac + keep);
+    true
+}
+
+/// A dotted address (digits and at least two dots, such as an IPv4
+/// address) of `n` bytes at the start of `chunk`, written as the JSON
+/// string [`write_raw`] makes of it (it needs no escapes); `false`
+/// (nothing written) for anything else.
+#[inline]
+fn address16(out: &mut Vec<u8>, chunk: &[u8; 16], n: usize) -> bool {
+    let field = &chunk[..n];
+    if !field.iter().all(|&c| c.is_ascii_digit() || c == b'.')
+        || field.iter().filter(|&&c| c == b'.').count() < 2
+    {
+        return false;
+    }
+    out.push(b'"');
+    let at = out.len();
+    out.extend_from_slice(chunk);
+    out.truncate(at + n);
+    out.push(b'"');
+    true
 }
 
 /// Writes `round(float(field), 3)` for a plain `digits.digits` field whose
@@ -502,6 +664,119 @@ mod tests {
         let mut v = Vec::new();
         assert!(write_raw(&mut v, s));
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn integers_are_written_like_itoa() {
+        let mut values = vec![
+            0i128,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            -1,
+            -10,
+            i128::MAX,
+            i128::MIN,
+        ];
+        values.extend([u64::MAX, u64::MAX - 1].map(i128::from));
+        values.extend([u64::MAX, 1 << 63].map(|v| -i128::from(v)));
+        let mut p = 1i128;
+        for _ in 0..20 {
+            values.extend([p - 1, p, p + 1, 7 * p + 3, -p]);
+            p *= 10;
+        }
+        for v in values {
+            let mut out = b"x".to_vec();
+            write_int(&mut out, v);
+            assert_eq!(out[1..], *itoa::Buffer::new().format(v).as_bytes(), "{v}");
+        }
+    }
+
+    #[test]
+    fn field_path_equals_raw() {
+        let fields = [
+            "0",
+            "7",
+            "00",
+            "0007",
+            "10",
+            "1234567890123456",
+            "12345678901234567",
+            "1a",
+            "a1",
+            "9/",
+            ":9",
+            "51.407123",
+            "-",
+            "-5",
+            "+5",
+            "1e3",
+            "10.0.0.1",
+            "::1",
+            "99999999",
+        ];
+        let mut x = 0.0001f64;
+        let mut floats = Vec::new();
+        while x < 1e12 {
+            for d in [4, 6, 7] {
+                floats.push(format!("{x:.d$}"));
+            }
+            x *= 1.0137;
+        }
+        let more = [
+            "0.0005",
+            "0.00050",
+            "0.00051",
+            "0.9995",
+            "0.99951",
+            "9.9995001",
+            "1.2345",
+            "00.1234",
+            ".1234",
+            "1.",
+            "1.234",
+            "123456789012.3456",
+            "1234567890123.456",
+            "0.000000",
+            "1.23456789012345",
+            "1.2.3.4",
+            "10.0.0.1",
+            "192.168.100.200",
+            "1..2",
+            "..",
+            "1.2e3",
+            "-1.2345",
+            "1.2345 ",
+            "255.255.255.255",
+        ];
+        let floats = floats.iter().map(String::as_str).chain(more);
+        for f in fields.into_iter().chain(floats) {
+            for pad in ["", " ", " 0123456789abcdefghij"] {
+                let line = format!("x {f}{pad}");
+                let mut v = Vec::new();
+                assert!(write_field(&mut v, &line, 2, 2 + f.len()));
+                assert_eq!(String::from_utf8(v).unwrap(), raw(f), "{line:?}");
+            }
+        }
+        for b in 0..=255u8 {
+            let mut chunk = *b"1234567890123456";
+            for n in 1..=16 {
+                for at in 0..n {
+                    chunk[at] = b;
+                    let digits = chunk[..n].iter().all(u8::is_ascii_digit);
+                    let bad = non_digits16(&chunk, n);
+                    assert_eq!(bad == 0, digits, "{chunk:?} {n}");
+                    if !digits {
+                        // The first mark is on the first non-digit.
+                        assert_eq!((bad.trailing_zeros() / 8) as usize, at, "{chunk:?}");
+                    }
+                    chunk[at] = b'1';
+                }
+            }
+        }
     }
 
     fn slow(s: &str) -> String {

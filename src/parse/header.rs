@@ -45,6 +45,9 @@ pub struct Header {
     pub(super) ncols: usize,
     /// Fields needed for the threshold test (both byte columns).
     pub(super) filter_upto: usize,
+    /// Fields needed for the documents: columns after these are only
+    /// counted.
+    pub(super) split_upto: usize,
     pub(super) columns: Columns,
 }
 
@@ -152,6 +155,7 @@ impl Header {
         Ok(Header {
             ncols: names.len(),
             filter_upto: c.max(s) + 1,
+            split_upto: columns.last_column() + 1,
             columns,
         })
     }

@@ -6,7 +6,7 @@ use std::io;
 
 use super::header::Header;
 use super::rows::{Lines, RowParser};
-use super::{NdjsonSink, ParseError, ParseOptions};
+use super::{ParseError, ParseOptions};
 use crate::report::FileStats;
 
 /// Lines of a file handed to a worker, with the line number of the first.
@@ -266,7 +266,7 @@ fn work(
         // Writing to a Vec cannot fail, so an error here is a bug: it fails
         // the file.
         let error = rows
-            .block(&header, lines, &mut stats, &mut NdjsonSink(&mut out))
+            .block_ndjson(&header, lines, &mut stats, &mut out)
             .err()
             .map(|(lineno, e)| format!("line {lineno}: {}", ParseError::Output(e)));
         let notes = rows.take_notes();

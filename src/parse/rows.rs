@@ -6,7 +6,7 @@
 use std::io;
 
 use super::header::Header;
-use super::split::{count_fields, split_fields, trim_cr};
+use super::split::{split_count, trim_cr};
 use super::{FlowSink, ParseOptions};
 use crate::flow::doc::{DocWriter, Row, RowOut};
 use crate::report::FileStats;
@@ -26,6 +26,8 @@ pub(crate) struct Lines<'a> {
 pub(crate) struct RowParser {
     writer: DocWriter,
     fields: Vec<(u32, u32)>,
+    /// Where a document for a [`FlowSink`] is written before it is handed on.
+    doc: Vec<u8>,
     threshold: u64,
     max_doc: usize,
     /// Line of the last row skipped for an oversized document (so a row
@@ -45,6 +47,7 @@ impl RowParser {
                 opts.legacy_udp,
             ),
             fields: Vec::with_capacity(160),
+            doc: Vec::with_capacity(2048),
             threshold: opts.threshold,
             max_doc: opts.max_doc,
             oversized_line: 0,
@@ -85,6 +88,34 @@ impl RowParser {
         stats: &mut FileStats,
         sink: &mut S,
     ) -> Result<(), (u64, io::Error)> {
+        let mut dest = SinkDest {
+            sink,
+            doc: std::mem::take(&mut self.doc),
+        };
+        let done = self.block_to(h, lines, stats, &mut dest);
+        self.doc = dest.doc;
+        done
+    }
+
+    /// [`RowParser::block`] appending the documents to `out` as NDJSON, each
+    /// formatted in place.
+    pub(crate) fn block_ndjson(
+        &mut self,
+        h: &Header,
+        lines: Lines<'_>,
+        stats: &mut FileStats,
+        out: &mut Vec<u8>,
+    ) -> Result<(), (u64, io::Error)> {
+        self.block_to(h, lines, stats, &mut NdjsonDest(out))
+    }
+
+    fn block_to<D: Dest>(
+        &mut self,
+        h: &Header,
+        lines: Lines<'_>,
+        stats: &mut FileStats,
+        dest: &mut D,
+    ) -> Result<(), (u64, io::Error)> {
         let data = lines.bytes;
         let mut lineno = lines.first;
         let mut p = 0;
@@ -94,7 +125,7 @@ impl RowParser {
                 first: lineno,
                 utf8: lines.utf8,
             };
-            self.line(h, line, stats, sink).map_err(|e| (lineno, e))?;
+            self.row(h, line, stats, dest).map_err(|e| (lineno, e))?;
             p += nl + 1;
             lineno += 1;
         }
@@ -109,6 +140,22 @@ impl RowParser {
         stats: &mut FileStats,
         sink: &mut S,
     ) -> io::Result<()> {
+        let mut dest = SinkDest {
+            sink,
+            doc: std::mem::take(&mut self.doc),
+        };
+        let done = self.row(h, line, stats, &mut dest);
+        self.doc = dest.doc;
+        done
+    }
+
+    fn row<D: Dest>(
+        &mut self,
+        h: &Header,
+        line: Lines<'_>,
+        stats: &mut FileStats,
+        dest: &mut D,
+    ) -> io::Result<()> {
         let lineno = line.first;
         let line_bytes = trim_cr(line.bytes);
         if line_bytes.is_empty() {
@@ -118,7 +165,14 @@ impl RowParser {
             self.skips.skip(lineno, "repeated header line", stats);
             return Ok(());
         }
-        let nfields = count_fields(line_bytes);
+        // One pass splits the fields a document (or, with a threshold, the
+        // threshold test) needs and counts the rest.
+        let upto = if self.threshold > 0 {
+            h.filter_upto
+        } else {
+            h.split_upto
+        };
+        let (mut split, nfields) = split_count(line_bytes, &mut self.fields, upto);
         if nfields != h.ncols {
             let why = format!("expected {} fields, got {nfields}", h.ncols);
             self.skips.skip(lineno, &why, stats);
@@ -140,24 +194,23 @@ impl RowParser {
         if self.threshold > 0 {
             // Most rows fall below the threshold: decide on the byte columns
             // before splitting the rest of the row.
-            split_fields(line_bytes, &mut self.fields, h.filter_upto);
             let row = Row {
                 text,
-                fields: &self.fields,
+                fields: &self.fields[..split],
             };
             if self.writer.below_threshold(&row, &h.columns) {
                 stats.rows += 1;
                 return Ok(());
             }
+            split = split_count(line_bytes, &mut self.fields, h.split_upto).0;
         }
-        split_fields(line_bytes, &mut self.fields, usize::MAX);
         stats.rows += 1;
         let row = Row {
             text,
-            fields: &self.fields,
+            fields: &self.fields[..split],
         };
         let mut out = Deliver {
-            sink,
+            dest,
             stats,
             skips: &mut self.skips,
             oversized_line: &mut self.oversized_line,
@@ -189,10 +242,50 @@ impl Skips {
     }
 }
 
-/// Where the documents of one row go: the sink, or the counts when a
-/// document is too large or a direction is dropped.
-struct Deliver<'a, S> {
+/// Where finished documents go.
+trait Dest {
+    /// The buffer the next document is written into.
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// Takes the document in `buf()[start..]`.
+    fn keep(&mut self, start: usize) -> io::Result<()>;
+}
+
+/// Documents handed to a [`FlowSink`] one by one from a reused buffer.
+struct SinkDest<'a, S> {
     sink: &'a mut S,
+    doc: Vec<u8>,
+}
+
+impl<S: FlowSink> Dest for SinkDest<'_, S> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.doc
+    }
+
+    fn keep(&mut self, start: usize) -> io::Result<()> {
+        let done = self.sink.flow(&self.doc[start..]);
+        self.doc.truncate(start);
+        done
+    }
+}
+
+/// Documents formatted in place at the end of an NDJSON buffer.
+struct NdjsonDest<'a>(&'a mut Vec<u8>);
+
+impl Dest for NdjsonDest<'_> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self.0
+    }
+
+    fn keep(&mut self, _start: usize) -> io::Result<()> {
+        self.0.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Where the documents of one row go: the destination, or the counts when
+/// a document is too large or a direction is dropped.
+struct Deliver<'a, D> {
+    dest: &'a mut D,
     stats: &'a mut FileStats,
     skips: &'a mut Skips,
     oversized_line: &'a mut u64,
@@ -200,22 +293,27 @@ struct Deliver<'a, S> {
     lineno: u64,
 }
 
-impl<S: FlowSink> RowOut for Deliver<'_, S> {
+impl<D: Dest> RowOut for Deliver<'_, D> {
     type Error = io::Error;
 
-    fn doc(&mut self, doc: &[u8]) -> io::Result<()> {
-        if doc.len() > self.max_doc {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self.dest.buf()
+    }
+
+    fn doc(&mut self, start: usize) -> io::Result<()> {
+        let len = self.dest.buf().len() - start;
+        if len > self.max_doc {
+            self.dest.buf().truncate(start);
             if std::mem::replace(self.oversized_line, self.lineno) != self.lineno {
                 let why = format!(
-                    "its document of {} bytes does not fit in an array (at most {} bytes)",
-                    doc.len(),
+                    "its document of {len} bytes does not fit in an array (at most {} bytes)",
                     self.max_doc + 2
                 );
                 self.skips.skip(self.lineno, &why, self.stats);
             }
             return Ok(());
         }
-        self.sink.flow(doc)?;
+        self.dest.keep(start)?;
         self.stats.flows += 1;
         Ok(())
     }
