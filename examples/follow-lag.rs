@@ -76,12 +76,7 @@ fn fixture_rows(path: &str) -> Result<Vec<(Vec<u8>, u64)>, String> {
     let mut parser = Parser::new(ParseOptions {
         threshold: 0,
         sensor: "bench".into(),
-        instance: None,
-        legacy_udp: false,
-        verbose: false,
-        threads: 1,
-        stop: None,
-        max_doc: usize::MAX,
+        ..ParseOptions::default()
     });
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {

@@ -345,6 +345,17 @@ impl<S: LiveSink> Follower<'_, S> {
         }
     }
 
+    /// Counts and reports a row the log ended part-way through.
+    fn truncated(&self, stats: &mut FileStats, name: &str, line: u64, why: &str) {
+        stats.skipped_rows += 1;
+        stats.first_problem_line.get_or_insert(line);
+        self.reporter.report(Event::RowSkipped {
+            file: name,
+            line,
+            why: &format!("truncated last line ({why})"),
+        });
+    }
+
     fn failed(&mut self, e: &ParseError) {
         self.reporter.report(Event::FileFailed { error: e });
         self.done.failed = true;
@@ -375,13 +386,8 @@ impl<S: LiveSink> Follower<'_, S> {
                 Step::Rows(rows) => rows,
                 Step::Replaced { truncated } => {
                     if let Some(line) = truncated {
-                        live.stats.skipped_rows += 1;
-                        live.stats.first_problem_line.get_or_insert(line);
-                        self.reporter.report(Event::RowSkipped {
-                            file: &live.name,
-                            line,
-                            why: "truncated last line (the file was replaced part-way through it)",
-                        });
+                        let why = "the file was replaced part-way through it";
+                        self.truncated(&mut live.stats, &live.name, line, why);
                     }
                     self.reporter.warning(&format_args!(
                         "{}: the file was replaced (Tstat restarted?): the old one was read to \
@@ -396,13 +402,12 @@ impl<S: LiveSink> Follower<'_, S> {
             };
             if rows.truncated > 0 {
                 let line = rows.truncated_line;
-                live.stats.skipped_rows += 1;
-                live.stats.first_problem_line.get_or_insert(line);
-                self.reporter.report(Event::RowSkipped {
-                    file: &live.name,
+                self.truncated(
+                    &mut live.stats,
+                    &live.name,
                     line,
-                    why: "truncated last line (no newline when Tstat rotated)",
-                });
+                    "no newline when Tstat rotated",
+                );
             }
             if let Some(header) = rows.header
                 && !rows.lines.is_empty()
@@ -479,12 +484,8 @@ mod tests {
         Parser::new(ParseOptions {
             threshold: 0,
             sensor: "s".into(),
-            instance: None,
-            legacy_udp: false,
-            verbose: false,
-            threads: 1,
-            stop: None,
             max_doc: 1 << 20,
+            ..ParseOptions::default()
         })
     }
 

@@ -57,6 +57,23 @@ pub struct ParseOptions {
     pub max_doc: usize,
 }
 
+impl Default for ParseOptions {
+    /// `tstat-parse`'s defaults on one thread: the 25 GB threshold, an
+    /// empty sensor id, no size limit on a document.
+    fn default() -> ParseOptions {
+        ParseOptions {
+            threshold: crate::bytesize::DEFAULT_BYTES,
+            sensor: String::new(),
+            instance: None,
+            legacy_udp: false,
+            verbose: false,
+            threads: 1,
+            stop: None,
+            max_doc: usize::MAX,
+        }
+    }
+}
+
 /// Receives each kept flow document (compact JSON, no newline).
 pub trait FlowSink {
     /// Takes one document.
@@ -331,12 +348,7 @@ mod tests {
         ParseOptions {
             threshold,
             sensor: "s".into(),
-            instance: None,
-            legacy_udp: false,
-            verbose: false,
-            threads: 1,
-            stop: None,
-            max_doc: usize::MAX,
+            ..ParseOptions::default()
         }
     }
 
