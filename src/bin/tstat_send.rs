@@ -33,6 +33,12 @@ fn main() -> ExitCode {
             format!("{}: not a directory", cli.directory.display()),
         );
     }
+    // The publisher has the other core; one parser thread keeps up with it
+    // (TSTAT_PARSE_THREADS overrides, as for tstat-parse).
+    let threads = match tstat_transport::parse::threads_from_env(1) {
+        Ok(n) => n,
+        Err(msg) => return cli::usage_error(PROG, msg),
+    };
     let sensor = cli.doc.sensor_id();
     // SENSOR:DIRNAME:INDEX must fit in an AMQP short string.
     if let Err(e) = resume::check_id_prefix(&format!("{sensor}:d")) {
@@ -83,8 +89,7 @@ fn main() -> ExitCode {
             legacy_udp: cli.doc.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
             verbose: cli.debug,
-            // The publisher has the other core; one parser thread keeps up with it.
-            threads: 1,
+            threads,
             stop: None,
             max_doc: cli.max_bytes - 2,
         },
