@@ -415,40 +415,59 @@ fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
 }
 
 #[test]
-fn kill9_of_the_tool_and_a_broker_restart_mid_stream_lose_nothing() {
+fn kill9_of_the_tool_and_of_the_broker_at_seeded_moments_lose_nothing() {
+    let seed: u64 = std::env::var("FOLLOW_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("follow torture seed {seed} (replay with FOLLOW_SEED={seed})");
+    let mut rng = gentree::Rng::new(seed);
     let mut node = RabbitNode::start();
     let queue = unique("follow_faults");
     let work = tempfile::tempdir().expect("tempdir");
     let root = tempfile::tempdir().expect("tempdir");
     let cfg = node.write_config(work.path(), &queue);
-    let (_src, dirs) = source(3, 900, 300, 12);
+    let (_src, dirs) = source(3, 900, 300, seed % 1000);
     let extra = ["--chunk-size", "10", "--window", "16"];
     let mut send = follow(root.path(), &cfg, &extra);
+    let burst = rng.range(20, 50) as usize;
     let mut writer = Writer::start(
         root.path(),
         dirs.clone(),
         WriterPlan {
-            burst: 30,
-            pause: Duration::from_millis(100),
+            burst,
+            pause: Duration::from_millis(rng.range(60, 140)),
             between: None,
         },
     );
-    let total_bursts = 3 * 30 + 1;
+    let total_bursts = 3 * 900_usize.div_ceil(burst);
+    // Three kill -9 of tstat_send and one of the broker, at seeded points of
+    // the writing, each once the point is reached and something was shipped.
+    let mut faults: Vec<(usize, bool)> = (0..4)
+        .map(|i| (rng.range(5, total_bursts as u64 - 5) as usize, i == 0))
+        .collect();
+    faults.sort();
     let mut interruptions = 0;
-    // kill -9 of tstat_send a quarter of the way, once messages arrived.
-    wait_until("a quarter written and shipped", DEADLINE, || {
-        writer.bursts.load(Ordering::SeqCst) >= total_bursts / 4
-            && published_so_far(&node, &queue) > 0
-    });
-    send.kill();
-    interruptions += 1;
-    let mut send = follow(root.path(), &cfg, &extra);
-    // The broker killed and restarted half-way.
-    wait_until("half written", DEADLINE, || {
-        writer.bursts.load(Ordering::SeqCst) >= total_bursts / 2
-    });
-    node.kill9_and_restart();
-    interruptions += 1;
+    for (at, broker) in faults {
+        wait_until("the next fault's moment", DEADLINE, || {
+            writer.bursts.load(Ordering::SeqCst) >= at && published_so_far(&node, &queue) > 0
+        });
+        if broker {
+            eprintln!("burst {at}: kill -9 of the broker, restart");
+            node.kill9_and_restart();
+        } else {
+            eprintln!("burst {at}: kill -9 of tstat_send");
+            send.kill();
+        }
+        interruptions += 1;
+        if !send.running() {
+            send = follow(root.path(), &cfg, &extra);
+        }
+    }
     wait_until("every directory written and marked", DEADLINE, || {
         if !send.running() {
             // A run that gave up on the broker is started again, as systemd does.
