@@ -106,6 +106,7 @@ Examples:
   tstat_send -d /var/lib/tstat -N --bytes 0 | head -1 | jq .   look, ship and mark nothing
   tstat_send -d /var/lib/tstat --all -v                        a backfill, the live directory too
   tstat_send -d /var/lib/tstat --watch 600 --metrics-file /var/lib/tstat-transport/tstat_send.prom
+  tstat_send -d /var/lib/tstat --follow                        rows within 5 s of Tstat writing them
 
 Exit status:
   0    every ready directory was shipped and marked
@@ -113,7 +114,8 @@ Exit status:
        broker failed
   2    usage or config error (nothing was read or sent)
   75   another tstat_send holds the tree's lock (nothing touched; try later)
-  130  interrupted by SIGINT, 143 by SIGTERM (progress saved, nothing marked)
+  130  interrupted by SIGINT, 143 by SIGTERM (progress saved, nothing marked;
+       the usual end of --watch and --follow)
 
 Short flags are the original tool's: -t is --transport and -D is --debug here,
 while in tstat-cull -t is --ttl and -D is --dry-run.
