@@ -110,10 +110,19 @@ fn dashboard_and_alerts_use_only_metrics_the_tool_writes() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("tstat_send.prom");
     run(tree.path(), &metrics);
-    let written: BTreeSet<String> = samples(&fs::read_to_string(&metrics).unwrap())
+    let mut written: BTreeSet<String> = samples(&fs::read_to_string(&metrics).unwrap())
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    // Written only while --follow ships a directory (tests/follow.rs).
+    written.extend(
+        [
+            "tstat_send_follow_lag_seconds",
+            "tstat_send_follow_bytes_behind",
+            "tstat_send_follow_directory_info",
+        ]
+        .map(String::from),
+    );
 
     let dashboard = Path::new(CONTRIB).join("grafana-dashboard.json");
     let alerts = Path::new(CONTRIB).join("prometheus-alerts.yml");
