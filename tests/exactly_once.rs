@@ -517,15 +517,7 @@ impl Rng {
 
 #[test]
 fn crash_torture_kill9_of_the_tool_and_the_broker_loses_and_repeats_nothing() {
-    let seed: u64 = std::env::var("TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("crash torture seed {seed} (replay with TORTURE_SEED={seed})");
+    let seed = common::run::seed("crash torture", "TORTURE_SEED");
     let mut rng = Rng(seed);
     let mut node = RabbitNode::start();
     let queue = unique("torture");

@@ -416,15 +416,7 @@ fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
 
 #[test]
 fn kill9_of_the_tool_and_of_the_broker_at_seeded_moments_lose_nothing() {
-    let seed: u64 = std::env::var("FOLLOW_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("follow torture seed {seed} (replay with FOLLOW_SEED={seed})");
+    let seed = common::run::seed("follow torture", "FOLLOW_SEED");
     let mut rng = gentree::Rng::new(seed);
     let mut node = RabbitNode::start();
     let queue = unique("follow_faults");

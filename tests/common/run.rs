@@ -403,6 +403,21 @@ impl Drop for Running {
     }
 }
 
+/// A torture's seed: the number in environment variable `var` (to replay
+/// a run), else one from the clock. Printed, with how to replay it.
+pub fn seed(what: &str, var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{what} seed {seed} (replay with {var}={seed})");
+    seed
+}
+
 /// Polls `cond` every 100 ms until it holds; panics with `what` after
 /// `deadline`.
 #[track_caller]
