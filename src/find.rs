@@ -353,8 +353,28 @@ fn old_name_key(b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The [`name_key`] of a path's last component (empty when it has none).
-fn path_key(path: &Path) -> Cow<'_, [u8]> {
+pub fn path_key(path: &Path) -> Cow<'_, [u8]> {
     path.file_name().map_or(Cow::Borrowed(&[][..]), name_key)
+}
+
+/// The [`path_key`] of the latest Tstat directory in each parent of
+/// `dirs`: every other one there has been rotated away from.
+pub fn latest_per_parent(dirs: &[TstatDir]) -> HashMap<&Path, Cow<'_, [u8]>> {
+    let mut latest: HashMap<&Path, Cow<'_, [u8]>> = HashMap::new();
+    for d in dirs {
+        let Some(parent) = d.path.parent() else {
+            continue;
+        };
+        let key = path_key(&d.path);
+        match latest.get_mut(parent) {
+            Some(slot) if *slot >= key => {}
+            Some(slot) => *slot = key,
+            None => {
+                latest.insert(parent, key);
+            }
+        }
+    }
+    latest
 }
 
 /// Sorts directories the way they are listed and processed: by directory
@@ -386,22 +406,7 @@ where
         found.extend(walk_tstat_dirs(root.as_ref(), &mut on_error));
     }
 
-    // The latest tstat directory name in each parent: every other one there
-    // has been rotated away from.
-    let mut latest: HashMap<&Path, Cow<'_, [u8]>> = HashMap::new();
-    for d in &found {
-        let Some(parent) = d.path.parent() else {
-            continue;
-        };
-        let key = path_key(&d.path);
-        match latest.get_mut(parent) {
-            Some(slot) if *slot >= key => {}
-            Some(slot) => *slot = key,
-            None => {
-                latest.insert(parent, key);
-            }
-        }
-    }
+    let latest = latest_per_parent(&found);
 
     // Which directories a later sibling rotated away from, decided before
     // `found` is taken apart (the map borrows its paths).

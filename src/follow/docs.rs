@@ -273,7 +273,12 @@ impl<S: LiveSink> Follower<'_, S> {
                 .info(&format_args!("{}: following", dir.display()));
             match self.dir(&logs, Some(&dir))? {
                 DirEnd::Stopped => return Ok(()),
-                DirEnd::Rotated => next = successor(&dir)?,
+                DirEnd::Rotated => {
+                    next = super::successor(&dir).map_err(|source| FollowError::Io {
+                        path: dir.parent().unwrap_or(&dir).to_path_buf(),
+                        source,
+                    })?
+                }
             }
         }
     }
@@ -437,30 +442,6 @@ fn output(e: io::Error) -> FollowError {
     FollowError::Output(ParseError::Output(e))
 }
 
-/// The Tstat directory Tstat wrote after `dir`: the oldest one newer than
-/// it beside it (so none is skipped when Tstat rotated twice meanwhile).
-fn successor(dir: &Path) -> Result<Option<PathBuf>, FollowError> {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return Ok(None);
-    };
-    let ours = find::name_key(name).into_owned();
-    let entries = std::fs::read_dir(parent).map_err(|source| FollowError::Io {
-        path: parent.to_path_buf(),
-        source,
-    })?;
-    let mut best: Option<(Vec<u8>, PathBuf)> = None;
-    for entry in entries.flatten() {
-        let key = find::name_key(&entry.file_name()).into_owned();
-        if key > ours
-            && best.as_ref().is_none_or(|(b, _)| key < *b)
-            && find::is_tstat_dir(&entry.path()).unwrap_or(false)
-        {
-            best = Some((key, entry.path()));
-        }
-    }
-    Ok(best.map(|(_, p)| p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,8 +559,14 @@ mod tests {
         // The first one is followed (not yet rotated) only until a newer one
         // appears; then the newer ones in order.
         let first = root.path().join(names[0]);
-        assert_eq!(successor(&first).unwrap(), Some(root.path().join(names[1])));
-        assert_eq!(successor(&root.path().join(names[1])).unwrap(), None);
+        assert_eq!(
+            super::super::successor(&first).unwrap(),
+            Some(root.path().join(names[1]))
+        );
+        assert_eq!(
+            super::super::successor(&root.path().join(names[1])).unwrap(),
+            None
+        );
         let stop = AtomicBool::new(false);
         let mut sink = Until {
             docs: vec![],

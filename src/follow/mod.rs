@@ -176,50 +176,49 @@ impl LiveLog {
 /// Whether a newer Tstat directory exists beside `dir`: Tstat rotated away
 /// from it, so it is complete.
 pub fn rotated(dir: &Path) -> io::Result<bool> {
+    Ok(successor(dir)?.is_some())
+}
+
+/// The Tstat directory Tstat wrote after `dir`: the oldest one newer than
+/// it beside it (so none is skipped when Tstat rotated twice meanwhile).
+pub fn successor(dir: &Path) -> io::Result<Option<PathBuf>> {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return Ok(false);
+        return Ok(None);
     };
     let ours = find::name_key(name);
+    let mut best: Option<(Vec<u8>, PathBuf)> = None;
     for entry in std::fs::read_dir(parent)? {
         let entry = entry?;
-        let other = entry.file_name();
-        if find::name_key(&other) > ours && find::is_tstat_dir(&entry.path()).unwrap_or(false) {
-            return Ok(true);
+        let key = find::name_key(&entry.file_name()).into_owned();
+        if *key > *ours
+            && best.as_ref().is_none_or(|(b, _)| key < *b)
+            && find::is_tstat_dir(&entry.path()).unwrap_or(false)
+        {
+            best = Some((key, entry.path()));
         }
     }
-    Ok(false)
+    Ok(best.map(|(_, p)| p))
 }
 
 /// The directories Tstat may still be writing below `root`: in each
 /// directory holding Tstat directories, the newest one, unless it is marked
 /// done. Newest first.
 pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut latest: Vec<find::TstatDir> = Vec::new();
-    for d in find::walk_tstat_dirs(root, &mut |_| {}) {
-        match latest
-            .iter_mut()
-            .find(|l| l.path.parent() == d.path.parent())
-        {
-            Some(l) => {
-                if path_key(&d.path) > path_key(&l.path) {
-                    *l = d;
-                }
-            }
-            None => latest.push(d),
-        }
-    }
-    let mut out: Vec<PathBuf> = latest
-        .into_iter()
-        .filter(|d| !d.done)
-        .map(|d| d.path)
+    let found = find::walk_tstat_dirs(root, &mut |_| {});
+    let latest = find::latest_per_parent(&found);
+    let mut out: Vec<&Path> = found
+        .iter()
+        .filter(|d| {
+            !d.done
+                && d.path
+                    .parent()
+                    .and_then(|parent| latest.get(parent))
+                    .is_some_and(|l| find::path_key(&d.path) == *l)
+        })
+        .map(|d| d.path.as_path())
         .collect();
-    out.sort_by_key(|d| std::cmp::Reverse(path_key(d)));
-    out
-}
-
-fn path_key(p: &Path) -> Vec<u8> {
-    p.file_name()
-        .map_or_else(Vec::new, |n| find::name_key(n).into_owned())
+    out.sort_by_key(|d| std::cmp::Reverse(find::path_key(d)));
+    out.into_iter().map(Path::to_path_buf).collect()
 }
 
 /// The paths of a directory's logs in stream order; `Err` names a gzipped
