@@ -350,17 +350,6 @@ impl<S: LiveSink> Follower<'_, S> {
         }
     }
 
-    /// Counts and reports a row the log ended part-way through.
-    fn truncated(&self, stats: &mut FileStats, name: &str, line: u64, why: &str) {
-        stats.skipped_rows += 1;
-        stats.first_problem_line.get_or_insert(line);
-        self.reporter.report(Event::RowSkipped {
-            file: name,
-            line,
-            why: &format!("truncated last line ({why})"),
-        });
-    }
-
     fn failed(&mut self, e: &ParseError) {
         self.reporter.report(Event::FileFailed { error: e });
         self.done.failed = true;
@@ -392,7 +381,13 @@ impl<S: LiveSink> Follower<'_, S> {
                 Step::Replaced { truncated } => {
                     if let Some(line) = truncated {
                         let why = "the file was replaced part-way through it";
-                        self.truncated(&mut live.stats, &live.name, line, why);
+                        super::count_truncated(
+                            &mut live.stats,
+                            self.reporter,
+                            &live.name,
+                            line,
+                            why,
+                        );
                     }
                     self.reporter.warning(&format_args!(
                         "{}: the file was replaced (Tstat restarted?): the old one was read to \
@@ -407,8 +402,9 @@ impl<S: LiveSink> Follower<'_, S> {
             };
             if rows.truncated > 0 {
                 let line = rows.truncated_line;
-                self.truncated(
+                super::count_truncated(
                     &mut live.stats,
+                    self.reporter,
                     &live.name,
                     line,
                     "no newline when Tstat rotated",

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use self::tail::{Polled, Tail};
 use crate::find;
-use crate::parse::{Header, ParseError, Protocol};
+use crate::parse::{FileStats, Header, ParseError, Protocol};
+use crate::report::{Event, Reporter};
 use crate::resume::LogPos;
 
 /// The two logs a Tstat directory can hold, in stream order.
@@ -171,6 +172,23 @@ impl LiveLog {
             more,
         }))
     }
+}
+
+/// Counts a row a log ended part-way through as skipped, and reports it.
+pub fn count_truncated(
+    stats: &mut FileStats,
+    reporter: &dyn Reporter,
+    file: &str,
+    line: u64,
+    why: &str,
+) {
+    stats.skipped_rows += 1;
+    stats.first_problem_line.get_or_insert(line);
+    reporter.report(Event::RowSkipped {
+        file,
+        line,
+        why: &format!("truncated last line ({why})"),
+    });
 }
 
 /// Whether a newer Tstat directory exists beside `dir`: Tstat rotated away

@@ -106,16 +106,16 @@ impl FlowSink for Feed<'_> {
 }
 
 impl Log {
+    /// The log at `path` from `pos`; true with it when the file is not the
+    /// one `pos` was in (said, and read from its start).
     fn new(
         path: PathBuf,
         proto: Protocol,
         pos: LogPos,
         job: &LiveJob,
-        replaced: &mut u32,
-    ) -> Result<Log, ParseError> {
+    ) -> Result<(Log, bool), ParseError> {
         let (live, was_replaced) = LiveLog::new(&path, proto, pos)?;
         let pos = if was_replaced {
-            *replaced += 1;
             job.reporter.warning(&format_args!(
                 "{}: not the file the progress record names (Tstat restarted?): the rows \
                  written to the old one after line {} could not be read; shipping this one \
@@ -137,7 +137,7 @@ impl Log {
                 Ok(())
             }),
         );
-        Ok(Log {
+        let log = Log {
             live,
             path,
             proto,
@@ -146,7 +146,8 @@ impl Log {
             chunker,
             arrays,
             since: None,
-        })
+        };
+        Ok((log, was_replaced))
     }
 }
 
@@ -247,7 +248,8 @@ impl Reader<'_> {
             let rows = match live.read(finished)? {
                 Step::Replaced { truncated } => {
                     if let Some(line) = truncated {
-                        self.truncated(&name, line, "the file was replaced part-way through it");
+                        let why = "the file was replaced part-way through it";
+                        follow::count_truncated(stats, &*self.job.reporter, &name, line, why);
                     }
                     // The new file is read at once: at rotation there is
                     // no later look.
@@ -258,13 +260,13 @@ impl Reader<'_> {
             };
             let more = rows.more;
             if rows.truncated > 0 {
-                stats.skipped_rows += 1;
-                stats.first_problem_line.get_or_insert(rows.truncated_line);
-                self.job.reporter.report(Event::RowSkipped {
-                    file: &name,
-                    line: rows.truncated_line,
-                    why: "truncated last line (no newline when Tstat rotated)",
-                });
+                follow::count_truncated(
+                    stats,
+                    &*self.job.reporter,
+                    &name,
+                    rows.truncated_line,
+                    "no newline when Tstat rotated",
+                );
             }
             if let Some(header) = rows.header
                 && !rows.lines.is_empty()
@@ -296,17 +298,6 @@ impl Reader<'_> {
         }
     }
 
-    /// Counts a row a log ended part-way through.
-    fn truncated(&mut self, name: &str, line: u64, why: &str) {
-        self.stats.skipped_rows += 1;
-        self.stats.first_problem_line.get_or_insert(line);
-        self.job.reporter.report(Event::RowSkipped {
-            file: name,
-            line,
-            why: &format!("truncated last line ({why})"),
-        });
-    }
-
     /// The log was deleted and created again: what the old file held is
     /// sent, then the new one is read from its start.
     fn replace(&mut self, i: usize) -> Result<(), ParseError> {
@@ -318,8 +309,7 @@ impl Reader<'_> {
              reading the new one from its start",
             path.display()
         ));
-        let mut ignored = 0;
-        self.logs[i] = Log::new(path, proto, LogPos::default(), self.job, &mut ignored)?;
+        self.logs[i] = Log::new(path, proto, LogPos::default(), self.job)?.0;
         Ok(())
     }
 
@@ -341,8 +331,11 @@ pub(super) fn follow(job: LiveJob, tx: mpsc::Sender<Item>) -> Produced {
     let mut logs = Vec::new();
     let mut failed = None;
     for (i, (path, proto)) in job.logs.iter().enumerate() {
-        match Log::new(path.clone(), *proto, job.start.logs[i], &job, &mut replaced) {
-            Ok(l) => logs.push(l),
+        match Log::new(path.clone(), *proto, job.start.logs[i], &job) {
+            Ok((l, was_replaced)) => {
+                replaced += u32::from(was_replaced);
+                logs.push(l);
+            }
             Err(e) => {
                 job.reporter.report(Event::FileFailed { error: &e });
                 failed = Some(format!("{}: cannot be read", path.display()));

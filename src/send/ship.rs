@@ -256,11 +256,7 @@ impl Sender {
             })
         };
         let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
-        let followed = match plan.expect.follow {
-            Some(start) => Some(start),
-            None if live => Some(Positions::default()),
-            None => None,
-        };
+        let followed = plan.expect.follow.or(live.then(Positions::default));
         let gauge = Arc::new(Mutex::new(LiveGauge {
             timed: record.is_some(),
             ..LiveGauge::default()
