@@ -141,6 +141,55 @@ pub struct RabbitConfig {
     pub persistent: bool,
     /// Queue declaration options.
     pub queue_options: QueueOptions,
+    /// `transport = stream` (design §14.2): publish to this stream over the
+    /// stream protocol instead of to the queue; `None` for the queue
+    /// transport (the default).
+    pub stream: Option<StreamConfig>,
+}
+
+/// The stream transport's settings (`transport = stream`, design §14.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// The stream (`stream = NAME`), created when absent.
+    pub name: String,
+    /// Stream protocol port on every host of the list (`stream_port`;
+    /// default 5552, or 5551 with `use_ssl`).
+    pub port: u16,
+    /// `[rabbit_stream_options]`.
+    pub options: StreamOptions,
+}
+
+/// `[rabbit_stream_options]`, typed; `None` fields were not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `max-length-bytes`: retention by size.
+    pub max_length_bytes: Option<u64>,
+    /// `max-age`: retention by age, RabbitMQ's syntax (`7D`, `12h`, `30m`).
+    pub max_age: Option<String>,
+    /// `stream-max-segment-size-bytes`.
+    pub max_segment_size_bytes: Option<u64>,
+    /// `initial-cluster-size`: replicas in a cluster.
+    pub initial_cluster_size: Option<u32>,
+}
+
+impl StreamOptions {
+    /// The options as the stream protocol's `create` arguments (name, value).
+    pub fn arguments(&self) -> Vec<(&'static str, String)> {
+        let mut args = Vec::new();
+        if let Some(n) = self.max_length_bytes {
+            args.push(("max-length-bytes", n.to_string()));
+        }
+        if let Some(a) = &self.max_age {
+            args.push(("max-age", a.clone()));
+        }
+        if let Some(n) = self.max_segment_size_bytes {
+            args.push(("stream-max-segment-size-bytes", n.to_string()));
+        }
+        if let Some(n) = self.initial_cluster_size {
+            args.push(("initial-cluster-size", n.to_string()));
+        }
+        args
+    }
 }
 
 impl std::fmt::Debug for RabbitConfig {
@@ -157,6 +206,7 @@ impl std::fmt::Debug for RabbitConfig {
             .field("exchange", &self.exchange)
             .field("persistent", &self.persistent)
             .field("queue_options", &self.queue_options)
+            .field("stream", &self.stream)
             .finish()
     }
 }

@@ -170,6 +170,7 @@ pub(super) fn validate(
         exchange: exchange?,
         persistent,
         queue_options,
+        stream: None,
     })
 }
 
