@@ -18,6 +18,7 @@ pub mod durable;
 pub mod find;
 pub mod flow;
 pub mod follow;
+pub mod identity;
 pub mod lock;
 pub mod metrics;
 pub mod parse;
