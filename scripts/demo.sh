@@ -81,6 +81,8 @@ say "the sample tree"
 (cd "$tree" && find . -type f | sort | xargs ls -l | awk '{print $5, $9}')
 
 say "tstat_send -d TREE --all --bytes 0 -c config.ini -S demo"
+echo "(the synthetic sample has damaged rows on purpose: the warnings about them"
+echo " show that a bad row is counted and skipped, not shipped and not fatal)"
 "$bin/tstat_send" -d "$tree" --all --bytes 0 -c "$config" -S demo
 echo "markers: $(cd "$tree" && find . -name .processed | sort | tr '\n' ' ')"
 

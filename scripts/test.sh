@@ -12,6 +12,13 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
 fi
 
+# tests/package.rs builds the Debian package with cargo-deb: install it here,
+# visibly, rather than inside a test whose output is captured.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "test.sh: installing cargo-deb for the package test (cargo install cargo-deb --locked; once, a few minutes)" >&2
+    env -u CARGO_TARGET_DIR cargo install cargo-deb --locked
+fi
+
 cargo fmt --check
 # No --quiet on the builds: the first one takes minutes, and cargo's
 # progress shows that something is happening.

@@ -91,20 +91,24 @@ fn control_file(name: &str) -> String {
     ok(&format!("dpkg-deb -I {name}"), out)
 }
 
-/// The package unpacked in a temp dir (no install).
+/// The package unpacked (no install), beside the .deb in the target
+/// directory: a temp dir held in a static is never dropped, and would leave
+/// the unpacked package in /tmp after every test run.
 fn unpacked() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = command("dpkg-deb")
-            .arg("-x")
-            .arg(deb())
-            .arg(dir.path())
-            .run();
+        let dir = deb()
+            .parent()
+            .expect("the .deb's directory")
+            .join("unpacked-by-tests");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).expect("remove the last unpacked copy");
+        }
+        fs::create_dir_all(&dir).expect("mkdir");
+        let out = command("dpkg-deb").arg("-x").arg(deb()).arg(&dir).run();
         ok("dpkg-deb -x", out);
         dir
     })
-    .path()
 }
 
 #[test]

@@ -118,6 +118,9 @@ EOF
 # node (guest/guest, default exchange, routing key = queue).
 rabbit_node_write_config() {
     local file=$1 queue=$2
+    # Owner-only, like any config holding a password (tstat_send warns
+    # about a password others can read).
+    (umask 077 && : >"$file")
     cat >"$file" <<EOF
 [rabbit]
 host = $RABBIT_HOST
