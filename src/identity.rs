@@ -17,8 +17,12 @@ pub const MAX_PRODUCER_NAME: usize = 255;
 
 /// Bits of a publishing id, high to low: the directory's time in minutes
 /// since 2000-01-01 (26 bits: until 2127), the directory's generation
-/// (4 bits), and the document's position in its log (34 bits: the row's
-/// line times two plus which of its two documents).
+/// (4 bits), and the document's ordinal in its log (34 bits). The ordinal
+/// counts the documents a log gives under the directory's settings (the
+/// 1st, 2nd, … document kept), so it names a source position as exactly as
+/// a row's line does while the settings stay those of the directory's
+/// record (design §8.7 refuses a changed setting), and it needs no line
+/// numbers from the parser's hot path.
 const TIME_BITS: u32 = 26;
 const GEN_BITS: u32 = 4;
 const POS_BITS: u32 = 34;
@@ -27,8 +31,8 @@ const POS_BITS: u32 = 34;
 pub const MAX_MINUTES: u32 = (1 << TIME_BITS) - 1;
 /// Largest generation an id can hold.
 pub const MAX_GENERATION: u8 = (1 << GEN_BITS) - 1;
-/// Largest row line an id can hold (8.6 billion rows per log).
-pub const MAX_LINE: u64 = (1 << (POS_BITS - 1)) - 1;
+/// Largest document ordinal an id can hold (17 billion per log).
+pub const MAX_ORDINAL: u64 = (1 << POS_BITS) - 1;
 
 /// A short, stable name for a tree: eight hex digits of the CRC-32 of its
 /// canonical absolute path. Two Tstat output directories on one host
@@ -107,32 +111,6 @@ impl Producers {
     }
 }
 
-/// A document's place in its log: the row's line (the header is line 1)
-/// and which of the row's two documents (client to server first).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DocPos {
-    /// The row's line in its log.
-    pub line: u64,
-    /// The row's second document.
-    pub second: bool,
-}
-
-impl DocPos {
-    /// The position as one ordinal (`line * 2 + second`); 0 is "before the
-    /// first row".
-    pub fn ordinal(self) -> u64 {
-        self.line * 2 + u64::from(self.second)
-    }
-
-    /// The inverse of [`ordinal`](Self::ordinal).
-    pub fn from_ordinal(n: u64) -> DocPos {
-        DocPos {
-            line: n / 2,
-            second: n % 2 == 1,
-        }
-    }
-}
-
 /// Which directory an id belongs to: its time and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DirStamp {
@@ -152,37 +130,35 @@ impl DirStamp {
         }
     }
 
-    /// The publishing id of the document at `pos` of this directory;
-    /// `None` past [`MAX_LINE`] or [`MAX_GENERATION`].
-    pub fn id(self, pos: DocPos) -> Option<u64> {
-        if pos.line > MAX_LINE || self.generation > MAX_GENERATION {
+    /// The publishing id of the message whose last document is the
+    /// `ordinal`-th (from 1) of its log; `None` for 0, past
+    /// [`MAX_ORDINAL`] or past [`MAX_GENERATION`].
+    pub fn id(self, ordinal: u64) -> Option<u64> {
+        if ordinal == 0 || ordinal > MAX_ORDINAL || self.generation > MAX_GENERATION {
             return None;
         }
-        Some(
-            (u64::from(self.minutes) << (GEN_BITS + POS_BITS))
-                | (u64::from(self.generation) << POS_BITS)
-                | pos.ordinal(),
-        )
+        Some(self.first_id() | ordinal)
     }
 
     /// The lowest id of this directory (below any of its documents).
     pub fn first_id(self) -> u64 {
-        self.id(DocPos::default()).unwrap_or(0)
+        (u64::from(self.minutes.min(MAX_MINUTES)) << (GEN_BITS + POS_BITS))
+            | (u64::from(self.generation.min(MAX_GENERATION)) << POS_BITS)
     }
 
     /// The highest id this directory can use.
     pub fn last_id(self) -> u64 {
-        self.first_id() | ((1 << POS_BITS) - 1)
+        self.first_id() | MAX_ORDINAL
     }
 
     /// Where `id` falls relative to this directory's ids.
     pub fn locate(self, id: u64) -> Place {
-        if id < self.first_id() {
+        if id <= self.first_id() {
             Place::Before
         } else if id > self.last_id() {
             Place::After
         } else {
-            Place::Within(DocPos::from_ordinal(id & ((1 << POS_BITS) - 1)))
+            Place::Within(id & MAX_ORDINAL)
         }
     }
 }
@@ -198,8 +174,9 @@ impl fmt::Display for DirStamp {
 pub enum Place {
     /// Below all of them (an older directory, or nothing stored).
     Before,
-    /// Inside: documents up to and including this one are stored.
-    Within(DocPos),
+    /// Inside: the log's documents up to and including this ordinal are
+    /// stored.
+    Within(u64),
     /// Above all of them (a newer directory, or a later generation).
     After,
 }
@@ -261,8 +238,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub struct StreamPlan {
     /// The producers' epoch.
     pub epoch: u32,
-    /// Per log (TCP, UDP): the last document already stored, if any.
-    pub after: [Option<DocPos>; 2],
+    /// Per log (TCP, UDP): documents already stored (an ordinal; 0: none).
+    pub after: [u64; 2],
     /// Why the epoch is new, when it is.
     pub new_epoch: Option<NewEpoch>,
 }
@@ -291,13 +268,13 @@ pub enum NewEpoch {
 pub fn plan_stream(
     dir: DirStamp,
     stored: &[[u64; 2]],
-    record: Option<(u32, [Option<DocPos>; 2])>,
+    record: Option<(u32, [u64; 2])>,
 ) -> StreamPlan {
     let highest = stored.len().saturating_sub(1) as u32;
     let at = |e: u32| stored.get(e as usize).copied().unwrap_or([0, 0]);
     let fresh = |why| StreamPlan {
         epoch: highest + 1,
-        after: [None, None],
+        after: [0, 0],
         new_epoch: Some(why),
     };
     if let Some((epoch, confirmed)) = record {
@@ -311,8 +288,8 @@ pub fn plan_stream(
         return StreamPlan {
             epoch,
             after: places.map(|p| match p {
-                Place::Within(pos) => Some(pos),
-                _ => None,
+                Place::Within(n) => n,
+                _ => 0,
             }),
             new_epoch: None,
         };
@@ -322,7 +299,7 @@ pub fn plan_stream(
     }
     StreamPlan {
         epoch: highest,
-        after: [None, None],
+        after: [0, 0],
         new_epoch: None,
     }
 }
@@ -333,10 +310,6 @@ mod tests {
 
     fn stamp(name: &str) -> DirStamp {
         DirStamp::of_name(OsStr::new(name))
-    }
-
-    fn pos(line: u64, second: bool) -> DocPos {
-        DocPos { line, second }
     }
 
     #[test]
@@ -365,28 +338,25 @@ mod tests {
     }
 
     #[test]
-    fn ids_order_by_directory_then_generation_then_position_and_are_never_zero() {
+    fn ids_order_by_directory_then_generation_then_ordinal_and_are_never_zero() {
         let a = stamp("2026_03_01_05_00.out");
         let b = stamp("2026_03_01_06_00.out");
         let a1 = DirStamp { generation: 1, ..a };
         let ids = [
-            a.id(pos(2, false)).unwrap(),
-            a.id(pos(2, true)).unwrap(),
-            a.id(pos(3, false)).unwrap(),
-            a.id(pos(MAX_LINE, true)).unwrap(),
-            a1.id(pos(2, false)).unwrap(),
-            b.id(pos(2, false)).unwrap(),
+            a.id(1).unwrap(),
+            a.id(2).unwrap(),
+            a.id(MAX_ORDINAL).unwrap(),
+            a1.id(1).unwrap(),
+            b.id(1).unwrap(),
         ];
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-        assert!(stamp("odd.out").id(pos(2, false)).unwrap() > 0);
-        assert_eq!(a.id(pos(MAX_LINE + 1, false)), None);
-        for (i, p) in [pos(2, false), pos(2, true), pos(MAX_LINE, true)]
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(a.locate(a.id(p).unwrap()), Place::Within(p), "{i}");
+        assert_eq!(stamp("odd.out").id(1), Some(1));
+        assert_eq!(a.id(0), None);
+        assert_eq!(a.id(MAX_ORDINAL + 1), None);
+        for n in [1, 2, 77, MAX_ORDINAL] {
+            assert_eq!(a.locate(a.id(n).unwrap()), Place::Within(n), "{n}");
         }
-        assert_eq!(a.locate(ids[4]), Place::After);
+        assert_eq!(a.locate(ids[3]), Place::After);
         assert_eq!(b.locate(ids[0]), Place::Before);
         assert_eq!(a.locate(0), Place::Before);
     }
@@ -420,10 +390,10 @@ mod tests {
     fn a_new_directory_takes_the_highest_epoch_when_it_is_newer_than_all_it_holds() {
         let old = stamp("2026_03_01_05_00.out");
         let new = stamp("2026_03_01_06_00.out");
-        let stored_old = old.id(pos(900, true)).unwrap();
+        let stored_old = old.id(901).unwrap();
         // Nothing stored: epoch 0 from the start.
         let p = plan_stream(new, &[], None);
-        assert_eq!((p.epoch, p.after, p.new_epoch), (0, [None, None], None));
+        assert_eq!((p.epoch, p.after, p.new_epoch), (0, [0, 0], None));
         // Older directories stored in epoch 1: the newer one joins it.
         let p = plan_stream(new, &[[9, 9], [stored_old, 0]], None);
         assert_eq!((p.epoch, p.new_epoch), (1, None));
@@ -431,35 +401,33 @@ mod tests {
         // a fresh epoch, never at or below what is stored.
         let p = plan_stream(old, &[[9, 9], [stored_old, 0]], None);
         assert_eq!((p.epoch, p.new_epoch), (2, Some(NewEpoch::Overlaps)));
-        // Even when only its first row is stored.
-        let first = old.id(pos(2, false)).unwrap();
-        let p = plan_stream(old, &[[0, first]], None);
+        // Even when only its first document is stored.
+        let p = plan_stream(old, &[[0, old.id(1).unwrap()]], None);
         assert_eq!((p.epoch, p.new_epoch), (1, Some(NewEpoch::Overlaps)));
     }
 
     #[test]
     fn a_recorded_directory_resumes_after_what_the_broker_holds() {
         let d = stamp("2026_03_01_05_00.out");
-        let tcp = d.id(pos(40, true)).unwrap();
-        let p = plan_stream(d, &[[tcp, 0]], Some((0, [Some(pos(10, false)), None])));
+        let tcp = d.id(81).unwrap();
+        let p = plan_stream(d, &[[tcp, 0]], Some((0, [20, 0])));
         // The broker wins over the record (it holds more than the record says).
         assert_eq!(p.epoch, 0);
-        assert_eq!(p.after, [Some(pos(40, true)), None]);
+        assert_eq!(p.after, [81, 0]);
         assert_eq!(p.new_epoch, None);
         // An older directory's ids in its epoch: nothing of this one stored.
-        let older = stamp("2026_03_01_04_00.out").id(pos(7, false)).unwrap();
-        let p = plan_stream(d, &[[older, older]], Some((0, [None, None])));
-        assert_eq!((p.epoch, p.after), (0, [None, None]));
+        let older = stamp("2026_03_01_04_00.out").id(7).unwrap();
+        let p = plan_stream(d, &[[older, older]], Some((0, [0, 0])));
+        assert_eq!((p.epoch, p.after), (0, [0, 0]));
     }
 
     #[test]
     fn a_recorded_directory_overtaken_in_its_epoch_moves_to_a_new_one() {
         let d = stamp("2026_03_01_05_00.out");
-        let newer = stamp("2026_03_01_06_00.out").id(pos(5, false)).unwrap();
-        let confirmed = [Some(pos(30, true)), Some(pos(4, false))];
-        let p = plan_stream(d, &[[newer, 0], [1, 1]], Some((0, confirmed)));
+        let newer = stamp("2026_03_01_06_00.out").id(5).unwrap();
+        let p = plan_stream(d, &[[newer, 0], [1, 1]], Some((0, [61, 8])));
         assert_eq!(p.epoch, 2);
-        assert_eq!(p.after, confirmed);
+        assert_eq!(p.after, [61, 8]);
         assert_eq!(p.new_epoch, Some(NewEpoch::Overtaken));
     }
 }
