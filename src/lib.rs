@@ -26,3 +26,4 @@ pub mod publish;
 pub mod report;
 pub mod resume;
 pub mod send;
+pub mod shutdown;

@@ -375,6 +375,93 @@ pub fn new_generation(previous: Option<u64>) -> u64 {
     now.max(previous.map_or(0, |p| p + 1)).max(1)
 }
 
+/// How a stream meets its record in [`open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Open {
+    /// Resume what the record says was confirmed, if the record applies
+    /// (from its log positions when the stream was followed).
+    Resume,
+    /// A directory Tstat is writing (design §12): from the record's log
+    /// positions, or from the start under a new generation of ids.
+    Follow,
+    /// From the start under a new generation of ids, whatever the record
+    /// says (`--reship`).
+    Reship,
+}
+
+/// The one gate of exactly once (design §8.7), for every program that
+/// keeps a record: reads the record at `path`, checks it against the
+/// `settings` and `logs` of now and says how the stream resumes, with the
+/// record file that keeps it from then on. `Err` when the record does not
+/// apply: nothing may be sent ([`refusal_text`] words it).
+pub fn open(
+    path: PathBuf,
+    program: &str,
+    settings: BTreeMap<String, String>,
+    logs: Vec<LogId>,
+    how: Open,
+) -> Result<(Plan, RecordFile), Refusal> {
+    let loaded = load(&path);
+    let plan = match (how, loaded) {
+        (Open::Reship, loaded) => {
+            let previous = loaded.ok().flatten().map(|r| r.generation);
+            Plan::fresh(new_generation(previous))
+        }
+        (_, Err(r)) => return Err(r),
+        (Open::Follow, Ok(None)) => follow_fresh(),
+        (Open::Resume, Ok(None)) => Plan::fresh(0),
+        (Open::Follow, Ok(Some(rec))) => follow_plan(&rec, &settings)?,
+        (Open::Resume, Ok(Some(rec))) if rec.next.follow.is_some() => follow_plan(&rec, &settings)?,
+        (Open::Resume, Ok(Some(rec))) => plan(&rec, &settings, &logs)?,
+    };
+    let rec = RecordFile::new(path, program, settings, logs, &plan);
+    Ok((plan, rec))
+}
+
+/// Settings by name for a record; one not given is stored as `(none)`.
+pub fn settings<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, Option<String>)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.unwrap_or_else(|| "(none)".into())))
+        .collect()
+}
+
+/// How to ship anyway what a record refuses, as its message says.
+#[derive(Clone, Copy, Debug)]
+pub enum Override<'a> {
+    /// A directory of a tree: `tstat_send -d ROOT --reship DIR`.
+    ReshipDir {
+        /// The tree.
+        root: &'a Path,
+        /// The directory.
+        dir: &'a Path,
+    },
+    /// An input on stdin: the program's `--reship`.
+    ReshipInput,
+}
+
+/// The message for a stream its record refuses (`why`: a [`Refusal`], or
+/// the producer's own finding), with the way to ship it anyway.
+pub fn refusal_text(why: &dyn fmt::Display, record: &Path, how: Override<'_>) -> String {
+    match how {
+        Override::ReshipDir { root, dir } => format!(
+            "{why} (record {}); to ship it again deliberately under new message ids: \
+             tstat_send -d {} --reship {} (flows confirmed before arrive a second time \
+             under the new ids)",
+            record.display(),
+            root.display(),
+            dir.display()
+        ),
+        Override::ReshipInput => format!(
+            "{}: {why}; nothing published (to send this input anyway under new message ids, \
+             add --reship)",
+            record.display()
+        ),
+    }
+}
+
 /// The record file of a stream, kept up to date as confirms arrive.
 #[derive(Debug)]
 pub struct RecordFile {

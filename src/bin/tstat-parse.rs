@@ -77,7 +77,7 @@ fn run_follow(
         1 << 17,
         stdout.lock(),
     )));
-    let done = docs::follow(&target, &mut parser, &mut sink, stop, &*reporter);
+    let done = docs::follow(&target, &mut parser, &mut sink, &stop, &*reporter);
     // What was parsed is printed, however it ended (not on a closed stdout).
     let flushed = sink.0.0.flush();
     let done = done?;

@@ -6,13 +6,15 @@ use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::thread;
 
-use std::collections::BTreeMap;
-
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tstat_transport::cli;
 use tstat_transport::cli::runtime;
-use tstat_transport::publish::{Item, Outgoing, PublishError, Publisher, Recorder, StreamStart};
-use tstat_transport::resume::{self, Digest, Mark, Plan, RecordFile};
+use tstat_transport::config::RabbitConfig;
+use tstat_transport::publish::{
+    Item, Outgoing, PublishError, PublishOptions, Publisher, Recorder, StreamReport, StreamStart,
+};
+use tstat_transport::resume::{self, Digest, Mark, Open, Override, Plan, RecordFile};
+use tstat_transport::shutdown::Shutdown;
 
 const PROG: &str = "tstat-rabbit";
 
@@ -24,63 +26,27 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     runtime::init_logging(PROG, cli.verbose, false);
-
     let cfg = match runtime::load_config(PROG, &cli.config, cli.verbose) {
         Ok(c) => c,
         Err(code) => return code,
     };
-
-    let verbose = cli.verbose;
-    let opts = cli.publish.options(PROG, verbose);
-
+    let opts = cli.publish.options(PROG, cli.verbose);
     // The progress record, and how far it lets this input resume.
-    let (plan, mut record) = match &cli.progress {
-        None => (Plan::fresh(0), None),
-        Some(path) => {
-            let settings = BTreeMap::from([
-                (
-                    "message_id_prefix".to_string(),
-                    cli.message_id_prefix
-                        .clone()
-                        .unwrap_or_else(|| "(none)".into()),
-                ),
-                (
-                    "fingerprint".to_string(),
-                    cli.fingerprint.clone().unwrap_or_else(|| "(none)".into()),
-                ),
-            ]);
-            let loaded = resume::load(path);
-            let plan = if cli.reship {
-                Plan::fresh(resume::new_generation(
-                    loaded.ok().flatten().map(|r| r.generation),
-                ))
-            } else {
-                match loaded.and_then(|r| {
-                    r.map_or(Ok(Plan::fresh(0)), |r| resume::plan(&r, &settings, &[]))
-                }) {
-                    Ok(p) => p,
-                    Err(r) => return refused(path, &r.to_string()),
-                }
-            };
-            let rec = RecordFile::new(path.clone(), PROG, settings, Vec::new(), &plan);
-            (plan, Some(rec))
-        }
+    let (plan, mut record) = match open_record(&cli) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let prefix = cli
         .message_id_prefix
         .as_deref()
         .map(|p| resume::id_prefix(p, plan.generation));
-    if let Some(p) = &prefix
-        && let Err(e) = resume::check_id_prefix(p)
-    {
+    if let Some(Err(e)) = prefix.as_deref().map(resume::check_id_prefix) {
         return cli::usage_error(PROG, format!("--message-id-prefix: {e}"));
     }
-
     let runtime = match runtime::async_runtime(PROG) {
         Ok(rt) => rt,
         Err(code) => return code.into(),
     };
-
     // Lines are read on their own thread so publishing never waits on a
     // slow producer while confirms are due; the channel bounds memory.
     let (tx, rx) = mpsc::channel::<Item>(16);
@@ -88,41 +54,80 @@ fn main() -> ExitCode {
     let reader = thread::Builder::new()
         .name("stdin".into())
         .spawn(move || read_lines(tx, skip, expect));
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => {
-            cli::error(PROG, format!("cannot start the stdin reader: {e}"));
-            return cli::Exit::Failure.into();
-        }
+    let Ok(reader) =
+        reader.map_err(|e| cli::error(PROG, format!("cannot start the stdin reader: {e}")))
+    else {
+        return cli::Exit::Failure.into();
     };
+    let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
+    let published = runtime.block_on(publish(&cfg, &opts, prefix.as_deref(), &plan, recorder, rx));
+    outcome(&cli, &cfg, &plan, published, reader)
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let result = runtime.block_on(async {
-        let signal = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
-        let result = async {
-            let mut publisher = Publisher::connect(&cfg, &opts).await?;
-            let start = StreamStart {
-                index: plan.next_index,
-                mark: plan.expect,
-            };
-            let recorder = record.as_mut().map(|r| r as &mut dyn Recorder);
-            let report = publisher
-                .publish_stream(prefix.as_deref(), start, recorder, rx, stop_rx)
-                .await;
-            publisher.close().await;
-            report
-        }
-        .await;
-        let signal_code = if signal.is_finished() {
-            signal.await.ok().flatten()
-        } else {
-            signal.abort();
-            None
+/// The record of `--progress` through the resume gate (design §8.7); the
+/// exit when it refuses.
+fn open_record(cli: &Cli) -> Result<(Plan, Option<RecordFile>), ExitCode> {
+    let Some(path) = &cli.progress else {
+        return Ok((Plan::fresh(0), None));
+    };
+    let settings = resume::settings([
+        ("message_id_prefix", cli.message_id_prefix.clone()),
+        ("fingerprint", cli.fingerprint.clone()),
+    ]);
+    let how = if cli.reship {
+        Open::Reship
+    } else {
+        Open::Resume
+    };
+    match resume::open(path.clone(), PROG, settings, Vec::new(), how) {
+        Ok((plan, rec)) => Ok((plan, Some(rec))),
+        Err(r) => Err(refused(path, &r)),
+    }
+}
+
+/// Publishes what the reader sends until its end or a signal; the exit
+/// status a signal asks for.
+async fn publish<'a>(
+    cfg: &RabbitConfig,
+    opts: &PublishOptions,
+    prefix: Option<&'a str>,
+    plan: &Plan,
+    recorder: Option<&'a mut dyn Recorder>,
+    rx: mpsc::Receiver<Item>,
+) -> (Result<StreamReport, PublishError>, Option<cli::Exit>) {
+    let shutdown = Shutdown::new();
+    let signal = tokio::spawn(runtime::watch_signals(PROG, shutdown.clone()));
+    let result = async {
+        let mut publisher = Publisher::connect(cfg, opts).await?;
+        let start = StreamStart {
+            index: plan.next_index,
+            mark: plan.expect,
         };
-        (result, signal_code)
-    });
+        let report = publisher
+            .publish_stream(prefix, start, recorder, rx, &shutdown)
+            .await;
+        publisher.close().await;
+        report
+    }
+    .await;
+    let signal_code = if signal.is_finished() {
+        signal.await.ok().flatten()
+    } else {
+        signal.abort();
+        None
+    };
+    (result, signal_code)
+}
 
-    match result {
+/// The exit status, with its message, for what publishing and reading gave.
+fn outcome(
+    cli: &Cli,
+    cfg: &RabbitConfig,
+    plan: &Plan,
+    published: (Result<StreamReport, PublishError>, Option<cli::Exit>),
+    reader: thread::JoinHandle<Result<u64, ReadError>>,
+) -> ExitCode {
+    match published {
         (Ok(report), _) => {
             // The publisher saw the end of input; was it a real end?
             match reader.join() {
@@ -147,7 +152,7 @@ fn main() -> ExitCode {
                     return cli::Exit::Failure.into();
                 }
             }
-            if verbose {
+            if cli.verbose {
                 eprintln!(
                     "{PROG}: {} lines confirmed ({} skipped from progress, {} published, {} resent, {} bytes, {} reconnects)",
                     report.confirmed,
@@ -191,14 +196,8 @@ enum ReadError {
 }
 
 /// A record that does not apply: nothing is published (exit 3).
-fn refused(path: &std::path::Path, why: &str) -> ExitCode {
-    cli::error(
-        PROG,
-        format!(
-            "{}: {why}; nothing published (to send this input anyway under new message ids, add --reship)",
-            path.display()
-        ),
-    );
+fn refused(path: &std::path::Path, why: &dyn std::fmt::Display) -> ExitCode {
+    cli::error(PROG, resume::refusal_text(why, path, Override::ReshipInput));
     cli::Exit::Refused.into()
 }
 
@@ -245,7 +244,11 @@ fn read_lines(tx: mpsc::Sender<Item>, skip: u64, expect: Mark) -> Result<u64, Re
             continue;
         }
         if tx
-            .blocking_send(Item::Message(Outgoing { body: line, mark }))
+            .blocking_send(Item::Message(Outgoing {
+                body: line,
+                mark,
+                source: None,
+            }))
             .is_err()
         {
             return Ok(count);

@@ -4,19 +4,23 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tstat_transport::cli;
+use tstat_transport::cli::args::{SendCli as Cli, TransportArg};
 use tstat_transport::cli::runtime;
+use tstat_transport::config::RabbitConfig;
 use tstat_transport::find::FindOptions;
 use tstat_transport::parse::ParseOptions;
-use tstat_transport::send::{SendError, SendOptions, Sender, Transport};
+use tstat_transport::publish::PublishOptions;
+use tstat_transport::send::{
+    Destination, PrintArrays, QueueDestination, SendError, SendOptions, Sender,
+};
+use tstat_transport::shutdown::Shutdown;
 use tstat_transport::{find, lock, resume};
 
 const PROG: &str = "tstat_send";
-
-use tstat_transport::cli::args::{SendCli as Cli, TransportArg};
 
 fn main() -> ExitCode {
     let cli = match cli::parse_args::<Cli>(PROG) {
@@ -27,50 +31,124 @@ fn main() -> ExitCode {
     if cli.check {
         return check(&cli);
     }
-    if !cli.directory.is_dir() {
-        return cli::usage_error(
-            PROG,
-            format!("{}: not a directory", cli.directory.display()),
+    let stdout = cli.no_transport || cli.transport == TransportArg::Stdout;
+    let threads = match checked_threads(&cli, stdout) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    // The program picks the destination: stdout (-N) or the queue.
+    let queue = match stdout {
+        true => None,
+        false => match queue_settings(&cli) {
+            Ok(q) => Some(q),
+            Err(code) => return code,
+        },
+    };
+    let quiet = cli.quiet;
+    let opts = options(cli, threads);
+    // One shipping run per tree; printing with -N writes nothing in it.
+    let _lock = match stdout {
+        true => None,
+        false => match lock_tree(&opts.root) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        },
+    };
+    let rt = match runtime::async_runtime(PROG) {
+        Ok(rt) => rt,
+        Err(code) => return code.into(),
+    };
+    match queue {
+        None => rt.block_on(ship(opts, PrintArrays::new(cli::stdout_writer()), quiet)),
+        Some((config, publish)) => {
+            let dest = QueueDestination::new(config, publish, opts.reporter.clone());
+            rt.block_on(ship(opts, dest, quiet))
+        }
+    }
+}
+
+/// Runs the job to `dest` until done or a signal; the error, then the
+/// summary.
+async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCode {
+    let started = Instant::now();
+    let printed = !dest.keeps_record();
+    let shutdown = Shutdown::new();
+    let signals = tokio::spawn(runtime::watch_signals(PROG, shutdown.clone()));
+    let mut sender = Sender::new(opts, dest);
+    let result = sender.run(&shutdown).await;
+    let summary = sender.summary;
+    sender.close().await;
+    let signal = if signals.is_finished() {
+        signals.await.ok().flatten()
+    } else {
+        None
+    };
+    // The error first, then the summary: a failed run's counts are
+    // no success report.
+    let code = match result {
+        Ok(()) => signal.unwrap_or(cli::Exit::Ok),
+        Err(e) if e.is_broken_pipe() => cli::Exit::Ok,
+        Err(e @ SendError::Interrupted { .. }) => {
+            cli::error(PROG, &e);
+            signal.unwrap_or(cli::Exit::Interrupted)
+        }
+        Err(e) => {
+            cli::error(PROG, &e);
+            cli::Exit::Failure
+        }
+    };
+    if !quiet {
+        eprintln!(
+            "{PROG}: {}",
+            summary.line(started.elapsed().as_secs_f64(), printed)
         );
+    }
+    code.into()
+}
+
+/// Checks the flags that need no config; the parser's thread count.
+fn checked_threads(cli: &Cli, stdout: bool) -> Result<usize, ExitCode> {
+    if !cli.directory.is_dir() {
+        let msg = format!("{}: not a directory", cli.directory.display());
+        return Err(cli::usage_error(PROG, msg));
     }
     // The publisher has the other core; one parser thread keeps up with it
     // (TSTAT_PARSE_THREADS overrides, as for tstat-parse).
-    let threads = match tstat_transport::parse::threads_from_env(1) {
-        Ok(n) => n,
-        Err(msg) => return cli::usage_error(PROG, msg),
-    };
-    let sensor = cli.doc.sensor_id();
+    let threads =
+        tstat_transport::parse::threads_from_env(1).map_err(|m| cli::usage_error(PROG, m))?;
     // SENSOR:DIRNAME:INDEX must fit in an AMQP short string.
-    if let Err(e) = resume::check_id_prefix(&format!("{sensor}:d")) {
-        return cli::usage_error(PROG, format!("-S/--sensor: {e}"));
+    if let Err(e) = resume::check_id_prefix(&format!("{}:d", cli.doc.sensor_id())) {
+        return Err(cli::usage_error(PROG, format!("-S/--sensor: {e}")));
     }
-    let stdout = cli.no_transport || cli.transport == TransportArg::Stdout;
     if stdout && !cli.reship.is_empty() {
-        return cli::usage_error(PROG, "--reship needs the rabbit transport");
+        return Err(cli::usage_error(
+            PROG,
+            "--reship needs the rabbit transport",
+        ));
     }
     for d in &cli.reship {
         if let Err(why) = reship_target(&cli.directory, d) {
-            return cli::usage_error(PROG, format!("--reship {}: {why}", d.display()));
+            let msg = format!("--reship {}: {why}", d.display());
+            return Err(cli::usage_error(PROG, msg));
         }
     }
-    let transport = if stdout {
-        Transport::Stdout
-    } else {
-        let config = match runtime::load_config(PROG, &cli.config, cli.verbose) {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
-        let publish = tstat_transport::publish::PublishOptions {
-            // Each directory is marked .processed durably once confirmed.
-            record_at_end: false,
-            ..cli.publish.options(PROG, cli.verbose)
-        };
-        Transport::Rabbit {
-            config: Box::new(config),
-            publish,
-        }
+    Ok(threads)
+}
+
+/// The broker settings and publisher tuning of the queue destination.
+fn queue_settings(cli: &Cli) -> Result<(RabbitConfig, PublishOptions), ExitCode> {
+    let config = runtime::load_config(PROG, &cli.config, cli.verbose)?;
+    let publish = PublishOptions {
+        // Each directory is marked .processed durably once confirmed.
+        record_at_end: false,
+        ..cli.publish.options(PROG, cli.verbose)
     };
-    let opts = SendOptions {
+    Ok((config, publish))
+}
+
+/// The run's options from the command line.
+fn options(cli: Cli, threads: usize) -> SendOptions {
+    SendOptions {
         root: cli.directory,
         find: FindOptions {
             all: cli.all,
@@ -84,7 +162,7 @@ fn main() -> ExitCode {
         },
         parse: ParseOptions {
             threshold: cli.doc.threshold_bytes(),
-            sensor,
+            sensor: cli.doc.sensor_id(),
             instance: cli.doc.instance,
             legacy_udp: cli.doc.legacy_udp_duration,
             // Each skipped row is listed only with -D; -v gives per-file summaries.
@@ -99,66 +177,22 @@ fn main() -> ExitCode {
         watch: cli.watch,
         follow: cli.follow.then_some(cli.flush),
         metrics_file: cli.metrics_file,
-        reporter: std::sync::Arc::new(
+        reporter: Arc::new(
             cli::StderrReporter::new(PROG, cli.verbose || cli.debug).with_progress(!cli.quiet),
         ),
         reship: cli.reship,
         prog: PROG,
-    };
-    // One shipping run per tree; printing with -N writes nothing in it.
-    let _lock = if stdout {
-        None
-    } else {
-        match lock::lock_tree(&opts.root, PROG) {
-            Ok(l) => Some(l),
-            Err(e @ lock::LockError::Held { .. }) => {
-                cli::error(PROG, e);
-                return cli::Exit::Locked.into();
-            }
-            Err(e) => {
-                cli::error(PROG, e);
-                return cli::Exit::Failure.into();
-            }
-        }
-    };
-    let rt = match runtime::async_runtime(PROG) {
-        Ok(rt) => rt,
-        Err(code) => return code.into(),
-    };
-    let started = Instant::now();
-    let quiet = cli.quiet;
-    rt.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let signals = tokio::spawn(runtime::watch_signals(PROG, stop_tx));
-        let mut sender = Sender::new(opts, transport);
-        let result = sender.run(stop_rx).await;
-        let summary = sender.summary;
-        sender.close().await;
-        let signal = if signals.is_finished() {
-            signals.await.ok().flatten()
-        } else {
-            None
+    }
+}
+
+/// The tree's lock, or the exit for a tree locked by another run.
+fn lock_tree(root: &std::path::Path) -> Result<lock::TreeLock, ExitCode> {
+    lock::lock_tree(root, PROG).map_err(|e| {
+        let code = match e {
+            lock::LockError::Held { .. } => cli::Exit::Locked,
+            _ => cli::Exit::Failure,
         };
-        // The error first, then the summary: a failed run's counts are
-        // no success report.
-        let code = match result {
-            Ok(()) => signal.unwrap_or(cli::Exit::Ok),
-            Err(e) if e.is_broken_pipe() => cli::Exit::Ok,
-            Err(e @ SendError::Interrupted { .. }) => {
-                cli::error(PROG, &e);
-                signal.unwrap_or(cli::Exit::Interrupted)
-            }
-            Err(e) => {
-                cli::error(PROG, &e);
-                cli::Exit::Failure
-            }
-        };
-        if !quiet {
-            eprintln!(
-                "{PROG}: {}",
-                summary.line(started.elapsed().as_secs_f64(), stdout)
-            );
-        }
+        cli::error(PROG, e);
         code.into()
     })
 }

@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::cli;
 use crate::config::{self, RabbitConfig};
+use crate::shutdown::Shutdown;
 
 /// The publisher's flags, shared by tstat-rabbit and tstat_send.
 #[derive(clap::Args, Debug, Clone)]
@@ -200,9 +199,10 @@ fn not_secret(target: &str, level: tracing::Level) -> bool {
     level != tracing::Level::TRACE || target.starts_with("tstat_")
 }
 
-/// Turns the first SIGINT/SIGTERM into `stop = true` and returns the exit
-/// status that goes with it (130/143); a second signal exits at once.
-pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Option<cli::Exit> {
+/// Turns the first SIGINT/SIGTERM into a triggered `shutdown` and returns
+/// the exit status that goes with it (130/143); a second signal exits at
+/// once.
+pub async fn watch_signals(prog: &'static str, shutdown: Shutdown) -> Option<cli::Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -218,7 +218,7 @@ pub async fn watch_signals(prog: &'static str, stop: watch::Sender<bool>) -> Opt
         prog,
         "stopping: waiting for outstanding confirms (signal again to quit at once)",
     );
-    stop.send_replace(true);
+    shutdown.trigger();
     tokio::spawn(async move {
         tokio::select! {
             _ = int.recv() => std::process::exit(i32::from(cli::Exit::Interrupted.code())),

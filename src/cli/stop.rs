@@ -1,24 +1,29 @@
-//! A stop flag for the programs that run without an async runtime
-//! (`tstat-parse --follow`): the first SIGINT or SIGTERM sets it and the
-//! loop ends cleanly; a second one ends the process at once (the default
-//! action is back in place).
+//! The shutdown signal for the programs that run without an async runtime
+//! (`tstat-parse --follow`): the first SIGINT or SIGTERM triggers it and
+//! the loop ends cleanly; a second one ends the process at once (the
+//! default action is back in place).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cli::Exit;
+use crate::shutdown::Shutdown;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+static STOP: OnceLock<Shutdown> = OnceLock::new();
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    // Only atomic stores: all a signal handler may safely do.
+    // Only atomic loads and stores: all a signal handler may safely do.
     SIGNAL.store(sig, Ordering::Relaxed);
-    STOP.store(true, Ordering::Relaxed);
+    if let Some(stop) = STOP.get() {
+        stop.trigger_from_signal_handler();
+    }
 }
 
-/// Sets the flag returned on the first SIGINT or SIGTERM.
-pub fn on_signals() -> io::Result<&'static AtomicBool> {
+/// The shutdown triggered by the first SIGINT or SIGTERM.
+pub fn on_signals() -> io::Result<Shutdown> {
+    let stop = STOP.get_or_init(Shutdown::new).clone();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction is valid; the handler only stores to
         // atomics; SA_RESETHAND restores the default action for a second
@@ -34,7 +39,7 @@ pub fn on_signals() -> io::Result<&'static AtomicBool> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(&STOP)
+    Ok(stop)
 }
 
 /// The exit status for the signal that set the flag (130 for SIGINT, 143

@@ -7,7 +7,6 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{LiveLog, Step};
@@ -15,6 +14,7 @@ use crate::find;
 use crate::parse::{FileStats, FlowSink, NdjsonSink, ParseError, Parser, Protocol};
 use crate::report::{Event, Reporter};
 use crate::resume::LogPos;
+use crate::shutdown::Shutdown;
 
 /// How often the logs are looked at: rows appear within this of being
 /// written, and an idle follower wakes five times a second.
@@ -156,7 +156,7 @@ pub fn follow<S: LiveSink>(
     target: &Target,
     parser: &mut Parser,
     sink: &mut S,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     reporter: &dyn Reporter,
 ) -> Result<Followed, FollowError> {
     let mut f = Follower {
@@ -202,14 +202,14 @@ struct Live {
 struct Follower<'a, S> {
     parser: &'a mut Parser,
     sink: &'a mut S,
-    stop: &'a AtomicBool,
+    stop: &'a Shutdown,
     reporter: &'a dyn Reporter,
     done: Followed,
 }
 
 impl<S: LiveSink> Follower<'_, S> {
     fn stopped(&mut self) -> bool {
-        let s = self.stop.load(Ordering::Relaxed);
+        let s = self.stop.is_triggered();
         self.done.stopped |= s;
         s
     }
@@ -471,7 +471,7 @@ mod tests {
         docs: Vec<String>,
         polls: usize,
         want: usize,
-        stop: &'a AtomicBool,
+        stop: &'a Shutdown,
     }
 
     impl FlowSink for Until<'_> {
@@ -485,7 +485,7 @@ mod tests {
         fn polled(&mut self, _: bool) -> io::Result<()> {
             self.polls += 1;
             if self.docs.len() >= self.want {
-                self.stop.store(true, Ordering::Relaxed);
+                self.stop.trigger();
             }
             Ok(())
         }
@@ -514,7 +514,7 @@ mod tests {
             HEADER,
         )
         .unwrap();
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let mut sink = Until {
             docs: vec![],
             polls: 0,
@@ -563,7 +563,7 @@ mod tests {
             super::super::successor(&root.path().join(names[1])).unwrap(),
             None
         );
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let mut sink = Until {
             docs: vec![],
             polls: 0,
@@ -612,7 +612,7 @@ mod tests {
                 gz.display()
             )
         );
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let mut sink = NdjsonSink(Vec::new());
         let e = follow(
             &Target::Dir(dir),

@@ -48,10 +48,10 @@ pub struct ParseOptions {
     /// Threads formatting documents of one large file (1: this thread only;
     /// see [`threads_from_env`]).
     pub threads: usize,
-    /// Set from elsewhere (a signal handler) to stop parsing: the read loop
+    /// Triggered from elsewhere (a signal) to stop parsing: the read loop
     /// looks at it once per 256 KiB read and returns
     /// [`ParseError::Interrupted`].
-    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub stop: Option<crate::shutdown::Shutdown>,
     /// Largest document kept: a larger one could never fit in an array, so
     /// its row is skipped as malformed instead of stopping the stream.
     pub max_doc: usize,
@@ -88,6 +88,31 @@ pub trait FlowSink {
         }
         Ok(())
     }
+
+    /// Takes one document with the row it comes from (the parser always
+    /// calls this one; a sink that needs no positions keeps the default).
+    fn flow_at(&mut self, doc: &[u8], at: DocAt) -> io::Result<()> {
+        let _ = at;
+        self.flow(doc)
+    }
+
+    /// Takes many documents, each followed by a newline, with the row of
+    /// each (`at` has one entry per document).
+    fn flows_at(&mut self, ndjson: &[u8], at: &[DocAt]) -> io::Result<()> {
+        let _ = at;
+        self.flows(ndjson)
+    }
+}
+
+/// Where a document comes from: its row's line in the log, and whether it
+/// is the second document of that row (each row gives at most two, one per
+/// direction).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DocAt {
+    /// The row's line number (1: the header).
+    pub line: u64,
+    /// The row's first document was handed on before this one.
+    pub second: bool,
 }
 
 /// Writes documents as NDJSON.
@@ -489,13 +514,13 @@ mod tests {
         data: &'a [u8],
         pos: usize,
         after: usize,
-        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        stop: crate::shutdown::Shutdown,
     }
 
     impl Read for StopAfter<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.pos >= self.after {
-                self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.stop.trigger();
             }
             let n = buf.len().min(self.data.len() - self.pos);
             buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
@@ -509,7 +534,7 @@ mod tests {
         let text = udp_text(100_000);
         for threads in [1, 2] {
             for after in [0, 1 << 20] {
-                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let stop = crate::shutdown::Shutdown::new();
                 let mut o = opts(1);
                 o.threads = threads;
                 o.stop = Some(stop.clone());

@@ -6,13 +6,14 @@ use std::io;
 
 use super::header::Header;
 use super::rows::{Lines, RowParser};
-use super::{ParseError, ParseOptions};
+use super::{DocAt, ParseError, ParseOptions};
 use crate::report::FileStats;
 
 /// Lines of a file handed to a worker, with the line number of the first.
 struct Job {
     data: Vec<u8>,
     out: Vec<u8>,
+    at: Vec<DocAt>,
     first_lineno: u64,
     utf8: bool,
 }
@@ -22,6 +23,8 @@ pub(super) struct Done {
     data: Vec<u8>,
     /// The documents, one per line.
     pub(super) out: Vec<u8>,
+    /// The row of each document.
+    pub(super) at: Vec<DocAt>,
     /// The block's counts.
     pub(super) stats: FileStats,
     /// `--verbose` notes (line, why), in line order.
@@ -71,7 +74,7 @@ pub(super) struct Pool {
     workers: Vec<Worker>,
     submitted: usize,
     collected: usize,
-    spare: Vec<(Vec<u8>, Vec<u8>)>,
+    spare: Vec<(Vec<u8>, Vec<u8>, Vec<DocAt>)>,
     name: String,
 }
 
@@ -129,12 +132,13 @@ impl Pool {
         } else {
             None
         };
-        let (mut data, out) = self.spare.pop().unwrap_or_default();
+        let (mut data, out, at) = self.spare.pop().unwrap_or_default();
         data.clear();
         data.extend_from_slice(region);
         let job = Job {
             data,
             out,
+            at,
             first_lineno,
             utf8,
         };
@@ -168,7 +172,7 @@ impl Pool {
 
     /// Takes a block's buffers back for the next one.
     pub(super) fn recycle(&mut self, done: Done) {
-        self.spare.push((done.data, done.out));
+        self.spare.push((done.data, done.out, done.at));
     }
 
     /// Stops the workers once every block is collected; a worker that
@@ -253,10 +257,12 @@ fn work(
         let Job {
             data,
             mut out,
+            mut at,
             first_lineno,
             utf8,
         } = job;
         out.clear();
+        at.clear();
         let mut stats = FileStats::default();
         let lines = Lines {
             bytes: &data,
@@ -266,7 +272,7 @@ fn work(
         // Writing to a Vec cannot fail, so an error here is a bug: it fails
         // the file.
         let error = rows
-            .block_ndjson(&header, lines, &mut stats, &mut out)
+            .block_ndjson(&header, lines, &mut stats, (&mut out, &mut at))
             .err()
             .map(|(lineno, e)| format!("line {lineno}: {}", ParseError::Output(e)));
         let notes = rows.take_notes();
@@ -275,6 +281,7 @@ fn work(
             .send(Done {
                 data,
                 out,
+                at,
                 stats,
                 notes,
                 error,

@@ -210,12 +210,10 @@ impl Parser {
     /// `Interrupted` once the stop flag is set.
     fn check_stop(&self, name: &str) -> Result<(), ParseError> {
         match &self.opts.stop {
-            Some(stop) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
-                Err(ParseError::Interrupted {
-                    path: name.to_string(),
-                    stats: FileStats::default(),
-                })
-            }
+            Some(stop) if stop.is_triggered() => Err(ParseError::Interrupted {
+                path: name.to_string(),
+                stats: FileStats::default(),
+            }),
             _ => Ok(()),
         }
     }
@@ -268,7 +266,9 @@ impl Parser {
                 why,
             });
         }
-        let written = sink.flows(&done.out).map_err(ParseError::Output);
+        let written = sink
+            .flows_at(&done.out, &done.at)
+            .map_err(ParseError::Output);
         let stats = &mut log.stats;
         stats.rows += done.stats.rows;
         stats.flows += done.stats.flows;

@@ -7,7 +7,7 @@ use std::io;
 
 use super::header::Header;
 use super::split::{split_count, trim_cr};
-use super::{FlowSink, ParseOptions};
+use super::{DocAt, FlowSink, ParseOptions};
 use crate::flow::doc::{DocWriter, Row, RowOut};
 use crate::report::FileStats;
 
@@ -97,16 +97,16 @@ impl RowParser {
         done
     }
 
-    /// [`RowParser::block`] appending the documents to `out` as NDJSON, each
-    /// formatted in place.
+    /// [`RowParser::block`] appending the documents to `out.0` as NDJSON,
+    /// each formatted in place, and the row of each to `out.1`.
     pub(crate) fn block_ndjson(
         &mut self,
         h: &Header,
         lines: Lines<'_>,
         stats: &mut FileStats,
-        out: &mut Vec<u8>,
+        out: (&mut Vec<u8>, &mut Vec<DocAt>),
     ) -> Result<(), (u64, io::Error)> {
-        self.block_to(h, lines, stats, &mut NdjsonDest(out))
+        self.block_to(h, lines, stats, &mut NdjsonDest(out.0, out.1))
     }
 
     fn block_to<D: Dest>(
@@ -216,6 +216,7 @@ impl RowParser {
             oversized_line: &mut self.oversized_line,
             max_doc: self.max_doc,
             lineno,
+            kept: false,
         };
         self.writer.write(&row, &h.columns, &mut out)
     }
@@ -246,8 +247,8 @@ impl Skips {
 trait Dest {
     /// The buffer the next document is written into.
     fn buf(&mut self) -> &mut Vec<u8>;
-    /// Takes the document in `buf()[start..]`.
-    fn keep(&mut self, start: usize) -> io::Result<()>;
+    /// Takes the document in `buf()[start..]`, which comes from `at`.
+    fn keep(&mut self, start: usize, at: DocAt) -> io::Result<()>;
 }
 
 /// Documents handed to a [`FlowSink`] one by one from a reused buffer.
@@ -261,23 +262,25 @@ impl<S: FlowSink> Dest for SinkDest<'_, S> {
         &mut self.doc
     }
 
-    fn keep(&mut self, start: usize) -> io::Result<()> {
-        let done = self.sink.flow(&self.doc[start..]);
+    fn keep(&mut self, start: usize, at: DocAt) -> io::Result<()> {
+        let done = self.sink.flow_at(&self.doc[start..], at);
         self.doc.truncate(start);
         done
     }
 }
 
-/// Documents formatted in place at the end of an NDJSON buffer.
-struct NdjsonDest<'a>(&'a mut Vec<u8>);
+/// Documents formatted in place at the end of an NDJSON buffer, and their
+/// rows.
+struct NdjsonDest<'a>(&'a mut Vec<u8>, &'a mut Vec<DocAt>);
 
 impl Dest for NdjsonDest<'_> {
     fn buf(&mut self) -> &mut Vec<u8> {
         self.0
     }
 
-    fn keep(&mut self, _start: usize) -> io::Result<()> {
+    fn keep(&mut self, _start: usize, at: DocAt) -> io::Result<()> {
         self.0.push(b'\n');
+        self.1.push(at);
         Ok(())
     }
 }
@@ -291,6 +294,8 @@ struct Deliver<'a, D> {
     oversized_line: &'a mut u64,
     max_doc: usize,
     lineno: u64,
+    /// A document of this row was handed on.
+    kept: bool,
 }
 
 impl<D: Dest> RowOut for Deliver<'_, D> {
@@ -313,7 +318,11 @@ impl<D: Dest> RowOut for Deliver<'_, D> {
             }
             return Ok(());
         }
-        self.dest.keep(start)?;
+        let at = DocAt {
+            line: self.lineno,
+            second: std::mem::replace(&mut self.kept, true),
+        };
+        self.dest.keep(start, at)?;
         self.stats.flows += 1;
         Ok(())
     }

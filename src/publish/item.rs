@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
+use crate::parse::DocAt;
 use crate::resume::Mark;
 
 /// One message for [`publish_stream`](super::Publisher::publish_stream),
@@ -18,6 +19,19 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// Its end in the stream.
     pub mark: Mark,
+    /// Where its last document comes from, when it comes from a log (for a
+    /// destination that names messages by source position, design §14.3);
+    /// nothing the queue sends or records.
+    pub source: Option<Source>,
+}
+
+/// The source of a document: its log and its row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Source {
+    /// The log: 0 the TCP log, 1 the UDP log (the part of its [`Mark`]).
+    pub log: u32,
+    /// The row: its line in the log, and which of its documents.
+    pub at: DocAt,
 }
 
 /// What a producer hands the publisher: a message, or the reason the stream
@@ -53,6 +67,12 @@ impl Input {
             None => self.rx.recv().await,
         }
     }
+
+    /// The next item if one is waiting; `None` when none is yet, or the
+    /// producer is done.
+    pub fn try_recv(&mut self) -> Option<Item> {
+        self.first.take().or_else(|| self.rx.try_recv().ok())
+    }
 }
 
 impl From<mpsc::Receiver<Item>> for Input {
@@ -67,6 +87,7 @@ impl Item {
         Item::Message(Outgoing {
             body,
             mark: Mark::default(),
+            source: None,
         })
     }
 }

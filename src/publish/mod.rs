@@ -19,7 +19,7 @@
 //! # async fn run(cfg: tstat_transport::config::RabbitConfig) -> Result<(), tstat_transport::publish::PublishError> {
 //! use tstat_transport::publish::{Item, PublishOptions, Publisher, StreamStart};
 //! let (tx, rx) = tokio::sync::mpsc::channel(1024);
-//! let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+//! let shutdown = tstat_transport::shutdown::Shutdown::new();
 //! std::thread::spawn(move || {
 //!     for i in 0..10 {
 //!         let _ = tx.blocking_send(Item::message(format!("[{i}]").into_bytes()));
@@ -27,7 +27,7 @@
 //! });
 //! let mut publisher = Publisher::connect(&cfg, &PublishOptions::default()).await?;
 //! let start = StreamStart::default();
-//! let report = publisher.publish_stream(Some("sensor:dir"), start, None, rx, stop_rx).await?;
+//! let report = publisher.publish_stream(Some("sensor:dir"), start, None, rx, &shutdown).await?;
 //! assert_eq!(report.confirmed, 10);
 //! publisher.close().await;
 //! # Ok(()) }
@@ -46,12 +46,12 @@ use std::time::{Duration, SystemTime};
 
 use lapin::Confirmation;
 use lapin::tcp::RustlsConnector;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::RabbitConfig;
+use crate::shutdown::Shutdown;
 pub use error::{EndpointFailure, Notice, NoticeSink, PublishError};
-pub use item::{Input, Item, Outgoing, Recorder, StreamReport, StreamStart};
+pub use item::{Input, Item, Outgoing, Recorder, Source, StreamReport, StreamStart};
 pub use link::config_warnings;
 use link::{Link, Pending};
 pub use queue::QueueState;
@@ -176,7 +176,6 @@ struct Stream<'a> {
     /// Why the producer stopped early.
     failed: Option<String>,
     stopping: Option<Instant>,
-    shutdown_gone: bool,
     report: StreamReport,
 }
 
@@ -192,7 +191,7 @@ impl From<PublishError> for Stop {
 }
 
 enum Step {
-    Shutdown(bool),
+    Shutdown,
     Confirm(Box<Result<lapin::Result<Confirmation>, tokio::time::error::Elapsed>>),
     Body(Option<Item>),
     DrainExpired,
@@ -267,10 +266,9 @@ impl Publisher {
     ///   message (proving it can be), before ids beyond what it covers go
     ///   out (once per window), and as confirms arrive, on failure and on
     ///   interruption. Callers skip what an earlier run confirmed.
-    /// * `shutdown`: when it turns `true`, stop reading, wait for the
+    /// * `shutdown`: once it is triggered, stop reading, wait for the
     ///   in-flight confirms (bounded by the confirm timeout), save progress
-    ///   and return [`PublishError::Interrupted`]. A dropped sender means no
-    ///   shutdown will come.
+    ///   and return [`PublishError::Interrupted`].
     ///
     /// On a failure it reconnects (hosts in order again) and resends the
     /// unconfirmed messages, up to `retries` rounds without progress, then
@@ -285,7 +283,7 @@ impl Publisher {
         start: StreamStart,
         recorder: Option<&'a mut dyn Recorder>,
         bodies: impl Into<Input>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<StreamReport, PublishError> {
         let mut bodies = bodies.into();
         let window = Window::new(
@@ -302,10 +300,9 @@ impl Publisher {
             window,
             failed: None,
             stopping: None,
-            shutdown_gone: false,
             report: StreamReport::default(),
         };
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             return Err(PublishError::Interrupted {
                 confirmed: st.window.confirmed(),
             });
@@ -315,7 +312,7 @@ impl Publisher {
         let mut confirmed_at_failure = st.window.confirmed();
         loop {
             let result = match self.ensure_link(&mut st).await {
-                Ok(()) => self.pump(&mut st, &mut bodies, &mut shutdown).await,
+                Ok(()) => self.pump(&mut st, &mut bodies, shutdown).await,
                 Err(e) => Err(Stop::Fail(e)),
             };
             match result {
@@ -344,7 +341,7 @@ impl Publisher {
                     let first = st.window.first_unconfirmed();
                     // A signal that came while a publish was held up (a
                     // blocked broker) is still a stop, not a failure.
-                    if st.stopping.is_some() || *shutdown.borrow() {
+                    if st.stopping.is_some() || shutdown.is_triggered() {
                         return Err(PublishError::Interrupted {
                             confirmed: st.window.confirmed(),
                         });
@@ -376,10 +373,8 @@ impl Publisher {
                     });
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        changed = shutdown.changed(), if !st.shutdown_gone => {
-                            if changed.is_ok() && *shutdown.borrow() {
-                                return Err(PublishError::Interrupted { confirmed: st.window.confirmed() });
-                            }
+                        () = shutdown.triggered() => {
+                            return Err(PublishError::Interrupted { confirmed: st.window.confirmed() });
                         }
                     }
                     st.report.reconnects += 1;
@@ -463,7 +458,7 @@ impl Publisher {
         &mut self,
         st: &mut Stream<'_>,
         bodies: &mut Input,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<(), Stop> {
         // Resend what a broken link left unconfirmed, in order.
         for id in st.window.unsent() {
@@ -496,9 +491,7 @@ impl Publisher {
                 };
                 tokio::select! {
                     biased;
-                    changed = shutdown.changed(), if !st.shutdown_gone && st.stopping.is_none() => {
-                        Step::Shutdown(changed.is_ok())
-                    }
+                    () = shutdown.triggered(), if st.stopping.is_none() => Step::Shutdown,
                     r = confirm => Step::Confirm(Box::new(r)),
                     b = bodies.recv(), if want_input => Step::Body(b),
                     _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => Step::DrainExpired,
@@ -507,12 +500,9 @@ impl Publisher {
                 }
             };
             match step {
-                Step::Shutdown(false) => st.shutdown_gone = true,
-                Step::Shutdown(true) => {
-                    if *shutdown.borrow() {
-                        st.window.end_input();
-                        st.stopping = Some(Instant::now() + self.opts.confirm_timeout);
-                    }
+                Step::Shutdown => {
+                    st.window.end_input();
+                    st.stopping = Some(Instant::now() + self.opts.confirm_timeout);
                 }
                 Step::DrainExpired => return Err(Stop::Interrupted),
                 Step::RecordDue => {}
@@ -527,7 +517,7 @@ impl Publisher {
                     st.window.end_input();
                     st.failed = Some(reason);
                 }
-                Step::Body(Some(Item::Message(Outgoing { body, mark }))) => {
+                Step::Body(Some(Item::Message(Outgoing { body, mark, .. }))) => {
                     st.report.published += 1;
                     st.report.bytes += body.len() as u64;
                     // Queue it first so a failed send leaves it for a resend.

@@ -7,20 +7,21 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::gauge::Gauge;
 use super::produce::{Produced, PublisherStopped, consumer_error};
 use crate::chunk::Chunker;
 use crate::follow::docs::{POLL, ROTATION_CHECK};
 use crate::follow::{self, LiveLog, Step};
-use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
-use crate::publish::{Item, Outgoing, Recorder};
+use crate::parse::{DocAt, FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
+use crate::publish::{Item, Outgoing, Source};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{LogPos, Mark, Positions};
+use crate::shutdown::Shutdown;
 
 /// When a followed stream ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,26 +44,12 @@ pub(super) struct LiveJob {
     /// Longest time a document waits in a partial array.
     pub(super) flush: Duration,
     pub(super) until: Until,
-    pub(super) stop: Arc<AtomicBool>,
+    pub(super) stop: Shutdown,
     pub(super) reporter: Arc<dyn Reporter>,
     /// The directory's name in ids and on the bar.
     pub(super) name: String,
     /// What the metrics file shows of the stream.
-    pub(super) gauge: Arc<Mutex<LiveGauge>>,
-}
-
-/// How far behind Tstat a followed stream is.
-#[derive(Debug, Default)]
-pub(super) struct LiveGauge {
-    /// Bytes written to the logs and not read yet.
-    pub(super) behind: u64,
-    /// When the rows of each message handed on and not yet confirmed were
-    /// read (only when confirms are recorded, which empties it).
-    pub(super) read_at: VecDeque<Instant>,
-    /// Whether `read_at` is kept.
-    pub(super) timed: bool,
-    /// Read-to-confirm seconds of the last confirmed message.
-    pub(super) lag: f64,
+    pub(super) gauge: Gauge,
 }
 
 type Arrays = Rc<RefCell<Vec<(Vec<u8>, usize)>>>;
@@ -81,6 +68,8 @@ struct Log {
     arrays: Arrays,
     /// When the oldest document of the pending array came.
     since: Option<Instant>,
+    /// Rows of the documents batched and not handed on yet.
+    rows: VecDeque<DocAt>,
 }
 
 type Batcher = Chunker<Box<dyn FnMut(&[u8], usize) -> io::Result<()>>>;
@@ -90,10 +79,15 @@ struct Feed<'a> {
     skip: &'a mut u64,
     chunker: &'a mut Batcher,
     since: &'a mut Option<Instant>,
+    rows: &'a mut VecDeque<DocAt>,
 }
 
 impl FlowSink for Feed<'_> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        self.flow_at(doc, DocAt::default())
+    }
+
+    fn flow_at(&mut self, doc: &[u8], at: DocAt) -> io::Result<()> {
         if *self.skip > 0 {
             *self.skip -= 1;
             return Ok(());
@@ -101,6 +95,7 @@ impl FlowSink for Feed<'_> {
         if self.chunker.pending() == 0 {
             *self.since = Some(Instant::now());
         }
+        self.rows.push_back(at);
         self.chunker.push(doc)
     }
 }
@@ -146,6 +141,7 @@ impl Log {
             chunker,
             arrays,
             since: None,
+            rows: VecDeque::new(),
         };
         Ok((log, was_replaced))
     }
@@ -198,19 +194,22 @@ impl Reader<'_> {
     fn send(&mut self, i: usize) -> io::Result<()> {
         let arrays = std::mem::take(&mut *self.logs[i].arrays.borrow_mut());
         for (body, docs) in arrays {
-            self.logs[i].anchor.docs += docs as u64;
+            let log = &mut self.logs[i];
+            log.anchor.docs += docs as u64;
+            let last = log.rows.drain(..docs.min(log.rows.len())).next_back();
             let mark = Mark {
                 part: i as u32,
                 follow: Some(self.positions()),
                 ..Mark::default()
             };
+            let source = last.map(|at| Source { log: i as u32, at });
             if let Ok(mut g) = self.job.gauge.lock()
                 && g.timed
             {
                 g.read_at.push_back(self.read_at);
             }
             self.tx
-                .blocking_send(Item::Message(Outgoing { body, mark }))
+                .blocking_send(Item::Message(Outgoing { body, mark, source }))
                 .map_err(|_| io::Error::other(PublisherStopped))?;
             self.messages += 1;
             self.job
@@ -227,7 +226,7 @@ impl Reader<'_> {
     /// `finished`: to its end.
     fn read(&mut self, i: usize, finished: bool) -> Result<(), ParseError> {
         loop {
-            if self.job.stop.load(Ordering::Relaxed) {
+            if self.job.stop.is_triggered() {
                 return Ok(());
             }
             let Reader {
@@ -241,6 +240,7 @@ impl Reader<'_> {
                 skip,
                 chunker,
                 since,
+                rows: pending,
                 ..
             } = &mut logs[i];
             let name = live.name().to_string();
@@ -275,6 +275,7 @@ impl Reader<'_> {
                     skip,
                     chunker,
                     since,
+                    rows: pending,
                 };
                 let st =
                     parser.parse_lines(header, &name, rows.lines, rows.first_line, &mut feed)?;
@@ -392,7 +393,7 @@ fn run(reader: &mut Reader<'_>) -> Result<(), ParseError> {
     let job = reader.job;
     let mut last_check: Option<Instant> = None;
     loop {
-        if job.stop.load(Ordering::Relaxed) {
+        if job.stop.is_triggered() {
             return Ok(());
         }
         let finished = match job.until {
@@ -428,38 +429,5 @@ fn run(reader: &mut Reader<'_>) -> Result<(), ParseError> {
             return Ok(());
         }
         std::thread::sleep(POLL);
-    }
-}
-
-/// Keeps the progress record and, from the confirms it records, the lag
-/// of the stream.
-pub(super) struct LagRecorder<'a> {
-    pub(super) inner: &'a mut dyn Recorder,
-    /// Id index of the stream's first message.
-    pub(super) start: u64,
-    /// Messages whose confirm was already counted.
-    pub(super) counted: u64,
-    pub(super) gauge: Arc<Mutex<LiveGauge>>,
-}
-
-impl Recorder for LagRecorder<'_> {
-    fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> io::Result<()> {
-        self.inner.save(confirmed, mark, reserved)?;
-        let done = confirmed.saturating_sub(self.start);
-        if let Ok(mut g) = self.gauge.lock() {
-            let mut last = None;
-            while self.counted < done {
-                last = g.read_at.pop_front().or(last);
-                self.counted += 1;
-            }
-            if let Some(t) = last {
-                g.lag = t.elapsed().as_secs_f64();
-            }
-        }
-        Ok(())
-    }
-
-    fn path(&self) -> PathBuf {
-        self.inner.path()
     }
 }

@@ -3,8 +3,10 @@
 //! resume, then mark it `.processed`. It wires the library stages together
 //! (find, parse, chunk, publish, metrics) and never re-implements one.
 //!
-//! Parsing runs on its own thread and feeds the publisher through a bounded
-//! channel, so the two overlap on two cores and memory stays bounded.
+//! Parsing runs on its own thread and feeds the destination through a
+//! bounded channel, so the two overlap on two cores and memory stays
+//! bounded. Where the arrays go is a [`Destination`] the program chooses:
+//! [`PrintArrays`] (`-N`), [`QueueDestination`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,19 +14,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
-
-use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
 use crate::metrics::Metrics;
 use crate::parse::{ParseOptions, logs_size};
-use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::report::{Event, Progress, Reporter};
-use crate::{flow, follow};
+use crate::shutdown::Shutdown;
+use crate::{flow, follow, resume};
 
+mod dest;
+mod gauge;
 mod live;
 mod produce;
+mod queue;
 mod ship;
+mod stdout;
+
+pub use dest::{Delivered, Destination, Drain, ProducerNeeds, Undelivered};
+pub use queue::QueueDestination;
+pub use stdout::PrintArrays;
 
 /// Name of the per-directory resume record (design §6.3, §8.2).
 pub const PROGRESS_FILE: &str = ".progress";
@@ -36,19 +43,6 @@ const FOLLOW_RETRY: Duration = Duration::from_secs(30);
 
 /// Messages buffered between the parser thread and the publisher.
 const CHANNEL_DEPTH: usize = 16;
-
-/// Where the arrays go.
-pub enum Transport {
-    /// Publish to RabbitMQ and mark directories when all is confirmed.
-    Rabbit {
-        /// Broker settings.
-        config: Box<RabbitConfig>,
-        /// Publisher tuning.
-        publish: PublishOptions,
-    },
-    /// Print arrays to stdout, one per line; never mark (`-N`).
-    Stdout,
-}
 
 /// Everything a run needs, already validated.
 pub struct SendOptions {
@@ -82,14 +76,14 @@ pub struct SendOptions {
 /// Why a run ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Publishing a directory failed; it stays unmarked with its progress.
+    /// Delivering a directory failed; it stays unmarked with its progress.
     #[error("{dir}: not marked: {source}")]
     Publish {
         /// The directory.
         dir: String,
-        /// Why.
+        /// Why (the destination's error).
         #[source]
-        source: PublishError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Some directories had unreadable logs; they stay unmarked.
     #[error("{count} director{} not marked because of log errors (see above)", if *.count == 1 { "y" } else { "ies" })]
@@ -122,9 +116,9 @@ pub enum SendError {
         root: String,
         /// Directories marked since the queue was last seen.
         marked_since: Vec<String>,
-        /// The publisher's error.
+        /// The destination's error.
         #[source]
-        source: Box<PublishError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing stdout, a marker or the metrics file failed.
     #[error("{what}: {source}")]
@@ -158,11 +152,10 @@ impl SendError {
 
 pub use crate::report::Summary;
 
-/// The state of a run across passes: the one broker connection and the totals.
-pub struct Sender {
+/// The state of a run across passes: its destination and the totals.
+pub struct Sender<D: Destination> {
     opts: SendOptions,
-    transport: Transport,
-    publisher: Option<Publisher>,
+    dest: D,
     /// Totals over all passes.
     pub summary: Summary,
     metrics: Metrics,
@@ -170,7 +163,8 @@ pub struct Sender {
     marked: Vec<(std::time::Instant, PathBuf)>,
     /// The "no Tstat directory here" warning was given.
     warned_empty: bool,
-    /// Directories printed in full (`-N`), which later passes skip.
+    /// Directories shipped in full without a record (`-N`), which later
+    /// passes skip.
     printed: std::collections::HashSet<PathBuf>,
     /// Directories (or the root) a follow-mode notice was given for.
     noted: std::collections::HashSet<PathBuf>,
@@ -184,17 +178,16 @@ enum DirResult {
     DataError,
 }
 
-impl Sender {
-    /// A sender; nothing is connected or read yet.
-    pub fn new(opts: SendOptions, transport: Transport) -> Sender {
+impl<D: Destination> Sender<D> {
+    /// A sender to `dest`; nothing is connected or read yet.
+    pub fn new(opts: SendOptions, dest: D) -> Sender<D> {
         let mut metrics = Metrics::default();
         if let Some(p) = &opts.metrics_file {
             metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
         }
         Sender {
             opts,
-            transport,
-            publisher: None,
+            dest,
             summary: Summary::default(),
             metrics,
             marked: Vec::new(),
@@ -206,10 +199,10 @@ impl Sender {
 
     /// Runs one pass, or passes every `watch` interval until `shutdown`.
     /// In watch mode a failed pass is reported and the next pass retries.
-    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SendError> {
+    pub async fn run(&mut self, shutdown: &Shutdown) -> Result<(), SendError> {
         loop {
             let started = Instant::now();
-            let result = self.pass(&shutdown).await;
+            let result = self.pass(shutdown).await;
             self.metrics.last_run_seconds = started.elapsed().as_secs_f64();
             match &result {
                 Ok(()) => {
@@ -250,7 +243,7 @@ impl Sender {
                 )),
                 Ok(()) => {}
             }
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 return Ok(());
             }
             let reporter = self.opts.reporter.clone();
@@ -267,18 +260,16 @@ impl Sender {
             });
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => {
+                () = shutdown.triggered() => {
                     return Ok(());
                 }
             }
         }
     }
 
-    /// Closes the broker connection.
-    pub async fn close(mut self) {
-        if let Some(p) = self.publisher.take() {
-            p.close().await;
-        }
+    /// Ends the run: closes the destination (its broker connection).
+    pub async fn close(self) {
+        self.dest.close().await;
     }
 
     fn write_metrics(&mut self) -> Result<(), SendError> {
@@ -292,7 +283,7 @@ impl Sender {
         })
     }
 
-    async fn pass(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SendError> {
+    async fn pass(&mut self, shutdown: &Shutdown) -> Result<(), SendError> {
         let mut find_opts = self.opts.find.clone();
         find_opts.now = SystemTime::now();
         let reporter = self.opts.reporter.clone();
@@ -341,7 +332,7 @@ impl Sender {
         }));
         let _pass = Finally(&*reporter, Progress::PassDone);
         for (i, dir) in dirs.iter().enumerate() {
-            if *shutdown.borrow() {
+            if shutdown.is_triggered() {
                 break;
             }
             reporter.report(Event::Progress(Progress::DirStarted {
@@ -360,7 +351,7 @@ impl Sender {
             }
         }
         if self.opts.follow.is_some()
-            && !*shutdown.borrow()
+            && !shutdown.is_triggered()
             && let Some(dir) = self.live_dir()
         {
             reporter.report(Event::Progress(Progress::DirStarted {
@@ -419,18 +410,15 @@ impl Sender {
     /// The settings that shape a directory's stream (design §8.7), by name.
     fn settings(&self, id_prefix: &str) -> BTreeMap<String, String> {
         let p = &self.opts.parse;
-        BTreeMap::from([
-            ("threshold".into(), p.threshold.to_string()),
-            ("chunk_size".into(), self.opts.chunk_size.to_string()),
-            ("max_bytes".into(), self.opts.max_bytes.to_string()),
-            ("sensor".into(), p.sensor.clone()),
-            (
-                "instance".into(),
-                p.instance.clone().unwrap_or_else(|| "(none)".into()),
-            ),
-            ("legacy_udp_duration".into(), p.legacy_udp.to_string()),
-            ("document".into(), flow::DOCUMENT_VERSION.to_string()),
-            ("message_id_prefix".into(), id_prefix.to_string()),
+        resume::settings([
+            ("threshold", Some(p.threshold.to_string())),
+            ("chunk_size", Some(self.opts.chunk_size.to_string())),
+            ("max_bytes", Some(self.opts.max_bytes.to_string())),
+            ("sensor", Some(p.sensor.clone())),
+            ("instance", p.instance.clone()),
+            ("legacy_udp_duration", Some(p.legacy_udp.to_string())),
+            ("document", Some(flow::DOCUMENT_VERSION.to_string())),
+            ("message_id_prefix", Some(id_prefix.to_string())),
         ])
     }
 
@@ -463,18 +451,6 @@ impl Drop for Finally<'_> {
     fn drop(&mut self) {
         self.0.report(Event::Progress(self.1));
     }
-}
-
-/// The run's one broker connection, made on first use.
-async fn connected<'a>(
-    slot: &'a mut Option<Publisher>,
-    config: &RabbitConfig,
-    publish: &PublishOptions,
-) -> Result<&'a mut Publisher, PublishError> {
-    if slot.is_none() {
-        *slot = Some(Publisher::connect(config, publish).await?);
-    }
-    Ok(slot.as_mut().expect("connected above"))
 }
 
 #[cfg(test)]

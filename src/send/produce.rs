@@ -2,6 +2,7 @@
 //! against the progress record, handed to the publisher.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::chunk::Chunker;
-use crate::parse::{FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
-use crate::publish::{Item, Outgoing};
+use crate::parse::{DocAt, FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
+use crate::publish::{Item, Outgoing, Source};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{Digest, Mark};
 
@@ -35,6 +36,8 @@ pub(super) struct Job {
     pub(super) skip: u64,
     /// Where the stream must be after them.
     pub(super) expect: Mark,
+    /// The pending array is sent when a log ends: none holds two logs.
+    pub(super) one_log_per_array: bool,
     pub(super) reporter: Arc<dyn Reporter>,
     /// The directory's name in ids and on the bar.
     pub(super) name: String,
@@ -57,12 +60,15 @@ struct Track<'a> {
     arrays: u64,
     digest: Digest,
     refused: Option<String>,
+    /// Rows of the documents pushed and not in an array yet.
+    rows: VecDeque<DocAt>,
 }
 
 impl Track<'_> {
     fn array(&mut self, body: &[u8], docs: usize) -> io::Result<()> {
         self.emitted += docs as u64;
         self.arrays += 1;
+        let last = self.rows.drain(..docs.min(self.rows.len())).next_back();
         let mark = Mark {
             part: self.part,
             items: self.emitted - self.part_start,
@@ -93,6 +99,7 @@ impl Track<'_> {
             .blocking_send(Item::Message(Outgoing {
                 body: body.to_vec(),
                 mark,
+                source: last.map(|at| Source { log: mark.part, at }),
             }))
             .map_err(|_| io::Error::other(PublisherStopped))?;
         self.reporter.report(Event::Progress(Progress::Messages {
@@ -119,6 +126,7 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
         arrays: 0,
         digest: Digest::default(),
         refused: None,
+        rows: VecDeque::new(),
     });
     let mut pushed = 0u64;
     let mut stats = FileStats::default();
@@ -137,12 +145,20 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
         let mut sink = Counting {
             inner: &mut chunker,
             pushed: &mut pushed,
+            track: &track,
         };
         let name = log.display().to_string();
         match parser.parse_file(log, *proto, &mut sink) {
             Ok(st) => {
                 parser.report_file(&name, &st);
                 stats.add(&st);
+                if job.one_log_per_array
+                    && part + 1 < job.logs.len()
+                    && let Err(e) = chunker.flush()
+                {
+                    output_error = consumer_error(e);
+                    break;
+                }
             }
             Err(ParseError::Output(e)) => {
                 output_error = consumer_error(e);
@@ -194,16 +210,33 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
     }
 }
 
-/// Counts documents on their way to the chunker.
-struct Counting<'a, S: FlowSink> {
+/// Counts documents on their way to the chunker, and keeps their rows.
+struct Counting<'a, 't, S: FlowSink> {
     inner: &'a mut S,
     pushed: &'a mut u64,
+    track: &'a RefCell<Track<'t>>,
 }
 
-impl<S: FlowSink> FlowSink for Counting<'_, S> {
+impl<S: FlowSink> FlowSink for Counting<'_, '_, S> {
     fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
         *self.pushed += 1;
         self.inner.flow(doc)
+    }
+
+    fn flow_at(&mut self, doc: &[u8], at: DocAt) -> io::Result<()> {
+        self.track.borrow_mut().rows.push_back(at);
+        self.flow(doc)
+    }
+
+    fn flows_at(&mut self, ndjson: &[u8], at: &[DocAt]) -> io::Result<()> {
+        let mut rows = at.iter();
+        let mut p = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &ndjson[p..]) {
+            let at = rows.next().copied().unwrap_or_default();
+            self.flow_at(&ndjson[p..p + nl], at)?;
+            p += nl + 1;
+        }
+        Ok(())
     }
 }
 

@@ -1,224 +1,123 @@
-//! Shipping one directory: its resume plan, the parser thread, publishing
-//! (or printing) its arrays, and marking it.
+//! Shipping one directory, in four steps: **plan** (its logs, the resume
+//! gate when the destination keeps a record, the destination's own
+//! preparation), **start** its producer (a parser thread, or a follower of
+//! the logs Tstat writes), **drain** (the destination takes the arrays),
+//! **finish** (counts; the mark when the destination keeps a record). The
+//! destination is a value of the program's choosing: nothing here depends
+//! on which one it is.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::{mpsc, watch};
-
-use super::live::{LagRecorder, LiveGauge, LiveJob, Until, follow};
-use super::produce::{Job, Produced, produce};
-use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender, Transport, connected};
-use crate::metrics::LiveMetrics;
-use crate::parse::{FileStats, Protocol, dir_logs};
-use crate::publish::{Input, Item, Outgoing, PublishError, Recorder, StreamStart};
-use crate::resume::Positions;
-use crate::resume::{self, LogId, Plan, RecordFile, Refusal};
-use crate::{durable, find, follow};
 use std::time::Duration;
 
-impl Sender {
-    /// Writes the metrics file every few seconds while `dir` is followed,
-    /// with its lag and what is left to read.
-    fn live_metrics(
-        &mut self,
-        path: PathBuf,
-        dir: &Path,
-        gauge: &Arc<Mutex<LiveGauge>>,
-    ) -> tokio::task::JoinHandle<()> {
-        // Counters of earlier runs are read once, here: copies written
-        // meanwhile never count this run twice.
-        self.metrics.load_previous(&path);
-        let mut m = self.metrics.clone();
-        m.totals = self.summary;
-        let (gauge, directory) = (gauge.clone(), dir.display().to_string());
-        let reporter = self.opts.reporter.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIVE_METRICS_INTERVAL);
-            let mut warned = false;
-            loop {
-                tick.tick().await;
-                if let Ok(g) = gauge.lock() {
-                    m.live = Some(LiveMetrics {
-                        directory: directory.clone(),
-                        lag_seconds: g.lag,
-                        bytes_behind: g.behind,
-                    });
-                }
-                let written = m.write(&path);
-                if let Err(e) = written
-                    && !std::mem::replace(&mut warned, true)
-                {
-                    reporter.warning(&format_args!(
-                        "writing metrics file {}: {e}",
-                        path.display()
-                    ));
-                }
-            }
-        })
-    }
+use tokio::sync::mpsc;
 
-    /// How to resume `dir`, and its record; `Err` when it must be refused.
-    fn resume_plan(
-        &self,
-        dir: &Path,
-        logs: &[(PathBuf, Protocol)],
-        id_prefix: &str,
-        reship: bool,
-        live: bool,
-    ) -> Result<(Plan, RecordFile), String> {
-        let path = dir.join(PROGRESS_FILE);
-        let mut ids = Vec::with_capacity(logs.len());
-        for (log, _) in logs {
-            ids.push(LogId::of(log).map_err(|e| format!("{}: {e}", log.display()))?);
-        }
-        let settings = self.settings(id_prefix);
-        let loaded = resume::load(&path);
-        let plan = if reship {
-            let previous = loaded.ok().flatten().map(|r| r.generation);
-            Plan::fresh(resume::new_generation(previous))
-        } else {
-            match loaded {
-                Ok(None) if live => resume::follow_fresh(),
-                Ok(None) => Plan::fresh(0),
-                Ok(Some(rec)) if live || rec.next.follow.is_some() => {
-                    resume::follow_plan(&rec, &settings)
-                        .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?
-                }
-                Ok(Some(rec)) => resume::plan(&rec, &settings, &ids)
-                    .map_err(|r| refusal_text(&r, &path, &self.opts.root, dir))?,
-                Err(r) => return Err(refusal_text(&r, &path, &self.opts.root, dir)),
-            }
-        };
-        let rec = RecordFile::new(path, self.opts.prog, settings, ids, &plan);
-        Ok((plan, rec))
-    }
+use super::dest::{Delivered, Destination, Drain, Undelivered};
+use super::gauge::{Gauge, LagRecorder, LiveGauge, live_metrics};
+use super::live::{LiveJob, Until, follow};
+use super::produce::{Job, Produced, produce};
+use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender};
+use crate::parse::{FileStats, Protocol, dir_logs};
+use crate::publish::{Input, Item, Recorder};
+use crate::resume::{self, LogId, Open, Override, Plan, Positions, RecordFile, Refusal};
+use crate::shutdown::Shutdown;
+use crate::{durable, find, follow};
 
-    /// The error for a publishing failure. A vanished queue also rewinds the
-    /// directory's record (its confirms went into the lost queue) and names
-    /// the directories marked since the queue was last seen.
-    fn publish_failed(
-        &self,
-        dir: &Path,
-        source: PublishError,
-        record: Option<&mut RecordFile>,
-    ) -> SendError {
-        let PublishError::QueueVanished { since, .. } = source.root() else {
-            return SendError::Publish {
-                dir: dir.display().to_string(),
-                source,
-            };
-        };
-        if let Some(rec) = record
-            && let Err(e) = rec.rewind()
-        {
-            self.opts.reporter.error(&format_args!(
-                "{}: cannot rewind the progress record: {e}",
-                rec.path().display()
-            ));
-        }
-        let marked_since = self
-            .marked
-            .iter()
-            .filter(|(at, _)| at >= since)
-            .map(|(_, d)| d.display().to_string())
-            .collect();
-        SendError::QueueLost {
-            dir: dir.display().to_string(),
-            root: self.opts.root.display().to_string(),
-            marked_since,
-            source: Box::new(source),
-        }
-    }
+/// A directory planned for shipping.
+struct DirJob {
+    dir: PathBuf,
+    /// Its name in ids and on the bar.
+    name: String,
+    logs: Vec<(PathBuf, Protocol)>,
+    plan: Plan,
+    /// Its progress record, when the destination keeps one.
+    record: Option<RecordFile>,
+    /// Message id prefix (`SENSOR:NAME`, `~GENERATION` after a re-ship).
+    prefix: String,
+    /// Followed while Tstat writes it.
+    live: bool,
+}
 
-    /// Before resuming a directory with confirmed messages: connects, and if
-    /// this run had to create the queue after the record was written, the
-    /// messages it counts went into a queue that is gone (deleted, or lost by
-    /// the broker between runs). The record is then rewound and the new plan
-    /// ships the directory from its start under new ids.
-    async fn queue_lost_since(
-        &mut self,
-        dir: &Path,
-        plan: &Plan,
-        record: Option<&mut RecordFile>,
-    ) -> Result<Option<Plan>, PublishError> {
-        let (Transport::Rabbit { config, publish }, Some(rec)) = (&self.transport, record) else {
-            return Ok(None);
-        };
-        if !plan.resumes() {
-            return Ok(None);
-        }
-        let created = connected(&mut self.publisher, config, publish)
-            .await?
-            .queue_created_at();
-        let written = std::fs::metadata(rec.path())
-            .and_then(|m| m.modified())
-            .ok();
-        match (created, written) {
-            (Some(c), Some(w)) if w < c => {}
-            _ => return Ok(None),
-        }
-        self.opts.reporter.warning(&format_args!(
-            "{}: the queue did not exist and was created by this run, so the {} messages \
-             confirmed into the old one are gone with it: shipping the directory again \
-             from its start under new message ids",
-            dir.display(),
-            plan.skip
-        ));
-        rec.rewind().map_err(|source| PublishError::Progress {
-            path: rec.path().to_path_buf(),
-            source,
-        })?;
-        Ok(Some(rec.rewound_plan()))
-    }
+/// A directory's producer at work.
+struct Running {
+    thread: std::thread::JoinHandle<Produced>,
+    /// Stops it (the run's shutdown, or the destination being done).
+    stop: Shutdown,
+    gauge: Gauge,
+    /// Writes the metrics file while the directory is followed.
+    metrics: Option<tokio::task::JoinHandle<()>>,
+}
 
-    /// Ships one directory: parse on a thread, publish (or print) here.
+/// What draining a directory gave.
+struct Drained {
+    outcome: Result<Delivered, SendError>,
+    /// It gave at least one array.
+    had_data: bool,
+    /// The shutdown came before its first array.
+    interrupted_early: bool,
+}
+
+impl<D: Destination> Sender<D> {
+    /// Ships one directory: plan, start its producer, drain, finish.
     pub(super) async fn ship(
         &mut self,
         dir: &Path,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
         reship: bool,
         live: bool,
     ) -> Result<DirResult, SendError> {
+        let mut job = match self.plan(dir, reship, live).await? {
+            Ok(job) => job,
+            Err(refused) => return Ok(refused),
+        };
+        let (running, rx) = self.start(&job, shutdown)?;
+        let drained = self.drain(&mut job, rx, &running.gauge, shutdown).await;
+        self.finish(job, running, drained).await
+    }
+
+    /// Step 1: the directory's logs and how to resume it; `Ok(Err)` when it
+    /// is refused (said here).
+    async fn plan(
+        &mut self,
+        dir: &Path,
+        reship: bool,
+        live: bool,
+    ) -> Result<Result<DirJob, DirResult>, SendError> {
         let name = self.id_name(dir);
         let base = format!("{}:{name}", self.opts.parse.sensor);
         if let Err(e) = resume::check_id_prefix(&base) {
-            return Ok(self.refuse(dir, e));
+            return Ok(Err(self.refuse(dir, e)));
         }
         let logs = match dir_logs(dir) {
             Ok(l) if live => Ok(l.into_iter().filter(|(p, _)| p.exists()).collect()),
             other => other,
         };
         let logs = match logs {
+            Ok(l) if l.is_empty() => {
+                let why = "no log_tcp_complete or log_udp_complete in this directory";
+                return Ok(Err(self.refuse(dir, why)));
+            }
             Ok(l) => l,
-            Err(e) => return Ok(self.refuse(dir, e)),
+            Err(e) => return Ok(Err(self.refuse(dir, e))),
         };
-        if logs.is_empty() {
-            return Ok(self.refuse(
-                dir,
-                "no log_tcp_complete or log_udp_complete in this directory",
-            ));
-        }
-        if let Transport::Rabbit { .. } = self.transport {
+        let (plan, mut record) = if self.dest.keeps_record() {
             // Left by a run killed mid-write; this run holds the tree's lock.
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
-        }
-        let (plan, mut record) = match &self.transport {
-            Transport::Stdout if live => (resume::follow_fresh(), None),
-            Transport::Stdout => (Plan::fresh(0), None),
-            Transport::Rabbit { .. } => match self.resume_plan(dir, &logs, &base, reship, live) {
+            match self.gate(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
                 Err(why) => {
                     self.metrics.refused += 1;
-                    return Ok(self.refuse(dir, why));
+                    return Ok(Err(self.refuse(dir, why)));
                 }
-            },
+            }
+        } else if live {
+            (resume::follow_fresh(), None)
+        } else {
+            (Plan::fresh(0), None)
         };
-        let plan = match self.queue_lost_since(dir, &plan, record.as_mut()).await {
-            Ok(Some(rewound)) => rewound,
-            Ok(None) => plan,
+        let plan = match self.dest.prepare(dir, plan, record.as_mut()).await {
+            Ok(plan) => plan,
             Err(source) => {
                 return Err(SendError::Publish {
                     dir: dir.display().to_string(),
@@ -241,163 +140,196 @@ impl Sender {
             );
         }
         tracing::info!("{}: shipping", dir.display());
-        // The parser stops within one read once a signal comes.
-        let stop = Arc::new(AtomicBool::new(false));
-        let relay = {
-            let stop = stop.clone();
-            let mut signal = shutdown.clone();
-            tokio::spawn(async move {
-                while !*signal.borrow_and_update() {
-                    if signal.changed().await.is_err() {
-                        return;
-                    }
-                }
-                stop.store(true, Ordering::Relaxed);
-            })
+        Ok(Ok(DirJob {
+            dir: dir.to_path_buf(),
+            name,
+            logs,
+            plan,
+            record,
+            prefix,
+            live,
+        }))
+    }
+
+    /// The resume gate for `dir` (design §8.7): its plan and record, or the
+    /// refusal's text.
+    fn gate(
+        &self,
+        dir: &Path,
+        logs: &[(PathBuf, Protocol)],
+        id_prefix: &str,
+        reship: bool,
+        live: bool,
+    ) -> Result<(Plan, RecordFile), String> {
+        let mut ids = Vec::with_capacity(logs.len());
+        for (log, _) in logs {
+            ids.push(LogId::of(log).map_err(|e| format!("{}: {e}", log.display()))?);
+        }
+        let how = match (reship, live) {
+            (true, _) => Open::Reship,
+            (false, true) => Open::Follow,
+            (false, false) => Open::Resume,
         };
-        let (tx, mut rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
-        let followed = plan.expect.follow.or(live.then(Positions::default));
+        let path = dir.join(PROGRESS_FILE);
+        let settings = self.settings(id_prefix);
+        resume::open(path.clone(), self.opts.prog, settings, ids, how)
+            .map_err(|r| self.refusal(&r, &path, dir))
+    }
+
+    /// Step 2: the producer thread, feeding a channel the destination
+    /// drains; stopped by the run's shutdown or once the drain is over.
+    fn start(
+        &mut self,
+        job: &DirJob,
+        shutdown: &Shutdown,
+    ) -> Result<(Running, mpsc::Receiver<Item>), SendError> {
+        let stop = shutdown.child();
+        let (tx, rx) = mpsc::channel::<Item>(CHANNEL_DEPTH);
         let gauge = Arc::new(Mutex::new(LiveGauge {
-            timed: record.is_some(),
+            timed: job.record.is_some(),
             ..LiveGauge::default()
         }));
-        let producer = if let Some(start) = followed {
-            let mut opts = self.opts.parse.clone();
-            opts.stop = Some(stop.clone());
-            let job = LiveJob {
-                dir: dir.to_path_buf(),
-                logs: follow::LOGS.map(|(n, p)| (dir.join(n), p)),
+        let mut opts = self.opts.parse.clone();
+        opts.stop = Some(stop.clone());
+        let followed = job.plan.expect.follow.or(job.live.then(Positions::default));
+        let spawned = if let Some(start) = followed {
+            let live = LiveJob {
+                dir: job.dir.clone(),
+                logs: follow::LOGS.map(|(n, p)| (job.dir.join(n), p)),
                 opts,
                 size: self.opts.chunk_size,
                 max_bytes: self.opts.max_bytes,
                 start,
                 flush: self.opts.follow.unwrap_or(Duration::from_secs(5)),
-                until: if live { Until::Rotated } else { Until::End },
+                until: if job.live { Until::Rotated } else { Until::End },
                 stop: stop.clone(),
                 reporter: self.opts.reporter.clone(),
-                name: name.clone(),
+                name: job.name.clone(),
                 gauge: gauge.clone(),
             };
             std::thread::Builder::new()
                 .name("follow".into())
-                .spawn(move || follow(job, tx))
+                .spawn(move || follow(live, tx))
                 .map_err(|source| SendError::Io {
                     what: "starting the reader thread".into(),
                     source,
                 })?
         } else {
-            let mut opts = self.opts.parse.clone();
-            opts.stop = Some(stop.clone());
-            let job = Job {
-                logs,
+            let batch = Job {
+                logs: job.logs.clone(),
                 opts,
                 size: self.opts.chunk_size,
                 max_bytes: self.opts.max_bytes,
-                skip: plan.skip,
-                expect: plan.expect,
+                skip: job.plan.skip,
+                expect: job.plan.expect,
+                one_log_per_array: self.dest.producer().arrays_within_one_log,
                 reporter: self.opts.reporter.clone(),
-                name: name.clone(),
+                name: job.name.clone(),
             };
             std::thread::Builder::new()
                 .name("parse".into())
-                .spawn(move || produce(job, tx))
+                .spawn(move || produce(batch, tx))
                 .map_err(|source| SendError::Io {
                     what: "starting the parser thread".into(),
                     source,
                 })?
         };
-        let live_metrics = match self.opts.metrics_file.clone() {
-            Some(path) if live => Some(self.live_metrics(path, dir, &gauge)),
+        let metrics = match self.opts.metrics_file.clone() {
+            Some(path) if job.live => {
+                // Counters of earlier runs are read once, here: copies
+                // written meanwhile never count this run twice.
+                self.metrics.load_previous(&path);
+                let mut m = self.metrics.clone();
+                m.totals = self.summary;
+                let dir = job.dir.display().to_string();
+                let reporter = self.opts.reporter.clone();
+                Some(live_metrics(m, path, dir, gauge.clone(), reporter))
+            }
             _ => None,
         };
-        // Wait for the first message (there may be none), or a signal.
-        let mut watch_stop = shutdown.clone();
-        let first = loop {
-            if *watch_stop.borrow() {
-                break None;
-            }
-            tokio::select! {
-                item = rx.recv() => break item,
-                changed = watch_stop.changed() => if changed.is_err() {
-                    break rx.recv().await;
-                },
-            }
+        let running = Running {
+            thread: spawned,
+            stop,
+            gauge,
+            metrics,
         };
-        let interrupted_early = first.is_none() && *shutdown.borrow();
-        let first = match first {
-            Some(Item::Message(m)) => Some(m),
-            // A failure before any message: nothing to publish.
-            Some(Item::Failed(_)) | None => None,
-        };
-        let had_data = first.is_some();
-        let outcome = match (&self.transport, first) {
-            (_, None) => {
-                // A producer still sending must not wait for a reader.
-                drop(rx);
-                Ok(PublishOutcome {
-                    messages: 0,
-                    bytes: 0,
-                })
-            }
-            (Transport::Stdout, Some(first)) => print_all(first, rx).await,
-            (Transport::Rabbit { config, publish }, Some(first)) => {
-                let start = StreamStart {
-                    index: plan.next_index,
-                    mark: plan.expect,
-                };
-                let result = async {
-                    let publisher = connected(&mut self.publisher, config, publish).await?;
-                    let mut lag = record.as_mut().map(|r| LagRecorder {
-                        inner: r,
-                        start: plan.next_index,
-                        counted: 0,
-                        gauge: gauge.clone(),
-                    });
-                    let recorder = lag.as_mut().map(|r| r as &mut dyn Recorder);
-                    publisher
-                        .publish_stream(
-                            Some(&prefix),
-                            start,
-                            recorder,
-                            Input::new(Some(Item::Message(first)), rx),
-                            shutdown.clone(),
-                        )
-                        .await
-                }
-                .await;
+        Ok((running, rx))
+    }
 
-                let progress = dir.join(PROGRESS_FILE).display().to_string();
-                match result {
-                    Ok(report) => Ok(PublishOutcome {
-                        messages: report.published,
-                        bytes: report.bytes,
-                    }),
-                    Err(PublishError::Interrupted { confirmed }) => Err(SendError::Interrupted {
-                        dir: dir.display().to_string(),
-                        confirmed,
-                        progress,
-                    }),
-                    // The parser's own report below says why.
-                    Err(PublishError::Input { .. }) => Ok(PublishOutcome {
-                        messages: 0,
-                        bytes: 0,
-                    }),
-                    Err(source) => {
-                        if let PublishError::Unconfirmed { pending, .. } = &source {
-                            self.metrics.unconfirmed += pending;
-                        }
-                        Err(self.publish_failed(dir, source, record.as_mut()))
-                    }
-                }
+    /// Step 3: waits for the first array (there may be none), then the
+    /// destination takes them all.
+    async fn drain(
+        &mut self,
+        job: &mut DirJob,
+        mut rx: mpsc::Receiver<Item>,
+        gauge: &Gauge,
+        shutdown: &Shutdown,
+    ) -> Drained {
+        let first = if shutdown.is_triggered() {
+            None
+        } else {
+            tokio::select! {
+                item = rx.recv() => item,
+                () = shutdown.triggered() => None,
             }
         };
-        if let Some(task) = live_metrics {
+        let interrupted_early = first.is_none() && shutdown.is_triggered();
+        // A failure before any array: nothing to deliver.
+        let Some(Item::Message(first)) = first else {
+            // A producer still sending must not wait for a reader.
+            drop(rx);
+            return Drained {
+                outcome: Ok(Delivered::default()),
+                had_data: false,
+                interrupted_early,
+            };
+        };
+        let mut lag = job.record.as_mut().map(|r| LagRecorder {
+            inner: r,
+            start: job.plan.next_index,
+            counted: 0,
+            gauge: gauge.clone(),
+        });
+        let delivered = self
+            .dest
+            .drain(Drain {
+                dir: &job.dir,
+                id_prefix: &job.prefix,
+                plan: &job.plan,
+                input: Input::new(Some(Item::Message(first)), rx),
+                recorder: lag.as_mut().map(|r| r as &mut dyn Recorder),
+                shutdown,
+            })
+            .await;
+        drop(lag);
+        let outcome = match delivered {
+            Ok(d) => Ok(d),
+            // The producer's own report says why.
+            Err(Undelivered::ProducerFailed) => Ok(Delivered::default()),
+            Err(u) => Err(self.undelivered(&job.dir, u, job.record.as_mut())),
+        };
+        Drained {
+            outcome,
+            had_data: true,
+            interrupted_early,
+        }
+    }
+
+    /// Step 4: the producer's counts and verdict, then the directory is
+    /// marked (with a record) or remembered as shipped (without).
+    async fn finish(
+        &mut self,
+        job: DirJob,
+        running: Running,
+        drained: Drained,
+    ) -> Result<DirResult, SendError> {
+        let dir = job.dir.as_path();
+        if let Some(task) = running.metrics {
             task.abort();
             let _ = task.await;
         }
-        stop.store(true, Ordering::Relaxed);
-        relay.abort();
-        let parsed = producer.join().unwrap_or_else(|_| Produced {
+        running.stop.trigger();
+        let parsed = running.thread.join().unwrap_or_else(|_| Produced {
             stats: FileStats::default(),
             failed: Some("the parser thread panicked".into()),
             refused: None,
@@ -406,13 +338,13 @@ impl Sender {
         self.summary.rows += parsed.stats.rows;
         self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
         self.summary.flows += parsed.stats.flows;
-        let sent = outcome?;
+        let sent = drained.outcome?;
         self.summary.messages += sent.messages;
         self.summary.bytes += sent.bytes;
-        if interrupted_early {
+        if drained.interrupted_early {
             return Err(SendError::Interrupted {
                 dir: dir.display().to_string(),
-                confirmed: plan.skip,
+                confirmed: job.plan.skip,
                 progress: dir.join(PROGRESS_FILE).display().to_string(),
             });
         }
@@ -425,10 +357,8 @@ impl Sender {
         if let Some(why) = parsed.refused {
             self.metrics.refused += 1;
             let path = dir.join(PROGRESS_FILE);
-            return Ok(self.refuse(
-                dir,
-                refusal_text(&Refusal::Stream(why), &path, &self.opts.root, dir),
-            ));
+            let text = self.refusal(&Refusal::Stream(why), &path, dir);
+            return Ok(self.refuse(dir, text));
         }
         if let Some(why) = parsed.failed {
             return Ok(self.refuse(
@@ -436,101 +366,106 @@ impl Sender {
                 format!("{why}; it is shipped (resumed) once its logs can be read completely"),
             ));
         }
-        if let Transport::Rabbit { .. } = self.transport {
-            find::mark_processed(dir).map_err(|source| SendError::Io {
-                what: format!("marking {} processed", dir.display()),
-                source,
-            })?;
-            // `.processed` is durable: the record may come back after a
-            // crash, and is ignored then.
-            if let Err(e) = std::fs::remove_file(dir.join(PROGRESS_FILE))
-                .or_else(|e| (e.kind() == io::ErrorKind::NotFound).then_some(()).ok_or(e))
-            {
-                self.opts.reporter.warning(&format_args!(
-                    "{}: cannot remove {PROGRESS_FILE}: {e}",
-                    dir.display()
-                ));
-            }
-            self.marked
-                .push((std::time::Instant::now(), dir.to_path_buf()));
-            tracing::info!(
-                "{}: {} messages confirmed, marked processed",
-                dir.display(),
-                sent.messages
-            );
-        }
-        if let Transport::Stdout = self.transport {
+        if job.record.is_some() {
+            self.mark(dir, sent.messages)?;
+        } else {
             self.printed.insert(dir.to_path_buf());
         }
         self.summary.directories += 1;
-        Ok(DirResult::Done { had_data })
+        Ok(DirResult::Done {
+            had_data: drained.had_data,
+        })
     }
-}
 
-struct PublishOutcome {
-    messages: u64,
-    bytes: u64,
-}
+    /// Marks a directory whose every message is delivered, and drops its
+    /// record.
+    fn mark(&mut self, dir: &Path, messages: u64) -> Result<(), SendError> {
+        find::mark_processed(dir).map_err(|source| SendError::Io {
+            what: format!("marking {} processed", dir.display()),
+            source,
+        })?;
+        // `.processed` is durable: the record may come back after a
+        // crash, and is ignored then.
+        if let Err(e) = std::fs::remove_file(dir.join(PROGRESS_FILE))
+            .or_else(|e| (e.kind() == io::ErrorKind::NotFound).then_some(()).ok_or(e))
+        {
+            self.opts.reporter.warning(&format_args!(
+                "{}: cannot remove {PROGRESS_FILE}: {e}",
+                dir.display()
+            ));
+        }
+        self.marked
+            .push((std::time::Instant::now(), dir.to_path_buf()));
+        tracing::info!(
+            "{}: {} messages confirmed, marked processed",
+            dir.display(),
+            messages
+        );
+        Ok(())
+    }
 
-/// The message for a directory whose record does not apply, with the way to
-/// ship it anyway.
-fn refusal_text(r: &Refusal, record: &Path, root: &Path, dir: &Path) -> String {
-    format!(
-        "{r} (record {}); to ship it again deliberately under new message ids: \
-         tstat_send -d {} --reship {} (flows confirmed before arrive a second time \
-         under the new ids)",
-        record.display(),
-        root.display(),
-        dir.display()
-    )
-}
-
-/// How often the metrics file is written while a directory is followed.
-const LIVE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// `-N`: writes each array as a line on stdout.
-async fn print_all(
-    first: Outgoing,
-    mut rx: mpsc::Receiver<Item>,
-) -> Result<PublishOutcome, SendError> {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(1 << 17, stdout.lock());
-    let mut n = PublishOutcome {
-        messages: 0,
-        bytes: 0,
-    };
-    let mut next = Some(first.body);
-    while let Some(m) = next {
-        out.write_all(&m)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(|source| SendError::Io {
-                what: "writing stdout".into(),
+    /// The error for what a destination did not take. A lost destination
+    /// also rewinds the directory's record (what it confirmed is gone) and
+    /// names the directories marked since it was last seen.
+    fn undelivered(
+        &mut self,
+        dir: &Path,
+        u: Undelivered,
+        record: Option<&mut RecordFile>,
+    ) -> SendError {
+        let shown = dir.display().to_string();
+        match u {
+            Undelivered::ProducerFailed => SendError::Data { count: 1 },
+            Undelivered::Interrupted { confirmed } => SendError::Interrupted {
+                dir: shown,
+                confirmed,
+                progress: dir.join(PROGRESS_FILE).display().to_string(),
+            },
+            Undelivered::Io { what, source } => SendError::Io { what, source },
+            Undelivered::Failed {
                 source,
-            })?;
-        n.messages += 1;
-        n.bytes += m.len() as u64;
-        // What is written goes out before waiting (a followed directory's
-        // arrays come as Tstat writes).
-        let item = match rx.try_recv() {
-            Ok(item) => Some(item),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                flush(&mut out)?;
-                rx.recv().await
+                unconfirmed,
+            } => {
+                self.metrics.unconfirmed += unconfirmed;
+                SendError::Publish { dir: shown, source }
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-        };
-        next = match item {
-            Some(Item::Message(o)) => Some(o.body),
-            Some(Item::Failed(_)) | None => None,
-        };
+            Undelivered::Lost {
+                source,
+                since,
+                unconfirmed,
+            } => {
+                self.metrics.unconfirmed += unconfirmed;
+                if let Some(rec) = record
+                    && let Err(e) = rec.rewind()
+                {
+                    self.opts.reporter.error(&format_args!(
+                        "{}: cannot rewind the progress record: {e}",
+                        rec.path().display()
+                    ));
+                }
+                let marked_since = self
+                    .marked
+                    .iter()
+                    .filter(|(at, _)| *at >= since)
+                    .map(|(_, d)| d.display().to_string())
+                    .collect();
+                SendError::QueueLost {
+                    dir: shown,
+                    root: self.opts.root.display().to_string(),
+                    marked_since,
+                    source,
+                }
+            }
+        }
     }
-    flush(&mut out)?;
-    Ok(n)
-}
 
-fn flush(out: &mut impl Write) -> Result<(), SendError> {
-    out.flush().map_err(|source| SendError::Io {
-        what: "writing stdout".into(),
-        source,
-    })
+    /// The message for a directory whose record does not apply, with the
+    /// way to ship it anyway.
+    fn refusal(&self, r: &Refusal, record: &Path, dir: &Path) -> String {
+        let how = Override::ReshipDir {
+            root: &self.opts.root,
+            dir,
+        };
+        resume::refusal_text(r, record, how)
+    }
 }
