@@ -115,6 +115,14 @@ fn a_queue_made_non_durable_by_someone_else_is_refused_before_anything_is_marked
     assert_eq!(code, Some(1), "{line}");
     assert_eq!(line, format!("✗ queue: {why}"));
 
+    // passive = true only looks, and still sees it.
+    let cfg = write_private(
+        &tmp.path().join("c.ini"),
+        &node.config(&queue, "[rabbit_queue_options]\npassive = true\n"),
+    );
+    let (code, line) = check_queue_line(&root, &cfg);
+    assert_eq!((code, line), (Some(1), format!("✗ queue: {why}")));
+
     // Transient messages are what such a queue can keep: no refusal.
     let cfg = write_private(
         &tmp.path().join("c.ini"),
