@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 
 use super::validate::edit_distance;
-use super::{QUEUE_OPTIONS, RABBIT, Report, SSL_OPTIONS, Section};
+use super::{QUEUE_OPTIONS, RABBIT, Report, SSL_OPTIONS, STREAM_OPTIONS, Section};
+
+/// The sections this program reads; others are another program's.
+const KNOWN: [&str; 4] = [RABBIT, QUEUE_OPTIONS, SSL_OPTIONS, STREAM_OPTIONS];
 
 /// Strips comments, flags lines that are not `[section]` or `key = value`,
 /// and keeps the line count so rust-ini's line numbers stay right.
@@ -89,7 +92,7 @@ pub(super) fn read_sections(
             }
             continue;
         };
-        if ![RABBIT, QUEUE_OPTIONS, SSL_OPTIONS].contains(&name) {
+        if !KNOWN.contains(&name) {
             if !unknown.iter().any(|u| u == name) {
                 unknown.push(name.to_owned());
             }
@@ -121,7 +124,7 @@ pub(super) fn read_sections(
         }
     }
     for name in unknown {
-        let near = [RABBIT, QUEUE_OPTIONS, SSL_OPTIONS]
+        let near = KNOWN
             .into_iter()
             .find(|known| known.eq_ignore_ascii_case(&name) || edit_distance(known, &name) <= 2);
         match near {

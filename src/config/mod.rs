@@ -21,11 +21,17 @@
 //!   literal `${`; any other `$` is literal.
 //! - An optional text or path key with an empty value counts as absent; a
 //!   boolean or number key, once present, must be valid.
-//! - Unknown keys in `[rabbit]`, `[ssl_options]` and `[rabbit_queue_options]`
-//!   (other than `x-` arguments) are errors, with the closest known key: a
-//!   typo would otherwise be silently ignored. A section whose name is close
-//!   to a known one (`[rabit_queue_options]`) is an error too; other
-//!   unknown sections are warnings (the file may be shared).
+//! - Unknown keys in `[rabbit]`, `[ssl_options]`, `[rabbit_queue_options]`
+//!   (other than `x-` arguments) and `[rabbit_stream_options]` are errors,
+//!   with the closest known key: a typo would otherwise be silently ignored.
+//!   A section whose name is close to a known one (`[rabit_queue_options]`)
+//!   is an error too; other unknown sections are warnings (the file may be
+//!   shared).
+//! - `transport = queue` (the default) or `stream`. With `stream`, `stream`
+//!   names the stream (at most 255 bytes), `stream_port` defaults to 5552
+//!   (5551 with `use_ssl`), `[rabbit_stream_options]` is typed, and
+//!   `queue`, `routing_key` and `exchange` may be empty or absent. With
+//!   `queue`, the stream keys and section are ignored with a warning.
 //! - Queue, exchange, routing key, vhost and argument names longer than an
 //!   AMQP short string (255 bytes) are errors.
 //! - A password written in a file that others can read gets a warning.
@@ -40,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 mod hosts;
 mod lex;
+mod stream;
 mod validate;
 
 /// One broker address from `host = a,b:5673`.
@@ -384,6 +391,7 @@ fn readable_by_others(meta: &std::fs::Metadata) -> Option<&'static str> {
 const RABBIT: &str = "rabbit";
 const QUEUE_OPTIONS: &str = "rabbit_queue_options";
 const SSL_OPTIONS: &str = "ssl_options";
+const STREAM_OPTIONS: &str = "rabbit_stream_options";
 
 /// Collects errors and warnings while checking.
 struct Report<'a> {
@@ -534,8 +542,15 @@ impl RabbitConfig {
         let _ = writeln!(s, "routing_key ={}", spaced(&self.routing_key));
         let _ = writeln!(s, "exchange ={}", spaced(&self.exchange));
         let _ = writeln!(s, "persistent = {}", self.persistent);
+        if let Some(st) = &self.stream {
+            let _ = writeln!(s, "transport = stream");
+            let _ = writeln!(s, "stream = {}", escaped(&st.name));
+            let _ = writeln!(s, "stream_port = {}", st.port);
+        }
         let q = &self.queue_options;
-        if q.is_empty() {
+        if q.is_empty() && self.stream.is_some() {
+            // Nothing to say: a stream has no queue to declare.
+        } else if q.is_empty() {
             let _ = writeln!(
                 s,
                 "# [rabbit_queue_options] absent: the queue is checked and created durable if missing"
@@ -554,6 +569,20 @@ impl RabbitConfig {
             }
             for (k, v) in &q.arguments {
                 let _ = writeln!(s, "{k} = {}", escaped(&v.to_string()));
+            }
+        }
+        if let Some(st) = &self.stream {
+            let args = st.options.arguments();
+            if args.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "# [rabbit_stream_options] absent: a stream created by this program gets the broker's defaults"
+                );
+            } else {
+                let _ = writeln!(s, "[{STREAM_OPTIONS}]");
+                for (k, v) in args {
+                    let _ = writeln!(s, "{k} = {v}");
+                }
             }
         }
         if let Some(t) = &self.tls {
@@ -732,6 +761,10 @@ mod tests {
             "[rabbit]",
             "[rabbit_queue_options]",
             "[ssl_options]",
+            "[rabbit_stream_options]",
+            "transport",
+            "stream",
+            "max-age",
             "[",
             "]",
             "[]",
@@ -828,5 +861,45 @@ mod tests {
         assert_eq!(c.queue_options.durable, Some(true));
         assert_eq!(c.password, "guest");
         assert!(c.tls.is_none());
+        assert!(c.stream.is_none());
+    }
+
+    #[test]
+    fn example_file_with_its_stream_lines_uncommented_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.ini.example");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys = [
+            "transport =",
+            "stream =",
+            "stream_port =",
+            "[rabbit_stream_options]",
+            "max-length-bytes =",
+            "max-age =",
+            "stream-max-segment-size-bytes =",
+            "initial-cluster-size =",
+        ];
+        let mut found = 0;
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => {
+                    found += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert_eq!(found, keys.len(), "each stream key is documented once");
+        let c = match check(&text, &path, &no_env) {
+            Ok(c) => c,
+            Err(e) => panic!("config.ini.example's stream lines do not validate:\n{e}"),
+        };
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let stream = c.config.stream.expect("transport = stream");
+        assert_eq!((stream.name.as_str(), stream.port), ("netsage_flows", 5552));
+        assert_eq!(stream.options.max_age.as_deref(), Some("7D"));
+        assert_eq!(stream.options.max_length_bytes, Some(20_000_000_000));
+        assert_eq!(stream.options.max_segment_size_bytes, Some(500_000_000));
+        assert_eq!(stream.options.initial_cluster_size, Some(3));
     }
 }

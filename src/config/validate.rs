@@ -6,8 +6,9 @@ use std::net::Ipv6Addr;
 use std::path::Path;
 
 use super::hosts::{check_host_name, parse_hosts, parse_port};
+use super::stream::{stream_config, warn_stream_settings_ignored};
 use super::{
-    CertReqs, Lookup, MAX_SHORT_STRING, QUEUE_OPTIONS, QueueArg, QueueOptions, RABBIT,
+    CertReqs, Endpoint, Lookup, MAX_SHORT_STRING, QUEUE_OPTIONS, QueueArg, QueueOptions, RABBIT,
     RabbitConfig, Report, SSL_OPTIONS, Section, TlsOptions,
 };
 
@@ -22,6 +23,9 @@ const RABBIT_KEYS: &[&str] = &[
     "routing_key",
     "exchange",
     "persistent",
+    "transport",
+    "stream",
+    "stream_port",
 ];
 const SSL_KEYS: &[&str] = &[
     "ca_certs",
@@ -34,6 +38,15 @@ const SSL_KEYS: &[&str] = &[
 /// equivalent, so they are ignored with a warning rather than rejected.
 const SSL_IGNORED_KEYS: &[&str] = &["ssl_version", "ciphers"];
 
+/// `[rabbit] transport`: where the messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// AMQP 0-9-1 to an exchange and queue (the default).
+    Queue,
+    /// The stream protocol to `stream = NAME` (design §14.2).
+    Stream,
+}
+
 /// Checks every key and builds the config; `None` when something required
 /// could not be built (the reason is in `rep.errors`).
 pub(super) fn validate(
@@ -41,30 +54,123 @@ pub(super) fn validate(
     path: &Path,
     rep: &mut Report<'_>,
 ) -> Option<RabbitConfig> {
-    let Some(rabbit) = sections.get(RABBIT) else {
-        // Warnings are dropped on error, so a near miss is named here.
-        let near = rep
-            .warnings
-            .iter()
-            .filter_map(|w| w.section.as_deref())
-            .find(|s| s.eq_ignore_ascii_case(RABBIT) || edit_distance(s, RABBIT) <= 2)
-            .map(|s| format!("; found [{s}], section names are case-sensitive"))
-            .unwrap_or_default();
-        rep.error(
-            RABBIT,
-            None,
-            format!(
-                "section is missing (it holds host, port, username, password and exchange{near})"
-            ),
-        );
-        return None;
-    };
+    let rabbit = rabbit_section(sections, rep)?;
     for (key, _) in &rabbit.entries {
         if !RABBIT_KEYS.contains(&key.as_str()) {
             rep.error(RABBIT, Some(key), unknown_key_message(key, RABBIT_KEYS));
         }
     }
-    // Required keys: report every missing one; `None` = missing or bad.
+    let transport = transport(rabbit, rep);
+    let login = login(rabbit, transport, rep);
+    // AMQP short strings: longer ones cannot be sent at all.
+    for key in ["vhost", "queue", "routing_key", "exchange"] {
+        if let Lookup::Value(v) = rabbit.get(key) {
+            check_short_string(rep, RABBIT, key, v);
+        }
+    }
+    let use_ssl = bool_key(rabbit, RABBIT, "use_ssl", rep).unwrap_or(false);
+    let persistent = bool_key(rabbit, RABBIT, "persistent", rep).unwrap_or(true);
+    let vhost = rabbit.optional("vhost").unwrap_or("/").to_owned();
+    let (queue, routing_key) = routing(rabbit, login.exchange.as_deref(), transport, rep);
+
+    let queue_options = match sections.get(QUEUE_OPTIONS) {
+        Some(sec) => queue_options(sec, rep),
+        None => QueueOptions::default(),
+    };
+    let tls = match (use_ssl, sections.get(SSL_OPTIONS)) {
+        (true, sec) => tls_options(sec, path, rep),
+        (false, Some(sec)) if !sec.entries.is_empty() => {
+            rep.warn(
+                SSL_OPTIONS,
+                None,
+                "ignored because use_ssl is false in [rabbit]",
+            );
+            None
+        }
+        (false, _) => None,
+    };
+    let stream = match transport? {
+        Transport::Queue => {
+            warn_stream_settings_ignored(sections, rabbit, rep);
+            None
+        }
+        Transport::Stream => Some(stream_config(sections, rabbit, use_ssl, rep)?),
+    };
+
+    Some(RabbitConfig {
+        path: path.to_path_buf(),
+        endpoints: login.endpoints,
+        username: login.username?,
+        password: login.password?,
+        vhost,
+        tls,
+        queue,
+        routing_key,
+        exchange: login.exchange?,
+        persistent,
+        queue_options,
+        stream,
+    })
+}
+
+/// `[rabbit]`, or an error that names a near miss such as `[Rabbit]`.
+fn rabbit_section<'s>(
+    sections: &'s HashMap<String, Section>,
+    rep: &mut Report<'_>,
+) -> Option<&'s Section> {
+    if let Some(rabbit) = sections.get(RABBIT) {
+        return Some(rabbit);
+    }
+    // Warnings are dropped on error, so a near miss is named here.
+    let near = rep
+        .warnings
+        .iter()
+        .filter_map(|w| w.section.as_deref())
+        .find(|s| s.eq_ignore_ascii_case(RABBIT) || edit_distance(s, RABBIT) <= 2)
+        .map(|s| format!("; found [{s}], section names are case-sensitive"))
+        .unwrap_or_default();
+    rep.error(
+        RABBIT,
+        None,
+        format!("section is missing (it holds host, port, username, password and exchange{near})"),
+    );
+    None
+}
+
+/// `transport = queue | stream` (default queue); `None` when the value is
+/// neither (reported), so no transport's own rules are applied.
+fn transport(rabbit: &Section, rep: &mut Report<'_>) -> Option<Transport> {
+    let Some(v) = rabbit.optional("transport") else {
+        return match rabbit.get("transport") {
+            Lookup::Failed => None,
+            _ => Some(Transport::Queue),
+        };
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "queue" => Some(Transport::Queue),
+        "stream" => Some(Transport::Stream),
+        _ => {
+            rep.error(
+                RABBIT,
+                Some("transport"),
+                format!("{v:?} is not one of queue, stream"),
+            );
+            None
+        }
+    }
+}
+
+/// Where and as whom to connect: the required keys (every missing one is
+/// reported), the host list with its ports, and the exchange (not required
+/// for a stream). `None` fields are missing or bad.
+struct Login {
+    endpoints: Vec<Endpoint>,
+    username: Option<String>,
+    password: Option<String>,
+    exchange: Option<String>,
+}
+
+fn login(rabbit: &Section, transport: Option<Transport>, rep: &mut Report<'_>) -> Login {
     let required = |key: &str, rep: &mut Report<'_>| -> Option<String> {
         match rabbit.get(key) {
             Lookup::Missing => {
@@ -84,7 +190,15 @@ pub(super) fn validate(
     let host_raw = required("host", rep);
     let username = required("username", rep);
     let password = required("password", rep);
-    let exchange = required("exchange", rep);
+    let exchange = match transport {
+        Some(Transport::Queue) => required("exchange", rep),
+        // A stream has no exchange; a bad transport is reported already.
+        _ => match rabbit.get("exchange") {
+            Lookup::Failed => None,
+            Lookup::Missing => Some(String::new()),
+            Lookup::Value(v) => Some(v.to_owned()),
+        },
+    };
 
     let port = port_raw.as_deref().and_then(|p| match parse_port(p) {
         Ok(n) => Some(n),
@@ -107,24 +221,30 @@ pub(super) fn validate(
     if password.as_deref() == Some("") {
         rep.error(RABBIT, Some("password"), "is empty");
     }
-
-    // AMQP short strings: longer ones cannot be sent at all.
-    for key in ["vhost", "queue", "routing_key", "exchange"] {
-        if let Lookup::Value(v) = rabbit.get(key) {
-            check_short_string(rep, RABBIT, key, v);
-        }
+    Login {
+        endpoints,
+        username,
+        password,
+        exchange,
     }
+}
 
-    let use_ssl = bool_key(rabbit, RABBIT, "use_ssl", rep).unwrap_or(false);
-    let persistent = bool_key(rabbit, RABBIT, "persistent", rep).unwrap_or(true);
-    let vhost = rabbit.optional("vhost").unwrap_or("/").to_owned();
+/// The queue and the routing key (default: the queue name). With the
+/// queue transport and the default exchange, one of them must name a queue.
+fn routing(
+    rabbit: &Section,
+    exchange: Option<&str>,
+    transport: Option<Transport>,
+    rep: &mut Report<'_>,
+) -> (Option<String>, String) {
     let queue = rabbit.optional("queue").map(str::to_owned);
     let routing_key = rabbit
         .optional("routing_key")
         .map(str::to_owned)
         .or_else(|| queue.clone())
         .unwrap_or_default();
-    if exchange.as_deref() == Some("")
+    if transport == Some(Transport::Queue)
+        && exchange == Some("")
         && routing_key.is_empty()
         && matches!(rabbit.get("queue"), Lookup::Missing | Lookup::Value(_))
         && matches!(
@@ -139,43 +259,11 @@ pub(super) fn validate(
              the routing key must name a queue",
         );
     }
-
-    let queue_options = match sections.get(QUEUE_OPTIONS) {
-        Some(sec) => queue_options(sec, rep),
-        None => QueueOptions::default(),
-    };
-
-    let tls = match (use_ssl, sections.get(SSL_OPTIONS)) {
-        (true, sec) => tls_options(sec, path, rep),
-        (false, Some(sec)) if !sec.entries.is_empty() => {
-            rep.warn(
-                SSL_OPTIONS,
-                None,
-                "ignored because use_ssl is false in [rabbit]",
-            );
-            None
-        }
-        (false, _) => None,
-    };
-
-    Some(RabbitConfig {
-        path: path.to_path_buf(),
-        endpoints,
-        username: username?,
-        password: password?,
-        vhost,
-        tls,
-        queue,
-        routing_key,
-        exchange: exchange?,
-        persistent,
-        queue_options,
-        stream: None,
-    })
+    (queue, routing_key)
 }
 
 /// Reports a value that is too long to be an AMQP short string.
-fn check_short_string(rep: &mut Report<'_>, section: &str, key: &str, value: &str) {
+pub(super) fn check_short_string(rep: &mut Report<'_>, section: &str, key: &str, value: &str) {
     if value.len() > MAX_SHORT_STRING {
         rep.error(
             section,
@@ -371,7 +459,7 @@ fn bool_problem(value: &str) -> String {
     format!("{value:?} is not a boolean (use true/false, yes/no, on/off or 1/0)")
 }
 
-fn unknown_key_message(key: &str, known: &[&str]) -> String {
+pub(super) fn unknown_key_message(key: &str, known: &[&str]) -> String {
     match known.iter().min_by_key(|k| edit_distance(k, key)) {
         Some(k) if edit_distance(k, key) <= 3 => {
             format!("unknown key (did you mean {k}?)")
