@@ -11,18 +11,24 @@ use std::fmt;
 use std::path::Path;
 
 use crate::find;
+use crate::parse::DocAt;
+
+/// A document's position in its log as one number: its row's line times
+/// two, plus one for the row's second document. Increasing through a log,
+/// never 0 for a row (the header is line 1), and the same in every run
+/// while the directory's settings are those of its record.
+pub fn ordinal(at: DocAt) -> u64 {
+    at.line * 2 + u64::from(at.second)
+}
 
 /// Longest producer name the stream protocol takes (a short string).
 pub const MAX_PRODUCER_NAME: usize = 255;
 
 /// Bits of a publishing id, high to low: the directory's time in minutes
 /// since 2000-01-01 (26 bits: until 2127), the directory's generation
-/// (4 bits), and the document's ordinal in its log (34 bits). The ordinal
-/// counts the documents a log gives under the directory's settings (the
-/// 1st, 2nd, … document kept), so it names a source position as exactly as
-/// a row's line does while the settings stay those of the directory's
-/// record (design §8.7 refuses a changed setting), and it needs no line
-/// numbers from the parser's hot path.
+/// (4 bits, reserved: 0; a directory shipped again takes a new producer
+/// epoch instead), and the position of the message's last document in its
+/// log (34 bits): see [`ordinal`].
 const TIME_BITS: u32 = 26;
 const GEN_BITS: u32 = 4;
 const POS_BITS: u32 = 34;
@@ -31,7 +37,7 @@ const POS_BITS: u32 = 34;
 pub const MAX_MINUTES: u32 = (1 << TIME_BITS) - 1;
 /// Largest generation an id can hold.
 pub const MAX_GENERATION: u8 = (1 << GEN_BITS) - 1;
-/// Largest document ordinal an id can hold (17 billion per log).
+/// Largest document ordinal an id can hold (rows up to line 8.6 billion).
 pub const MAX_ORDINAL: u64 = (1 << POS_BITS) - 1;
 
 /// A short, stable name for a tree: eight hex digits of the CRC-32 of its

@@ -126,6 +126,10 @@ pub struct Record {
     pub next_index: u64,
     /// Ids below this may have been sent (written before they are).
     pub reserved: u64,
+    /// The stream producers' epoch the directory is shipped under (design
+    /// §14.3), written before its first message; absent for a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_epoch: Option<u32>,
 }
 
 /// Why a record cannot be applied to the stream being sent now.
@@ -216,6 +220,8 @@ pub struct Plan {
     pub next_index: u64,
     /// Re-ship generation for the ids.
     pub generation: u64,
+    /// The stream producers' epoch an earlier run chose (design §14.3).
+    pub stream_epoch: Option<u32>,
 }
 
 impl Plan {
@@ -226,6 +232,7 @@ impl Plan {
             expect: Mark::default(),
             next_index: 0,
             generation,
+            stream_epoch: None,
         }
     }
 }
@@ -274,6 +281,7 @@ pub fn plan(
         expect: rec.next,
         next_index,
         generation: rec.generation,
+        stream_epoch: rec.stream_epoch,
     })
 }
 
@@ -314,6 +322,7 @@ pub fn follow_plan(rec: &Record, settings: &BTreeMap<String, String>) -> Result<
         expect: rec.next,
         next_index: rec.next_index.max(rec.reserved),
         generation: rec.generation,
+        stream_epoch: rec.stream_epoch,
     })
 }
 
@@ -494,6 +503,7 @@ impl RecordFile {
                 next: plan.expect,
                 next_index: plan.next_index,
                 reserved: plan.next_index,
+                stream_epoch: plan.stream_epoch,
             },
         }
     }
@@ -511,6 +521,7 @@ impl RecordFile {
             expect: self.start(),
             next_index: self.record.next_index,
             generation: self.record.generation,
+            stream_epoch: self.record.stream_epoch,
         }
     }
 
@@ -531,6 +542,13 @@ impl RecordFile {
         self.record.next_index = fresh;
         self.record.reserved = fresh;
         self.offset = fresh;
+        save(&self.path, &self.record)
+    }
+
+    /// Records, durably and before the directory's first message, the
+    /// stream producers' epoch it is shipped under.
+    pub fn set_stream_epoch(&mut self, epoch: u32) -> io::Result<()> {
+        self.record.stream_epoch = Some(epoch);
         save(&self.path, &self.record)
     }
 

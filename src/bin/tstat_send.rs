@@ -14,8 +14,9 @@ use tstat_transport::config::RabbitConfig;
 use tstat_transport::find::FindOptions;
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::publish::PublishOptions;
+use tstat_transport::identity::{self, Producers};
 use tstat_transport::send::{
-    Destination, PrintArrays, QueueDestination, SendError, SendOptions, Sender,
+    Destination, PrintArrays, QueueDestination, SendError, SendOptions, Sender, StreamDestination,
 };
 use tstat_transport::shutdown::Shutdown;
 use tstat_transport::{find, lock, resume};
@@ -60,6 +61,14 @@ fn main() -> ExitCode {
     };
     match queue {
         None => rt.block_on(ship(opts, PrintArrays::new(cli::stdout_writer()), quiet)),
+        Some((config, publish)) if config.stream.is_some() => {
+            let producers = match stream_producers(&opts) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let dest = StreamDestination::new(config, publish, producers, opts.reporter.clone());
+            rt.block_on(ship(opts, dest, quiet))
+        }
         Some((config, publish)) => {
             let dest = QueueDestination::new(config, publish, opts.reporter.clone());
             rt.block_on(ship(opts, dest, quiet))
@@ -144,6 +153,17 @@ fn queue_settings(cli: &Cli) -> Result<(RabbitConfig, PublishOptions), ExitCode>
         ..cli.publish.options(PROG, cli.verbose)
     };
     Ok((config, publish))
+}
+
+/// The names of this run's stream producers: sensor, instance and tree.
+fn stream_producers(opts: &SendOptions) -> Result<Producers, ExitCode> {
+    let p = &opts.parse;
+    Producers::new(
+        &p.sensor,
+        p.instance.as_deref(),
+        &identity::tree_tag(&opts.root),
+    )
+    .map_err(|e| cli::usage_error(PROG, format!("-S/--sensor, -I/--instance: {e}")))
 }
 
 /// The run's options from the command line.

@@ -26,11 +26,13 @@ mod gauge;
 mod live;
 mod produce;
 mod queue;
+mod stream;
 mod ship;
 mod stdout;
 
 pub use dest::{Delivered, Destination, Drain, ProducerNeeds, Undelivered};
 pub use queue::QueueDestination;
+pub use stream::StreamDestination;
 pub use stdout::PrintArrays;
 
 /// Name of the per-directory resume record (design §6.3, §8.2).
