@@ -3,5 +3,6 @@ pub mod docs;
 pub mod flows;
 pub mod rabbit;
 pub mod run;
+pub mod streams;
 pub mod tls;
 pub mod trees;
