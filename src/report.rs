@@ -23,12 +23,16 @@ pub struct FileStats {
 }
 
 impl FileStats {
-    /// Adds another file's counts.
+    /// Adds counts of a later part (or another file); the first problem
+    /// line stays the first one seen.
     pub fn add(&mut self, o: &FileStats) {
         self.rows += o.rows;
         self.flows += o.flows;
         self.skipped_rows += o.skipped_rows;
         self.dropped += o.dropped;
+        if self.first_problem_line.is_none() {
+            self.first_problem_line = o.first_problem_line;
+        }
     }
 
     /// The end-of-file warning text, or `None` when nothing was skipped.

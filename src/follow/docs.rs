@@ -1,27 +1,21 @@
 //! Flow documents of the logs Tstat is writing, as they are written
-//! (`tstat-parse --follow`, design §12.1): the loop that looks at a log, a
-//! directory or the newest directory of a tree every [`POLL`], hands the
-//! documents of complete rows to a sink, and moves on to the next directory
-//! when Tstat rotates. It never prints: documents go to the sink, errors and
-//! warnings to a [`Reporter`]; it stops when the caller's flag is set.
+//! (`tstat-parse --follow`, design §12.1): a log, a directory or the newest
+//! directory of a tree, then each newer one as Tstat rotates. The
+//! [`Follower`] reads; this module is its sink for documents on a
+//! [`LiveSink`] (stdout), whose policy is to go on with the other logs when
+//! one cannot be read. It never prints: documents go to the sink, errors and
+//! warnings to a [`Reporter`]; it stops on the caller's [`Shutdown`].
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{LiveLog, Step};
+use super::reader::{DirEnd, FollowFailed, FollowSink, Follower, POLL, Seen, Watch};
 use crate::find;
 use crate::parse::{FileStats, FlowSink, NdjsonSink, ParseError, Parser, Protocol};
-use crate::report::{Event, Reporter};
-use crate::resume::LogPos;
+use crate::report::Reporter;
 use crate::shutdown::Shutdown;
 
-/// How often the logs are looked at: rows appear within this of being
-/// written, and an idle follower wakes five times a second.
-pub const POLL: Duration = Duration::from_millis(200);
-/// How often the parent directory is listed for a newer Tstat directory (a
-/// directory listing costs more than a look at two open files).
-pub const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// How often a tree without a Tstat directory yet is walked again.
 pub const TREE_WAIT: Duration = Duration::from_secs(1);
 
@@ -142,16 +136,16 @@ pub struct Followed {
     /// A log could not be read (its error was reported); the others were
     /// followed on.
     pub failed: bool,
-    /// The stop flag ended it (rather than Tstat rotating away from a
+    /// The shutdown ended it (rather than Tstat rotating away from a
     /// followed log or directory).
     pub stopped: bool,
 }
 
 /// Follows `target`, handing the documents of every complete row to `sink`
-/// as rows are written, until `stop` is set or (for a log or a directory)
-/// Tstat rotates away from it, at which point it is read to its end first.
-/// `parser` turns rows into documents (and reports skipped rows);
-/// `reporter` gets each log's counts, file errors and notices.
+/// as rows are written, until `stop` is triggered or (for a log or a
+/// directory) Tstat rotates away from it, at which point it is read to its
+/// end first. `parser` turns rows into documents (and reports skipped
+/// rows); `reporter` gets each log's counts, file errors and notices.
 pub fn follow<S: LiveSink>(
     target: &Target,
     parser: &mut Parser,
@@ -159,283 +153,183 @@ pub fn follow<S: LiveSink>(
     stop: &Shutdown,
     reporter: &dyn Reporter,
 ) -> Result<Followed, FollowError> {
-    let mut f = Follower {
-        parser,
+    let mut docs = Docs {
         sink,
-        stop,
         reporter,
-        done: Followed::default(),
+        wrote: false,
+        failed: false,
+        dir: None,
     };
-    match target {
+    let mut follower = Follower::new(parser, stop, reporter);
+    let end = match target {
         Target::Log { path, proto } => {
             let dir = path
                 .parent()
                 .filter(|d| find::is_tstat_dir(d).unwrap_or(false));
-            f.dir(&[(path.clone(), *proto)], dir)?;
+            docs.dir = dir.map(Path::to_path_buf);
+            let watch = dir.map_or(Watch::Nothing, Watch::Rotation);
+            (follower.dir(&[(path.clone(), *proto)], &[], watch, &mut docs)).map_err(Stop::from)
         }
         Target::Dir(dir) => {
             let logs = super::live_logs(dir).map_err(FollowError::Gzipped)?;
-            f.dir(&logs, Some(dir))?;
+            docs.dir = Some(dir.clone());
+            (follower.dir(&logs, &[], Watch::Rotation(dir), &mut docs)).map_err(Stop::from)
         }
-        Target::Tree(root) => f.tree(root)?,
-    }
-    Ok(f.done)
+        Target::Tree(root) => tree(&mut follower, root, &mut docs),
+    };
+    let end = end.map_err(follow_error)?;
+    Ok(Followed {
+        stats: follower.stats,
+        failed: docs.failed,
+        stopped: end == DirEnd::Stopped || stop.is_triggered(),
+    })
 }
 
-/// How following one directory ended.
-enum DirEnd {
-    /// Tstat rotated away from it; it was read to its end.
-    Rotated,
-    /// The stop flag was set.
-    Stopped,
-}
-
-/// One followed log.
-struct Live {
-    log: LiveLog,
-    path: PathBuf,
-    proto: Protocol,
-    name: String,
-    stats: FileStats,
-}
-
-struct Follower<'a, S> {
-    parser: &'a mut Parser,
-    sink: &'a mut S,
-    stop: &'a Shutdown,
-    reporter: &'a dyn Reporter,
-    done: Followed,
-}
-
-impl<S: LiveSink> Follower<'_, S> {
-    fn stopped(&mut self) -> bool {
-        let s = self.stop.is_triggered();
-        self.done.stopped |= s;
-        s
-    }
-
-    /// Sleeps `d` unless stopped first (looked at every [`POLL`]).
-    fn nap(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopped() {
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            std::thread::sleep((end - now).min(POLL));
+/// The newest Tstat directory below `root`, then the next one each time
+/// Tstat rotates, until stopped.
+fn tree<S: LiveSink>(
+    follower: &mut Follower<'_>,
+    root: &Path,
+    docs: &mut Docs<'_, S>,
+) -> Result<DirEnd, Stop> {
+    let mut next: Option<PathBuf> = None;
+    let mut noted = false;
+    let mut waiting = false;
+    loop {
+        if follower.stopped() {
+            return Ok(DirEnd::Stopped);
         }
-    }
-
-    /// The newest Tstat directory below `root`, then the next one each time
-    /// Tstat rotates, until stopped.
-    fn tree(&mut self, root: &Path) -> Result<(), FollowError> {
-        let mut next: Option<PathBuf> = None;
-        let mut noted = false;
-        let mut waiting = false;
-        loop {
-            if self.stopped() {
-                return Ok(());
-            }
-            let dir = match next.take() {
-                Some(d) => d,
-                None => {
-                    let live = super::live_dirs(root);
-                    let Some(newest) = live.first() else {
-                        if !waiting {
-                            waiting = true;
-                            self.reporter.info(&format_args!(
-                                "{}: no Tstat directory being written below it yet; waiting",
-                                root.display()
-                            ));
-                        }
-                        // Keep a closed stdout from waiting unnoticed.
-                        self.sink.polled(false).map_err(output)?;
-                        self.nap(TREE_WAIT);
-                        continue;
-                    };
-                    if live.len() > 1 && !noted {
-                        noted = true;
-                        let others: Vec<String> =
-                            live[1..].iter().map(|d| d.display().to_string()).collect();
-                        self.reporter.warning(&format_args!(
-                            "several directories are being written; following the newest, {}, \
-                             not {}",
-                            newest.display(),
-                            others.join(", ")
+        let dir = match next.take() {
+            Some(d) => d,
+            None => {
+                let Some(newest) = super::live_dir(root, "", docs.reporter, &mut noted) else {
+                    if !waiting {
+                        waiting = true;
+                        docs.reporter.info(&format_args!(
+                            "{}: no Tstat directory being written below it yet; waiting",
+                            root.display()
                         ));
                     }
-                    newest.clone()
-                }
-            };
-            waiting = false;
-            let logs = super::live_logs(&dir).map_err(FollowError::Gzipped)?;
-            self.reporter
-                .info(&format_args!("{}: following", dir.display()));
-            match self.dir(&logs, Some(&dir))? {
-                DirEnd::Stopped => return Ok(()),
-                DirEnd::Rotated => {
-                    next = super::successor(&dir).map_err(|source| FollowError::Io {
-                        path: dir.parent().unwrap_or(&dir).to_path_buf(),
-                        source,
-                    })?
-                }
-            }
-        }
-    }
-
-    /// Follows `logs` until stopped or, with `dir`, until Tstat rotates away
-    /// from `dir` (then to their end).
-    fn dir(
-        &mut self,
-        logs: &[(PathBuf, Protocol)],
-        dir: Option<&Path>,
-    ) -> Result<DirEnd, FollowError> {
-        let mut lives = Vec::new();
-        for (path, proto) in logs {
-            lives.push(self.open(path, *proto));
-        }
-        let mut last_check: Option<Instant> = None;
-        let end = loop {
-            if self.stopped() {
-                break DirEnd::Stopped;
-            }
-            // Looked at before the logs are read: rows written before the
-            // rotation are then all on disk and read below.
-            let finished = match dir {
-                Some(d) if last_check.is_none_or(|t| t.elapsed() >= ROTATION_CHECK) => {
-                    last_check = Some(Instant::now());
-                    super::rotated(d).map_err(|source| FollowError::Io {
-                        path: d.to_path_buf(),
-                        source,
-                    })?
-                }
-                _ => false,
-            };
-            let mut wrote = false;
-            for live in &mut lives {
-                wrote |= self.read(live, finished)?;
-            }
-            self.sink.polled(wrote).map_err(output)?;
-            if finished {
-                if let Some(d) = dir {
-                    self.reporter.info(&format_args!(
-                        "{}: Tstat rotated to a newer directory; read to its end",
-                        d.display()
-                    ));
-                }
-                break DirEnd::Rotated;
-            }
-            std::thread::sleep(POLL);
-        };
-        for live in lives.iter().flatten() {
-            self.parser.report_file(&live.name, &live.stats);
-        }
-        Ok(end)
-    }
-
-    /// Starts following a log from its start.
-    fn open(&mut self, path: &Path, proto: Protocol) -> Option<Live> {
-        match LiveLog::new(path, proto, LogPos::default()) {
-            Ok((log, _)) => Some(Live {
-                log,
-                path: path.to_path_buf(),
-                proto,
-                name: path.display().to_string(),
-                stats: FileStats::default(),
-            }),
-            Err(e) => {
-                self.failed(&e);
-                None
-            }
-        }
-    }
-
-    fn failed(&mut self, e: &ParseError) {
-        self.reporter.report(Event::FileFailed { error: e });
-        self.done.failed = true;
-    }
-
-    /// Parses what `slot`'s log has (to its end when `finished`); true when
-    /// documents were handed to the sink. A log that fails is reported and
-    /// dropped.
-    fn read(&mut self, slot: &mut Option<Live>, finished: bool) -> Result<bool, FollowError> {
-        let mut wrote = false;
-        loop {
-            let Some(live) = slot.as_mut() else {
-                return Ok(wrote);
-            };
-            if self.stopped() {
-                return Ok(wrote);
-            }
-            let step = match live.log.read(finished) {
-                Ok(step) => step,
-                Err(e) => {
-                    self.failed(&e);
-                    self.parser.report_file(&live.name, &live.stats);
-                    *slot = None;
-                    return Ok(wrote);
-                }
-            };
-            let rows = match step {
-                Step::Rows(rows) => rows,
-                Step::Replaced { truncated } => {
-                    if let Some(line) = truncated {
-                        let why = "the file was replaced part-way through it";
-                        super::count_truncated(
-                            &mut live.stats,
-                            self.reporter,
-                            &live.name,
-                            line,
-                            why,
-                        );
-                    }
-                    self.reporter.warning(&format_args!(
-                        "{}: the file was replaced (Tstat restarted?): the old one was read to \
-                         its end; reading the new one from its start",
-                        live.name
-                    ));
-                    self.parser.report_file(&live.name, &live.stats);
-                    let (path, proto) = (live.path.clone(), live.proto);
-                    *slot = self.open(&path, proto);
+                    // Keep a closed stdout from waiting unnoticed.
+                    docs.sink.polled(false).map_err(FollowFailed::Output)?;
+                    nap(follower, TREE_WAIT);
                     continue;
-                }
-            };
-            if rows.truncated > 0 {
-                let line = rows.truncated_line;
-                super::count_truncated(
-                    &mut live.stats,
-                    self.reporter,
-                    &live.name,
-                    line,
-                    "no newline when Tstat rotated",
-                );
+                };
+                newest
             }
-            if let Some(header) = rows.header
-                && !rows.lines.is_empty()
-            {
-                let st = self
-                    .parser
-                    .parse_lines(header, &live.name, rows.lines, rows.first_line, self.sink)
-                    .map_err(FollowError::Output)?;
-                wrote |= st.flows > 0;
-                live.stats.add(&st);
-                if live.stats.first_problem_line.is_none() {
-                    live.stats.first_problem_line = st.first_problem_line;
-                }
-                self.done.stats.add(&st);
-            }
-            if rows.truncated > 0 {
-                self.done.stats.skipped_rows += 1;
-            }
-            if !rows.more {
-                return Ok(wrote);
+        };
+        waiting = false;
+        let logs = super::live_logs(&dir).map_err(Stop::Gzipped)?;
+        docs.reporter
+            .info(&format_args!("{}: following", dir.display()));
+        docs.dir = Some(dir.clone());
+        match follower.dir(&logs, &[], Watch::Rotation(&dir), docs)? {
+            DirEnd::Stopped => return Ok(DirEnd::Stopped),
+            DirEnd::Rotated => {
+                next = super::successor(&dir).map_err(|source| {
+                    FollowFailed::Rotation(dir.parent().unwrap_or(&dir).to_path_buf(), source)
+                })?
             }
         }
+    }
+}
+
+/// Sleeps `d` unless stopped first (looked at every [`POLL`]).
+fn nap(follower: &Follower<'_>, d: Duration) {
+    let end = Instant::now() + d;
+    while !follower.stopped() {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        std::thread::sleep((end - now).min(POLL));
+    }
+}
+
+/// The follower's sink for `tstat-parse --follow`: documents to a
+/// [`LiveSink`], each file's counts reported, and a log that cannot be read
+/// left behind while the others are followed on.
+struct Docs<'a, S> {
+    sink: &'a mut S,
+    reporter: &'a dyn Reporter,
+    /// Documents came since the last look.
+    wrote: bool,
+    /// A log could not be read.
+    failed: bool,
+    /// The directory followed, if any (for the rotation notice).
+    dir: Option<PathBuf>,
+}
+
+impl<S: LiveSink> FlowSink for Docs<'_, S> {
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        self.wrote = true;
+        self.sink.flow(doc)
+    }
+
+    fn flows(&mut self, ndjson: &[u8]) -> io::Result<()> {
+        self.wrote |= !ndjson.is_empty();
+        self.sink.flows(ndjson)
+    }
+}
+
+impl<S: LiveSink> FollowSink for Docs<'_, S> {
+    fn docs(&mut self, _: usize) -> &mut dyn FlowSink {
+        self
+    }
+
+    fn carry_on(&mut self, _: usize, _: &ParseError) -> bool {
+        self.failed = true;
+        true
+    }
+
+    fn file_done(&mut self, name: &str, stats: &FileStats) {
+        self.reporter
+            .report(crate::report::Event::FileDone { file: name, stats });
+    }
+
+    fn polled(&mut self, finished: bool, _: &[Seen]) -> io::Result<bool> {
+        self.sink.polled(std::mem::take(&mut self.wrote))?;
+        if finished && let Some(d) = &self.dir {
+            self.reporter.info(&format_args!(
+                "{}: Tstat rotated to a newer directory; read to its end",
+                d.display()
+            ));
+        }
+        Ok(true)
     }
 }
 
 fn output(e: io::Error) -> FollowError {
     FollowError::Output(ParseError::Output(e))
+}
+
+/// Why a tree's follow ended early.
+enum Stop {
+    /// A directory's log is gzipped.
+    Gzipped(PathBuf),
+    /// Following a directory failed.
+    Failed(Box<FollowFailed>),
+}
+
+impl From<FollowFailed> for Stop {
+    fn from(e: FollowFailed) -> Stop {
+        Stop::Failed(Box::new(e))
+    }
+}
+
+/// The error of a follow that ended early.
+fn follow_error(e: impl Into<Stop>) -> FollowError {
+    let failed = match e.into() {
+        Stop::Gzipped(gz) => return FollowError::Gzipped(gz),
+        Stop::Failed(f) => *f,
+    };
+    match failed {
+        FollowFailed::Rotation(path, source) => FollowError::Io { path, source },
+        FollowFailed::Output(e) => output(e),
+        // This sink carries on past a log that fails; a row that cannot be
+        // parsed only fails on its way out.
+        FollowFailed::Open(_, e) | FollowFailed::Read(e) => FollowError::Output(*e),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Reading Tstat logs while Tstat writes them (design §12): complete rows
 //! only, from a recorded position, across a log deleted and created again
 //! (Tstat restarted within the hour), and noticing when Tstat rotates to a
-//! new directory. It reads and parses; it never publishes. [`docs`] is the
-//! loop `tstat-parse --follow` runs over it.
+//! new directory. It reads and parses; it never publishes. [`Follower`] is
+//! the one reader; [`docs`] is its sink for `tstat-parse --follow`, the
+//! driver's follow mode another.
 
 pub mod docs;
+mod reader;
 mod tail;
 
 use std::fs::File;
@@ -12,6 +14,9 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub use self::reader::{
+    DirEnd, FollowFailed, FollowSink, Follower, POLL, ROTATION_CHECK, Seen, Watch,
+};
 pub use self::tail::{Polled, Tail};
 use crate::find;
 use crate::parse::{FileStats, Header, ParseError, Protocol};
@@ -237,6 +242,28 @@ pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort_by_key(|d| std::cmp::Reverse(find::path_key(d)));
     out.into_iter().map(Path::to_path_buf).collect()
+}
+
+/// The directory to follow below `root` (design §12): the newest one Tstat
+/// may still be writing. When several are being written, says once (with
+/// `noted`) which is followed and which are not, then `advice`.
+pub fn live_dir(
+    root: &Path,
+    advice: &str,
+    reporter: &dyn Reporter,
+    noted: &mut bool,
+) -> Option<PathBuf> {
+    let live = live_dirs(root);
+    let newest = live.first()?.clone();
+    if live.len() > 1 && !std::mem::replace(noted, true) {
+        let others: Vec<String> = live[1..].iter().map(|d| d.display().to_string()).collect();
+        reporter.warning(&format_args!(
+            "several directories are being written; following the newest, {}, not {}{advice}",
+            newest.display(),
+            others.join(", ")
+        ));
+    }
+    Some(newest)
 }
 
 /// The paths of a directory's logs in stream order; `Err` names a gzipped

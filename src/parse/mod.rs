@@ -104,6 +104,24 @@ pub trait FlowSink {
     }
 }
 
+impl<S: FlowSink + ?Sized> FlowSink for &mut S {
+    fn flow(&mut self, doc: &[u8]) -> io::Result<()> {
+        (**self).flow(doc)
+    }
+
+    fn flows(&mut self, ndjson: &[u8]) -> io::Result<()> {
+        (**self).flows(ndjson)
+    }
+
+    fn flow_at(&mut self, doc: &[u8], at: DocAt) -> io::Result<()> {
+        (**self).flow_at(doc, at)
+    }
+
+    fn flows_at(&mut self, ndjson: &[u8], at: &[DocAt]) -> io::Result<()> {
+        (**self).flows_at(ndjson, at)
+    }
+}
+
 /// Where a document comes from: its row's line in the log, and whether it
 /// is the second document of that row (each row gives at most two, one per
 /// direction).

@@ -168,8 +168,10 @@ pub struct Sender<D: Destination> {
     /// Directories shipped in full without a record (`-N`), which later
     /// passes skip.
     printed: std::collections::HashSet<PathBuf>,
-    /// Directories (or the root) a follow-mode notice was given for.
+    /// Directories a follow-mode notice was given for.
     noted: std::collections::HashSet<PathBuf>,
+    /// The "several directories are being written" notice was given.
+    noted_several: bool,
 }
 
 /// What shipping one directory gave.
@@ -195,6 +197,7 @@ impl<D: Destination> Sender<D> {
             marked: Vec::new(),
             warned_empty: false,
             noted: Default::default(),
+            noted_several: false,
             printed: Default::default(),
         }
     }
@@ -373,17 +376,12 @@ impl<D: Destination> Sender<D> {
     /// The directory to follow (design §12): the newest one Tstat may still
     /// be writing, unless it cannot be followed (said once).
     fn live_dir(&mut self) -> Option<PathBuf> {
-        let live = follow::live_dirs(&self.opts.root);
-        let dir = live.first()?.clone();
-        if live.len() > 1 && self.noted.insert(self.opts.root.clone()) {
-            let others: Vec<String> = live[1..].iter().map(|d| d.display().to_string()).collect();
-            self.opts.reporter.warning(&format_args!(
-                "several directories are being written; following the newest, {}, not {} \
-                 (run one tstat_send --follow per Tstat output directory)",
-                dir.display(),
-                others.join(", ")
-            ));
-        }
+        let dir = follow::live_dir(
+            &self.opts.root,
+            " (run one tstat_send --follow per Tstat output directory)",
+            &*self.opts.reporter,
+            &mut self.noted_several,
+        )?;
         if let Err(gz) = follow::live_logs(&dir) {
             if self.noted.insert(dir.clone()) {
                 self.opts.reporter.warning(&format_args!(

@@ -14,6 +14,7 @@ use crate::parse::{DocAt, FileStats, FlowSink, ParseError, ParseOptions, Parser,
 use crate::publish::{Item, Outgoing, Source};
 use crate::report::{Event, Progress, Reporter};
 use crate::resume::{Digest, Mark};
+use crate::shutdown::Shutdown;
 
 /// What the parser thread reports back.
 pub(super) struct Produced {
@@ -26,21 +27,30 @@ pub(super) struct Produced {
     pub(super) output_error: Option<io::Error>,
 }
 
+/// How any producer forms arrays, and for whom it reports.
+pub(super) struct Batching {
+    pub(super) opts: ParseOptions,
+    /// Stops the producer: the run's shutdown, or the destination is done.
+    pub(super) stop: Shutdown,
+    /// Documents per array.
+    pub(super) size: usize,
+    /// Largest array in bytes.
+    pub(super) max_bytes: usize,
+    pub(super) reporter: Arc<dyn Reporter>,
+    /// The directory's name in ids and on the bar.
+    pub(super) name: String,
+}
+
 /// What the parser thread is to do.
 pub(super) struct Job {
+    pub(super) batching: Batching,
     pub(super) logs: Vec<(PathBuf, Protocol)>,
-    pub(super) opts: ParseOptions,
-    pub(super) size: usize,
-    pub(super) max_bytes: usize,
     /// Messages confirmed by an earlier run: formed and checked, not sent.
     pub(super) skip: u64,
     /// Where the stream must be after them.
     pub(super) expect: Mark,
     /// The pending array is sent when a log ends: none holds two logs.
     pub(super) one_log_per_array: bool,
-    pub(super) reporter: Arc<dyn Reporter>,
-    /// The directory's name in ids and on the bar.
-    pub(super) name: String,
 }
 
 /// The stream's position as arrays are formed.
@@ -114,10 +124,11 @@ impl Track<'_> {
 /// thread). On a log error the stream stops at the last complete array: the
 /// pending partial one is never sent because of an error.
 pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
+    let b = job.batching;
     let track = RefCell::new(Track {
         tx: &tx,
-        reporter: &*job.reporter,
-        name: &job.name,
+        reporter: &*b.reporter,
+        name: &b.name,
         skip: job.skip,
         expect: job.expect,
         part: 0,
@@ -130,8 +141,12 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
     });
     let mut pushed = 0u64;
     let mut stats = FileStats::default();
-    let mut parser = Parser::with_reporter(job.opts, job.reporter.clone());
-    let mut chunker = Chunker::new(job.size, job.max_bytes, |a: &[u8], n: usize| {
+    let opts = ParseOptions {
+        stop: Some(b.stop),
+        ..b.opts
+    };
+    let mut parser = Parser::with_reporter(opts, b.reporter.clone());
+    let mut chunker = Chunker::new(b.size, b.max_bytes, |a: &[u8], n: usize| {
         track.borrow_mut().array(a, n)
     });
     let mut failed = None;
@@ -173,7 +188,7 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
                 if e.is_interrupted() {
                     failed = Some(format!("{name}: parsing stopped by a signal"));
                 } else {
-                    job.reporter.report(Event::FileFailed { error: &e });
+                    b.reporter.report(Event::FileFailed { error: &e });
                     failed = Some(format!("{name}: cannot be read completely"));
                 }
                 break;
@@ -250,4 +265,104 @@ pub(super) struct PublisherStopped;
 pub(super) fn consumer_error(e: io::Error) -> Option<io::Error> {
     let stopped = e.get_ref().is_some_and(|x| x.is::<PublisherStopped>());
     (!stopped).then_some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::dir_logs;
+    use crate::report::Silent;
+
+    fn fixture() -> PathBuf {
+        // Its TCP log is larger than one read: with two threads the worker
+        // pool forms its documents.
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/synthetic/2026_03_01_00_00.out")
+    }
+
+    fn opts(threads: usize) -> ParseOptions {
+        ParseOptions {
+            threshold: 0,
+            sensor: "s".into(),
+            threads,
+            ..ParseOptions::default()
+        }
+    }
+
+    /// The row of every document, as the parser gives them.
+    struct Rows(Vec<DocAt>);
+
+    impl FlowSink for Rows {
+        fn flow(&mut self, _: &[u8]) -> io::Result<()> {
+            panic!("a document without its row");
+        }
+
+        fn flow_at(&mut self, _: &[u8], at: DocAt) -> io::Result<()> {
+            self.0.push(at);
+            Ok(())
+        }
+    }
+
+    fn arrays(threads: usize, one_log_per_array: bool) -> Vec<Outgoing> {
+        let (tx, mut rx) = mpsc::channel(4);
+        let job = Job {
+            batching: Batching {
+                opts: opts(threads),
+                stop: Shutdown::new(),
+                size: 7,
+                max_bytes: 1 << 20,
+                reporter: Arc::new(Silent),
+                name: "d".into(),
+            },
+            logs: dir_logs(&fixture()).unwrap(),
+            skip: 0,
+            expect: Mark::default(),
+            one_log_per_array,
+        };
+        let producer = std::thread::spawn(move || produce(job, tx));
+        let mut out = Vec::new();
+        while let Some(item) = rx.blocking_recv() {
+            match item {
+                Item::Message(m) => out.push(m),
+                Item::Failed(why) => panic!("{why}"),
+            }
+        }
+        let done = producer.join().unwrap();
+        assert!(done.failed.is_none() && done.output_error.is_none());
+        out
+    }
+
+    #[test]
+    fn each_array_names_the_row_of_its_last_document() {
+        let mut rows = Vec::new();
+        for (log, proto) in dir_logs(&fixture()).unwrap() {
+            let mut sink = Rows(Vec::new());
+            Parser::new(opts(1))
+                .parse_file(&log, proto, &mut sink)
+                .unwrap();
+            rows.push(sink.0);
+        }
+        let body = |a: &[Outgoing]| a.iter().map(|m| m.body.clone()).collect::<Vec<_>>();
+        let one_thread = arrays(1, false);
+        for (threads, one_log) in [(1, false), (2, false), (1, true), (2, true)] {
+            let got = arrays(threads, one_log);
+            if !one_log {
+                assert_eq!(body(&got), body(&one_thread), "the same arrays");
+            }
+            let mut spans = 0;
+            for m in &got {
+                let docs = serde_json::from_slice::<Vec<serde_json::Value>>(&m.body)
+                    .unwrap()
+                    .len() as u64;
+                let (part, items) = (m.mark.part, m.mark.items);
+                spans += usize::from(docs > items);
+                let at = rows[part as usize][items as usize - 1];
+                assert_eq!(m.source, Some(Source { log: part, at }));
+            }
+            // Without the option an array runs on from the TCP log into the
+            // UDP log; with it none does.
+            assert_eq!(spans, usize::from(!one_log), "threads {threads}");
+        }
+        assert!(rows.iter().flatten().any(|at| at.second));
+    }
 }

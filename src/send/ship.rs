@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::dest::{Delivered, Destination, Drain, Undelivered};
 use super::gauge::{Gauge, LagRecorder, LiveGauge, live_metrics};
 use super::live::{LiveJob, Until, follow};
-use super::produce::{Job, Produced, produce};
+use super::produce::{Batching, Job, Produced, produce};
 use super::{CHANNEL_DEPTH, DirResult, PROGRESS_FILE, SendError, Sender};
 use crate::parse::{FileStats, Protocol, dir_logs};
 use crate::publish::{Input, Item, Recorder};
@@ -189,50 +189,35 @@ impl<D: Destination> Sender<D> {
             timed: job.record.is_some(),
             ..LiveGauge::default()
         }));
-        let mut opts = self.opts.parse.clone();
-        opts.stop = Some(stop.clone());
+        let batching = Batching {
+            opts: self.opts.parse.clone(),
+            stop: stop.clone(),
+            size: self.opts.chunk_size,
+            max_bytes: self.opts.max_bytes,
+            reporter: self.opts.reporter.clone(),
+            name: job.name.clone(),
+        };
         let followed = job.plan.expect.follow.or(job.live.then(Positions::default));
         let spawned = if let Some(start) = followed {
             let live = LiveJob {
+                batching,
                 dir: job.dir.clone(),
                 logs: follow::LOGS.map(|(n, p)| (job.dir.join(n), p)),
-                opts,
-                size: self.opts.chunk_size,
-                max_bytes: self.opts.max_bytes,
                 start,
                 flush: self.opts.follow.unwrap_or(Duration::from_secs(5)),
                 until: if job.live { Until::Rotated } else { Until::End },
-                stop: stop.clone(),
-                reporter: self.opts.reporter.clone(),
-                name: job.name.clone(),
                 gauge: gauge.clone(),
             };
-            std::thread::Builder::new()
-                .name("follow".into())
-                .spawn(move || follow(live, tx))
-                .map_err(|source| SendError::Io {
-                    what: "starting the reader thread".into(),
-                    source,
-                })?
+            spawn("follow", "reader", move || follow(live, tx))?
         } else {
             let batch = Job {
+                batching,
                 logs: job.logs.clone(),
-                opts,
-                size: self.opts.chunk_size,
-                max_bytes: self.opts.max_bytes,
                 skip: job.plan.skip,
                 expect: job.plan.expect,
                 one_log_per_array: self.dest.producer().arrays_within_one_log,
-                reporter: self.opts.reporter.clone(),
-                name: job.name.clone(),
             };
-            std::thread::Builder::new()
-                .name("parse".into())
-                .spawn(move || produce(batch, tx))
-                .map_err(|source| SendError::Io {
-                    what: "starting the parser thread".into(),
-                    source,
-                })?
+            spawn("parse", "parser", move || produce(batch, tx))?
         };
         let metrics = match self.opts.metrics_file.clone() {
             Some(path) if job.live => {
@@ -468,4 +453,19 @@ impl<D: Destination> Sender<D> {
         };
         resume::refusal_text(r, record, how)
     }
+}
+
+/// Starts a producer thread.
+fn spawn(
+    thread: &str,
+    what: &str,
+    f: impl FnOnce() -> Produced + Send + 'static,
+) -> Result<std::thread::JoinHandle<Produced>, SendError> {
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(f)
+        .map_err(|source| SendError::Io {
+            what: format!("starting the {what} thread"),
+            source,
+        })
 }
