@@ -111,6 +111,14 @@ pub trait Recorder {
     fn save(&mut self, confirmed: u64, mark: Mark, reserved: u64) -> std::io::Result<()>;
     /// The record's file, for messages.
     fn path(&self) -> PathBuf;
+
+    /// Records, before any message of it is sent, the stream producers'
+    /// epoch the rest of the directory goes under (design §14.3); nothing
+    /// for a record that keeps none.
+    fn stream_epoch(&mut self, epoch: u32) -> std::io::Result<()> {
+        let _ = epoch;
+        Ok(())
+    }
 }
 
 impl Recorder for crate::resume::RecordFile {
@@ -120,6 +128,10 @@ impl Recorder for crate::resume::RecordFile {
 
     fn path(&self) -> PathBuf {
         crate::resume::RecordFile::path(self).to_path_buf()
+    }
+
+    fn stream_epoch(&mut self, epoch: u32) -> std::io::Result<()> {
+        self.set_stream_epoch(epoch)
     }
 }
 

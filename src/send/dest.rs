@@ -68,6 +68,12 @@ pub struct ProducerNeeds {
     /// array per log anyway). Off, the arrays of a directory run across
     /// its logs (the queue's byte-identical default).
     pub arrays_within_one_log: bool,
+    /// Per log (TCP, UDP): the destination already holds the documents at
+    /// or before this position ([`crate::identity::ordinal`]; 0: none) of
+    /// the files the directory's record names, so a follower drops them
+    /// instead of forming arrays that would carry them again. Asked after
+    /// [`Destination::prepare`].
+    pub stored_through: [u64; 2],
 }
 
 /// One directory's arrays, for [`Destination::drain`].

@@ -98,4 +98,8 @@ impl Recorder for LagRecorder<'_> {
     fn path(&self) -> PathBuf {
         self.inner.path()
     }
+
+    fn stream_epoch(&mut self, epoch: u32) -> io::Result<()> {
+        self.inner.stream_epoch(epoch)
+    }
 }

@@ -38,6 +38,9 @@ pub(super) struct LiveJob {
     pub(super) logs: [(PathBuf, Protocol); 2],
     /// Where the earlier runs got to.
     pub(super) start: Positions,
+    /// Per log: documents at or before this position of the starting file
+    /// are held by the destination already (dropped, not sent again).
+    pub(super) stored_through: [u64; 2],
     /// Longest time a document waits in a partial array.
     pub(super) flush: Duration,
     pub(super) until: Until,
@@ -62,10 +65,12 @@ struct LogBatch {
     since: Option<Instant>,
     /// Rows of the documents batched and not handed on yet.
     rows: VecDeque<DocAt>,
+    /// Documents at or before this position are held already (0: none).
+    stored_through: u64,
 }
 
 impl LogBatch {
-    fn new(pos: LogPos, size: usize, max_bytes: usize) -> LogBatch {
+    fn new(pos: LogPos, size: usize, max_bytes: usize, stored_through: u64) -> LogBatch {
         let arrays: Arrays = Rc::default();
         let out = arrays.clone();
         let chunker: Batcher = Chunker::new(
@@ -83,6 +88,7 @@ impl LogBatch {
             arrays,
             since: None,
             rows: VecDeque::new(),
+            stored_through,
         }
     }
 
@@ -109,6 +115,9 @@ impl FlowSink for LogBatch {
     fn flow_at(&mut self, doc: &[u8], at: DocAt) -> io::Result<()> {
         if self.skip > 0 {
             self.skip -= 1;
+            return Ok(());
+        }
+        if crate::identity::ordinal(at) <= self.stored_through {
             return Ok(());
         }
         if self.chunker.pending() == 0 {
@@ -220,7 +229,8 @@ impl FollowSink for Batches<'_> {
 
     fn reset(&mut self, i: usize) {
         let b = &self.job.batching;
-        self.logs[i] = LogBatch::new(LogPos::default(), b.size, b.max_bytes);
+        // Another file: what the destination held was of the old one.
+        self.logs[i] = LogBatch::new(LogPos::default(), b.size, b.max_bytes, 0);
     }
 
     /// A directory is shipped whole or not marked: a log that cannot be
@@ -257,8 +267,8 @@ pub(super) fn follow(job: LiveJob, tx: mpsc::Sender<Item>) -> Produced {
     let mut sink = Batches {
         job: &job,
         tx: &tx,
-        logs: (job.start.logs.iter())
-            .map(|&pos| LogBatch::new(pos, b.size, b.max_bytes))
+        logs: (job.start.logs.iter().zip(job.stored_through))
+            .map(|(&pos, stored)| LogBatch::new(pos, b.size, b.max_bytes, stored))
             .collect(),
         messages: 0,
         read_at: Instant::now(),

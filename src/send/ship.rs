@@ -204,6 +204,7 @@ impl<D: Destination> Sender<D> {
                 dir: job.dir.clone(),
                 logs: follow::LOGS.map(|(n, p)| (job.dir.join(n), p)),
                 start,
+                stored_through: self.dest.producer().stored_through,
                 flush: self.opts.follow.unwrap_or(Duration::from_secs(5)),
                 until: if job.live { Until::Rotated } else { Until::End },
                 gauge: gauge.clone(),

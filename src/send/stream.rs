@@ -58,6 +58,11 @@ struct Current {
     plan: StreamPlan,
     ids: [ProducerId; 2],
     names: [String; 2],
+    producers: Producers,
+    /// The highest epoch in use on the stream.
+    highest: u32,
+    /// Per log, the last id sent in this epoch.
+    last: [u64; 2],
 }
 
 impl StreamDestination {
@@ -219,9 +224,12 @@ impl StreamDestination {
         let names = LogKind::ALL.map(|k| self.producers.name(k, sp.epoch));
         self.current = Some(Current {
             stamp,
+            highest: (stored.len() as u32).saturating_sub(1).max(sp.epoch),
             plan: sp,
             ids,
             names,
+            producers: self.producers.clone(),
+            last: [0, 0],
         });
         if plan.expect.follow.is_none() {
             // Arrays are re-formed from the logs' start: the same arrays
@@ -242,7 +250,8 @@ impl StreamDestination {
                 retryable: false,
             }));
         };
-        let result = drain_into(&mut publisher, &cur, job).await;
+        let mut cur = cur;
+        let result = drain_into(&mut publisher, &mut cur, job).await;
         self.publisher = Some(publisher);
         if matches!(result, Err(Undelivered::Failed { .. })) {
             self.drop_publisher();
@@ -264,7 +273,7 @@ impl StreamDestination {
 /// what the stream holds, until the input ends, fails or a signal comes.
 async fn drain_into(
     publisher: &mut StreamPublisher,
-    cur: &Current,
+    cur: &mut Current,
     job: Drain<'_>,
 ) -> Result<Delivered, Undelivered> {
     let Drain {
@@ -320,6 +329,17 @@ async fn drain_into(
                 ),
             }));
         };
+        if id <= cur.last[k] {
+            // Tstat replaced the log (it restarted): its rows start again
+            // at line 2, below what this epoch holds. What was sent in
+            // the old epoch is settled first.
+            if let Err(e) = publisher.flush().await {
+                return Err(failed_with(e, publisher.pending() as u64));
+            }
+            book.settle(publisher, &cur.ids, recorder.as_deref_mut());
+            next_epoch(publisher, cur, recorder.as_deref_mut()).await?;
+        }
+        cur.last[k] = id;
         let message_id = format!("{}:{id}", cur.names[k]);
         let len = out.body.len() as u64;
         if let Err(e) = publisher.send(cur.ids[k], id, &message_id, out.body).await {
@@ -349,6 +369,36 @@ async fn drain_into(
         messages: book.sent,
         bytes: book.bytes,
     })
+}
+
+/// Moves the rest of a directory to a producer epoch no directory used:
+/// written into its record first, then declared.
+async fn next_epoch(
+    publisher: &mut StreamPublisher,
+    cur: &mut Current,
+    recorder: Option<&mut (dyn Recorder + '_)>,
+) -> Result<(), Undelivered> {
+    let epoch = cur.highest + 1;
+    if let Some(rec) = recorder {
+        rec.stream_epoch(epoch).map_err(|source| {
+            failed(PublishError::Progress {
+                path: rec.path(),
+                source,
+            })
+        })?;
+    }
+    for (i, kind) in LogKind::ALL.into_iter().enumerate() {
+        let name = cur.producers.name(kind, epoch);
+        cur.ids[i] = publisher
+            .declare(&name)
+            .await
+            .map_err(|e| failed_with(e, 0))?;
+        cur.names[i] = name;
+    }
+    cur.highest = epoch;
+    cur.plan.epoch = epoch;
+    cur.last = [0, 0];
+    Ok(())
 }
 
 /// What a directory's drain has sent and what the record holds of it.
@@ -443,6 +493,7 @@ impl Destination for StreamDestination {
     fn producer(&self) -> ProducerNeeds {
         ProducerNeeds {
             arrays_within_one_log: true,
+            stored_through: self.current.as_ref().map_or([0, 0], |c| c.plan.after),
         }
     }
 
