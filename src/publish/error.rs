@@ -51,6 +51,33 @@ pub enum Notice {
         /// What went wrong.
         cause: String,
     },
+    /// Stream transport: a failure is retried; reconnect after `delay`,
+    /// ask the broker for each producer's sequence, resend the rest.
+    StreamRetrying {
+        /// This retry's number, from 1.
+        attempt: u32,
+        /// Retries allowed.
+        retries: u32,
+        /// Wait before reconnecting.
+        delay: Duration,
+        /// Messages not confirmed yet.
+        pending: u64,
+        /// What went wrong.
+        cause: String,
+    },
+    /// Stream transport: after a reconnect the broker said how far it holds
+    /// a producer that had messages pending.
+    StreamResumed {
+        /// The producer's name.
+        producer: String,
+        /// The broker's last stored publishing id for it.
+        sequence: u64,
+        /// Pending messages at or below it (stored before the link broke:
+        /// confirmed now, not resent).
+        already_stored: u64,
+        /// Pending messages above it, sent again.
+        resent: u64,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -77,6 +104,26 @@ impl fmt::Display for Notice {
                 "{cause}; reconnecting in {:.1} s and resending from {} (retry {attempt} of {retries})",
                 delay.as_secs_f64(),
                 line(*first_unconfirmed)
+            ),
+            Notice::StreamRetrying {
+                attempt,
+                retries,
+                delay,
+                pending,
+                cause,
+            } => write!(
+                f,
+                "{cause}; reconnecting in {:.1} s, then asking the broker what it stored of {pending} unconfirmed messages (retry {attempt} of {retries})",
+                delay.as_secs_f64()
+            ),
+            Notice::StreamResumed {
+                producer,
+                sequence,
+                already_stored,
+                resent,
+            } => write!(
+                f,
+                "producer '{producer}': the broker holds up to publishing id {sequence}; {already_stored} unconfirmed messages were stored already, {resent} sent again"
             ),
         }
     }
@@ -293,6 +340,86 @@ pub enum PublishError {
         #[source]
         source: std::io::Error,
     },
+    /// Stream transport (design §14): checking, creating or using the
+    /// stream failed, or the broker answered with a response code.
+    #[error("cannot {what} stream '{stream}': {reason}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// `check`, `create`, `find the leader of`, `declare a producer on`, …
+        what: &'static str,
+        /// Where and why (`at HOST:PORT: …`; a response code is named).
+        reason: String,
+        /// True when a reconnect may help (no leader yet, leader moving).
+        retryable: bool,
+    },
+    /// Stream transport: the broker refused a message (a publish error; it
+    /// is not confirmed).
+    #[error(
+        "the broker refused message {id} of producer '{producer}' on stream '{stream}': {reason}"
+    )]
+    StreamRefused {
+        /// The stream.
+        stream: String,
+        /// The producer's name.
+        producer: String,
+        /// The publishing id.
+        id: u64,
+        /// The response code, named.
+        reason: String,
+    },
+    /// Stream transport: the connection broke or went quiet while messages
+    /// were pending, or no confirm came in time.
+    #[error("stream connection to {endpoint}: {reason}")]
+    StreamLost {
+        /// `host:port`.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// Stream transport: a publishing id the caller gave is unusable (ids of
+    /// one producer start at 1 and increase); a bug in the caller.
+    #[error("publishing id {id} of producer '{producer}' {problem}")]
+    StreamId {
+        /// The producer's name (or its number when unknown).
+        producer: String,
+        /// The id given.
+        id: u64,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Stream transport: a message does not fit the broker's frame size.
+    #[error(
+        "message {id} of producer '{producer}' is {size} bytes as a frame, over the broker's limit of {max} bytes"
+    )]
+    StreamTooLarge {
+        /// The producer's name.
+        producer: String,
+        /// The publishing id.
+        id: u64,
+        /// Its frame size.
+        size: usize,
+        /// The negotiated limit.
+        max: u32,
+    },
+    /// Stream transport: the run gave up after `retries` reconnects without
+    /// progress; `id` of `producer` is the first unconfirmed message.
+    #[error(
+        "message {id} of producer '{producer}' was not confirmed after {retries} retries: {cause}"
+    )]
+    StreamUnconfirmed {
+        /// The producer's name.
+        producer: String,
+        /// Its first unconfirmed publishing id.
+        id: u64,
+        /// Retries made.
+        retries: u32,
+        /// Messages not confirmed when it gave up.
+        pending: u64,
+        /// The last failure.
+        #[source]
+        cause: Box<PublishError>,
+    },
 }
 
 impl PublishError {
@@ -304,7 +431,9 @@ impl PublishError {
             | PublishError::Returned { .. }
             | PublishError::NotRequested { .. }
             | PublishError::ConfirmTimeout { .. }
-            | PublishError::ConnectionLost { .. } => true,
+            | PublishError::ConnectionLost { .. }
+            | PublishError::StreamLost { .. } => true,
+            PublishError::Stream { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -312,7 +441,8 @@ impl PublishError {
     /// The failure underneath an [`PublishError::Unconfirmed`], else itself.
     pub fn root(&self) -> &PublishError {
         match self {
-            PublishError::Unconfirmed { cause, .. } => cause.root(),
+            PublishError::Unconfirmed { cause, .. }
+            | PublishError::StreamUnconfirmed { cause, .. } => cause.root(),
             other => other,
         }
     }

@@ -37,6 +37,7 @@ mod error;
 mod item;
 mod link;
 mod queue;
+pub mod stream;
 mod tls;
 mod window;
 

@@ -18,6 +18,12 @@ use crate::config::{CertReqs, TlsOptions};
 /// Builds the rustls connector for `[ssl_options]`; the error says which file
 /// or setting is wrong.
 pub(crate) fn connector(opts: &TlsOptions) -> Result<RustlsConnector, String> {
+    client_config(opts).map(RustlsConnector::from)
+}
+
+/// The rustls client configuration for `[ssl_options]` (also used by the
+/// stream transport, which connects with tokio-rustls).
+pub(crate) fn client_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -47,7 +53,7 @@ pub(crate) fn connector(opts: &TlsOptions) -> Result<RustlsConnector, String> {
         (None, None) => builder.with_no_client_auth(),
         (None, Some(_)) => return Err("keyfile is set but certfile is not".into()),
     };
-    Ok(RustlsConnector::from(config))
+    Ok(config)
 }
 
 /// The trust anchors: only the `ca_certs` file when given (so a broker

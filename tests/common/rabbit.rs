@@ -56,6 +56,10 @@ pub struct NodeOptions {
     pub epmd_port: Option<u16>,
     /// Name prefix, e.g. `tA` (a unique suffix is added).
     pub name_prefix: Option<String>,
+    /// Enable the `rabbitmq_stream` plugin with a stream listener on
+    /// 127.0.0.1 (advertised as 127.0.0.1 and its port), and a TLS stream
+    /// listener too when `tls` is set.
+    pub stream: bool,
 }
 
 /// One private node.
@@ -72,6 +76,11 @@ pub struct RabbitNode {
     pub certs: Option<TlsFiles>,
     /// The private epmd's port.
     pub epmd_port: u16,
+    /// Stream protocol port when the stream plugin was asked for.
+    pub stream_port: Option<u16>,
+    /// Stream protocol TLS port when both the stream plugin and TLS were
+    /// asked for.
+    pub stream_tls_port: Option<u16>,
     dir: tempfile::TempDir,
     server: Option<Running>,
     watchdog: Option<Running>,
@@ -127,7 +136,7 @@ impl RabbitNode {
     /// Starts a node with `opts` and waits until it is up.
     pub fn start_with(opts: NodeOptions) -> RabbitNode {
         require_rabbitmq();
-        let ports = free_ports(4);
+        let ports = free_ports(6);
         let (port, dist_port, tls_port) = (ports[0], ports[1], ports[2]);
         let (epmd_port, owns_epmd) = match opts.epmd_port {
             Some(p) => (p, false),
@@ -168,8 +177,18 @@ impl RabbitNode {
             ));
             tls_port
         });
+        let (stream_port, stream_tls_port) = if opts.stream {
+            stream_listeners(&mut conf, ports[4], tls_port.map(|_| ports[5]))
+        } else {
+            (None, None)
+        };
         fs::write(d.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
-        fs::write(d.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
+        let plugins = if opts.stream {
+            "[rabbitmq_stream].\n"
+        } else {
+            "[].\n"
+        };
+        fs::write(d.join("enabled_plugins"), plugins).expect("write enabled_plugins");
         // Our own (empty) env file, so /etc/rabbitmq/rabbitmq-env.conf
         // cannot point the node at the system broker's settings.
         fs::write(d.join("rabbitmq-env.conf"), "").expect("write rabbitmq-env.conf");
@@ -219,6 +238,8 @@ impl RabbitNode {
             dist_port,
             certs,
             epmd_port,
+            stream_port,
+            stream_tls_port,
             dir,
             server: Some(server),
             watchdog: None,
@@ -266,6 +287,24 @@ impl RabbitNode {
                 .stderr(Stdio::null())
                 .spawn(),
         )
+    }
+
+    /// The stream protocol port (the node must have been started with
+    /// `stream: true`).
+    pub fn stream_port(&self) -> u16 {
+        self.stream_port
+            .expect("the node was started without the stream plugin (NodeOptions.stream)")
+    }
+
+    /// Reads `n` messages of `stream` from its first one (see
+    /// [`read_stream`]).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        n: usize,
+        deadline: Duration,
+    ) -> Vec<(String, Vec<u8>)> {
+        read_stream(&self.url(), stream, n, deadline)
     }
 
     /// The node's directory (logs in `log/`, console output in `server.out`).
@@ -675,5 +714,128 @@ pub fn shared_tls_node() -> &'static RabbitNode {
             }),
             ..NodeOptions::default()
         })
+    })
+}
+
+/// Adds the stream listeners to `conf`: plain on `port`, TLS on `tls_port`
+/// (the node's `ssl_options` apply), both advertised as 127.0.0.1 so
+/// metadata names an address the tests (and the certificate) accept.
+fn stream_listeners(
+    conf: &mut String,
+    port: u16,
+    tls_port: Option<u16>,
+) -> (Option<u16>, Option<u16>) {
+    conf.push_str(&format!(
+        "stream.listeners.tcp.1 = 127.0.0.1:{port}\n\
+         stream.advertised_host = 127.0.0.1\n\
+         stream.advertised_port = {port}\n"
+    ));
+    if let Some(t) = tls_port {
+        conf.push_str(&format!(
+            "stream.listeners.ssl.1 = 127.0.0.1:{t}\n\
+             stream.advertised_tls_host = 127.0.0.1\n\
+             stream.advertised_tls_port = {t}\n"
+        ));
+    }
+    (Some(port), tls_port)
+}
+
+/// Reads a stream from its first message over AMQP 0-9-1 (lapin: a prefetch
+/// window, `x-stream-offset = "first"`, manual acks) until `n` messages are
+/// read; panics at `deadline` with how many came. Returns (message id,
+/// body) pairs in stream order.
+pub fn read_stream(
+    url: &str,
+    stream: &str,
+    n: usize,
+    deadline: Duration,
+) -> Vec<(String, Vec<u8>)> {
+    read_stream_while(url, stream, deadline, |got| got.len() < n)
+}
+
+/// Reads a stream from its first message up to and including the message
+/// whose id is `last_id` (a marker published after everything else, so the
+/// result is the stream's whole content before it).
+pub fn read_stream_until(
+    url: &str,
+    stream: &str,
+    last_id: &str,
+    deadline: Duration,
+) -> Vec<(String, Vec<u8>)> {
+    read_stream_while(url, stream, deadline, |got| {
+        got.last().is_none_or(|(id, _)| id != last_id)
+    })
+}
+
+fn read_stream_while(
+    url: &str,
+    stream: &str,
+    deadline: Duration,
+    more: impl Fn(&[(String, Vec<u8>)]) -> bool,
+) -> Vec<(String, Vec<u8>)> {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let end = tokio::time::Instant::now() + deadline;
+    rt.block_on(async {
+        let conn = tokio::time::timeout(
+            deadline,
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        .expect("connect to read the stream: timed out")
+        .expect("connect to read the stream");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .basic_qos(500, BasicQosOptions::default())
+            .await
+            .expect("basic_qos");
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+        let mut consumer = channel
+            .basic_consume(
+                stream.into(),
+                "read-stream".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .expect("basic_consume on the stream");
+        let mut got = Vec::new();
+        while more(&got) {
+            let next = tokio::time::timeout_at(end, consumer.next()).await;
+            let delivery = match next {
+                Err(_) => panic!(
+                    "read only {} messages from stream {stream} before the deadline",
+                    got.len()
+                ),
+                Ok(None) => panic!(
+                    "the consumer on {stream} ended after {} messages",
+                    got.len()
+                ),
+                Ok(Some(d)) => d.expect("delivery"),
+            };
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            got.push((id, delivery.data));
+        }
+        let _ = conn.close(200, "done".into()).await;
+        got
     })
 }
