@@ -80,7 +80,10 @@ fn assert_exactly_once(node: &RabbitNode, stream: &str, want: &BTreeMap<String, 
     let msgs = content(&node.url(), stream);
     let mut ids = std::collections::HashSet::new();
     for (id, _) in &msgs {
-        assert!(ids.insert(id.clone()), "message id {id} twice in the stream");
+        assert!(
+            ids.insert(id.clone()),
+            "message id {id} twice in the stream"
+        );
     }
     let got = flow_counts(msgs.iter().map(|(_, b)| b.as_slice()));
     let (missing, repeated) = compare(&got, want);
@@ -247,7 +250,8 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
             let ended = run.wait(RUN_DEADLINE);
             let err = text(&ended.stderr);
             assert!(
-                ended.status.code() == Some(1) && dirs.iter().any(|d| !d.join(".processed").exists()),
+                ended.status.code() == Some(1)
+                    && dirs.iter().any(|d| !d.join(".processed").exists()),
                 "the run ended before all faults landed ({:?}): {err}\n{}",
                 ended.status,
                 journal.join("\n")
@@ -268,7 +272,11 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
     }
     if let Some(run) = running.take() {
         let ended = run.wait(RUN_DEADLINE);
-        journal.push(format!("run ended {:?}: {}", ended.status, text(&ended.stderr)));
+        journal.push(format!(
+            "run ended {:?}: {}",
+            ended.status,
+            text(&ended.stderr)
+        ));
     }
     let mut done = false;
     for _ in 0..3 {
@@ -279,7 +287,11 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
             break;
         }
     }
-    assert!(done, "a clean run completes the tree:\n{}", journal.join("\n"));
+    assert!(
+        done,
+        "a clean run completes the tree:\n{}",
+        journal.join("\n")
+    );
     for d in &dirs {
         assert!(d.join(".processed").exists(), "{} marked", d.display());
     }

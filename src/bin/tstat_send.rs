@@ -12,9 +12,9 @@ use tstat_transport::cli::args::{SendCli as Cli, TransportArg};
 use tstat_transport::cli::runtime;
 use tstat_transport::config::RabbitConfig;
 use tstat_transport::find::FindOptions;
+use tstat_transport::identity::{self, Producers};
 use tstat_transport::parse::ParseOptions;
 use tstat_transport::publish::PublishOptions;
-use tstat_transport::identity::{self, Producers};
 use tstat_transport::send::{
     Destination, PrintArrays, QueueDestination, SendError, SendOptions, Sender, StreamDestination,
 };

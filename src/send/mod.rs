@@ -26,14 +26,14 @@ mod gauge;
 mod live;
 mod produce;
 mod queue;
-mod stream;
 mod ship;
 mod stdout;
+mod stream;
 
 pub use dest::{Delivered, Destination, Drain, ProducerNeeds, Undelivered};
 pub use queue::QueueDestination;
-pub use stream::StreamDestination;
 pub use stdout::PrintArrays;
+pub use stream::StreamDestination;
 
 /// Name of the per-directory resume record (design §6.3, §8.2).
 pub const PROGRESS_FILE: &str = ".progress";

@@ -38,13 +38,7 @@ pub fn stream_config_text(
 
 /// Writes the config of `node`'s stream `stream` to `dir/STREAM.ini`.
 pub fn write_stream_config(node: &RabbitNode, dir: &Path, stream: &str) -> PathBuf {
-    let text = stream_config_text(
-        "127.0.0.1",
-        node.port,
-        node.stream_port(),
-        stream,
-        "",
-    );
+    let text = stream_config_text("127.0.0.1", node.port, node.stream_port(), stream, "");
     write_private(&dir.join(format!("{stream}.ini")), &text)
 }
 
