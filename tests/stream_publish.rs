@@ -448,3 +448,172 @@ fn publishing_over_tls_works() {
         "a certificate error is permanent: {err}"
     );
 }
+
+#[test]
+fn a_new_stream_gets_the_configured_arguments_and_bad_ones_are_explained() {
+    let node = node();
+    let stream = unique("args");
+    let mut cfg = config(node, &stream);
+    if let Some(s) = cfg.stream.as_mut() {
+        s.options = StreamOptions {
+            max_length_bytes: Some(5_000_000),
+            max_age: Some("7D".into()),
+            max_segment_size_bytes: Some(1_000_000),
+            initial_cluster_size: None,
+        };
+    }
+    let (opts, _) = notices();
+    let rt = runtime();
+    rt.block_on(async {
+        let p = StreamPublisher::connect(&cfg, &opts)
+            .await
+            .expect("connect");
+        p.close().await;
+    });
+    let rows = node.list_queues(&["name", "type", "arguments"]);
+    let row = rows
+        .iter()
+        .find(|r| r[0] == stream)
+        .unwrap_or_else(|| panic!("stream {stream} not listed: {rows:?}"));
+    let shown = row.join(" ");
+    assert!(shown.contains("stream"), "{shown}");
+    assert!(
+        shown.contains("5000000") && shown.contains("7D") && shown.contains("1000000"),
+        "{shown}"
+    );
+
+    // The stream exists now: other arguments are not an error (the broker
+    // does not compare them over this protocol).
+    if let Some(s) = cfg.stream.as_mut() {
+        s.options.max_age = Some("1D".into());
+    }
+    rt.block_on(async {
+        let p = StreamPublisher::connect(&cfg, &opts)
+            .await
+            .expect("connect to the existing stream");
+        p.close().await;
+    });
+
+    // A value the broker rejects, on a new stream, is named.
+    let bad = unique("badargs");
+    let mut cfg = config(node, &bad);
+    if let Some(s) = cfg.stream.as_mut() {
+        s.options.max_age = Some("soon".into());
+    }
+    let err = rt
+        .block_on(StreamPublisher::connect(&cfg, &opts))
+        .expect_err("a bad max-age");
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("cannot create stream '{bad}'")),
+        "{text}"
+    );
+    assert!(text.contains("max-age = soon"), "{text}");
+}
+
+/// Two clustered nodes whose stream listeners share one port on two
+/// loopback addresses: `a` on 127.0.0.1, `b` on 127.0.0.2. Fields drop in
+/// order: `b` first, since `a` owns the epmd both use.
+struct Pair {
+    b: RabbitNode,
+    a: RabbitNode,
+    stream_port: u16,
+}
+
+fn pair() -> Pair {
+    let stream_port = free_ports(1)[0];
+    let cookie = format!("STREAMPAIR{}", std::process::id());
+    let a = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        stream_listen: Some(("127.0.0.1".into(), stream_port)),
+        cookie: Some(cookie.clone()),
+        name_prefix: Some("sA".into()),
+        ..NodeOptions::default()
+    });
+    let mut b = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        stream_listen: Some(("127.0.0.2".into(), stream_port)),
+        cookie: Some(cookie),
+        epmd_port: Some(a.epmd_port),
+        name_prefix: Some("sB".into()),
+        ..NodeOptions::default()
+    });
+    b.ctl_ok(&["stop_app"]);
+    b.ctl_ok(&["join_cluster", &a.name]);
+    b.ctl_ok(&["start_app"]);
+    b.await_startup();
+    Pair { b, a, stream_port }
+}
+
+/// A config for the hosts `hosts` (comma-separated) and `stream`.
+fn hosts_config(hosts: &str, stream: &str, port: u16) -> RabbitConfig {
+    let text = format!(
+        "[rabbit]\nhost = {hosts}\nport = 5672\nusername = guest\npassword = guest\n\
+         queue = unused\nrouting_key = unused\nexchange =\n"
+    );
+    config_text(&text, stream, port)
+}
+
+#[test]
+fn publishing_fails_over_across_hosts_and_goes_to_the_leader() {
+    let pair = pair();
+    let port = pair.stream_port;
+    let stream = unique("leader");
+    let (opts, seen) = notices();
+    let rt = runtime();
+    // Created through b, the stream's leader is on b (client-local).
+    let on_b = hosts_config("127.0.0.2", &stream, port);
+    rt.block_on(async {
+        let mut p = StreamPublisher::connect(&on_b, &opts)
+            .await
+            .expect("connect to b");
+        let s = p.declare("sensor-l").await.expect("declare");
+        for id in 1..=3 {
+            p.send(s, id, &message_id("sensor-l", id), body("sensor-l", id))
+                .await
+                .expect("send");
+        }
+        p.flush().await.expect("flush");
+        p.close().await;
+    });
+    let leaders = pair.a.list_queues(&["name", "leader"]);
+    assert!(
+        leaders
+            .iter()
+            .any(|r| r[0] == stream && r[1] == pair.b.name),
+        "the leader should be on {}: {leaders:?}",
+        pair.b.name
+    );
+
+    // Hosts: one where nothing listens, then a, which is not the leader.
+    let via_a = hosts_config("127.0.0.9,127.0.0.1", &stream, port);
+    rt.block_on(async {
+        let mut p = StreamPublisher::connect(&via_a, &opts)
+            .await
+            .expect("connect via a");
+        assert_eq!(
+            p.endpoint(),
+            Some(format!("127.0.0.2:{port}").as_str()),
+            "publishing goes to the leader"
+        );
+        let s = p.declare("sensor-l").await.expect("declare");
+        assert_eq!(p.last_id(s).await.expect("sequence"), 3);
+        for id in 4..=6 {
+            p.send(s, id, &message_id("sensor-l", id), body("sensor-l", id))
+                .await
+                .expect("send");
+        }
+        p.flush().await.expect("flush");
+        p.close().await;
+    });
+    let notices = seen.lock().expect("notices").clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains(&format!("127.0.0.9:{port}")) && n.contains("connection refused")),
+        "{notices:?}"
+    );
+    let got = stream_content(&pair.a, &stream, &via_a, &opts);
+    assert_exactly(&got, "sensor-l", 1..=6);
+}
