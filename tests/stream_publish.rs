@@ -254,44 +254,36 @@ fn producers_are_independent_and_ids_must_increase() {
     });
 }
 
-/// What a fault does to the node, in two steps: `break_it` while the
-/// publisher waits with messages in flight, `repair` while it retries.
-enum Fault {
-    Kill9,
-    StopApp,
-}
-
-/// Publishes `n` messages on a thread; after `k` confirms it stops taking
-/// confirms, lets the main thread break the broker, then keeps sending
-/// while the broker is repaired. Returns the publisher's counts and the
-/// notices.
-fn publish_through(fault: Fault, n: u64, k: u64) -> (StreamCounts, Vec<String>, Content) {
-    let mut node = stream_node();
-    let stream = unique("fault");
-    let cfg = config(&node, &stream);
-    let (opts, seen) = notices();
+/// Publishes ids 1..=n of `producer` on a thread; after `k` confirms it
+/// holds still with messages in flight and `fault` runs on this thread: it
+/// breaks the broker, calls its argument to let the publisher go on (into
+/// the broken broker), and repairs it. Returns the publisher's counts.
+fn publish_around(
+    cfg: &RabbitConfig,
+    opts: &PublishOptions,
+    producer: &str,
+    (n, k): (u64, u64),
+    fault: impl FnOnce(&dyn Fn()),
+) -> StreamCounts {
     let (at_k_tx, at_k) = mpsc::channel::<u64>();
-    let (broken_tx, broken) = mpsc::channel::<()>();
+    let (go_tx, go) = mpsc::channel::<()>();
     let publisher = {
-        let cfg = cfg.clone();
-        let opts = opts.clone();
+        let (cfg, opts, producer) = (cfg.clone(), opts.clone(), producer.to_string());
         std::thread::spawn(move || {
             runtime().block_on(async {
                 let mut p = StreamPublisher::connect(&cfg, &opts)
                     .await
                     .expect("connect");
-                let s = p.declare("sensor-f").await.expect("declare");
+                let s = p.declare(&producer).await.expect("declare");
                 let mut signalled = false;
                 for id in 1..=n {
-                    p.send(s, id, &message_id("sensor-f", id), body("sensor-f", id))
+                    p.send(s, id, &message_id(&producer, id), body(&producer, id))
                         .await
                         .expect("send");
                     if !signalled && p.confirmed(s) >= k {
-                        // Messages are in flight now (the window is open):
-                        // hold still while the broker is broken.
                         signalled = true;
                         at_k_tx.send(id).expect("tell the test");
-                        broken.recv().expect("the test broke the broker");
+                        go.recv().expect("the test broke the broker");
                     }
                 }
                 p.flush().await.expect("every message confirmed");
@@ -302,37 +294,26 @@ fn publish_through(fault: Fault, n: u64, k: u64) -> (StreamCounts, Vec<String>, 
             })
         })
     };
-    let sent_at_fault = at_k
+    let sent = at_k
         .recv_timeout(DEADLINE)
         .expect("the publisher reached k confirms");
-    assert!(sent_at_fault >= k);
-    match fault {
-        Fault::Kill9 => {
-            // RabbitMQ 3.10 registers the stream coordinator in a file it
-            // saves lazily (dets, every 3 minutes or on a clean stop): a
-            // SIGKILL within minutes of a fresh node's first stream loses
-            // the registration and the stream stays unavailable for good.
-            // A production broker saved it long ago; this test is about the
-            // publisher, so save it now.
-            node.ctl_ok(&["eval", "[dets:sync(T) || T <- dets:all()]."]);
-            let pid: i32 = std::fs::read_to_string(node.dir().join("pid"))
-                .expect("beam pid")
-                .trim()
-                .parse()
-                .expect("pid");
-            // SAFETY: kill(2) on the node's beam, read from its pid file.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            broken_tx.send(()).expect("publisher waits");
-            // Already dead: this waits for it to go and starts it again.
-            node.kill9_and_restart();
-        }
-        Fault::StopApp => {
-            node.stop_app();
-            broken_tx.send(()).expect("publisher waits");
-            node.start_app();
-        }
-    }
-    let counts = publisher.join().expect("publisher thread");
+    assert!(sent >= k);
+    fault(&|| go_tx.send(()).expect("the publisher waits"));
+    publisher.join().expect("publisher thread")
+}
+
+/// `publish_around` on a fresh node broken by `fault`; returns the counts,
+/// the notices and the stream's content.
+fn publish_through(
+    fault: impl FnOnce(&mut RabbitNode, &dyn Fn()),
+    n: u64,
+    k: u64,
+) -> (StreamCounts, Vec<String>, Content) {
+    let mut node = stream_node();
+    let stream = unique("fault");
+    let cfg = config(&node, &stream);
+    let (opts, seen) = notices();
+    let counts = publish_around(&cfg, &opts, "sensor-f", (n, k), |go| fault(&mut node, go));
     let notices = seen.lock().expect("notices").clone();
     let got = stream_content(&node, &stream, &cfg, &opts);
     (counts, notices, got)
@@ -341,8 +322,30 @@ fn publish_through(fault: Fault, n: u64, k: u64) -> (StreamCounts, Vec<String>, 
 #[test]
 fn a_broker_killed_while_publishing_gets_every_message_exactly_once() {
     let (n, k) = (2000, 500);
-    let (counts, notices, got) = publish_through(Fault::Kill9, n, k);
-    eprintln!("kill -9: {counts:?}\n{}", notices.join("\n"));
+    let (counts, notices, got) = publish_through(
+        |node, go| {
+            // RabbitMQ 3.10 registers the stream coordinator in a file it
+            // saves lazily (dets, every 3 minutes or on a clean stop): a
+            // SIGKILL within minutes of a fresh node's first stream loses
+            // the registration and the stream stays unavailable for good.
+            // A production broker saved it long ago; this test is about
+            // the publisher, so save it now.
+            node.ctl_ok(&["eval", "[dets:sync(T) || T <- dets:all()]."]);
+            let pid: i32 = std::fs::read_to_string(node.dir().join("pid"))
+                .expect("beam pid")
+                .trim()
+                .parse()
+                .expect("pid");
+            // SAFETY: kill(2) on the node's beam, read from its pid file.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            go();
+            // Already dead: this waits for it to go and starts it again.
+            node.kill9_and_restart();
+        },
+        n,
+        k,
+    );
+    eprintln!("kill -9: {counts:?}");
     assert!(counts.reconnects >= 1, "{counts:?} {notices:?}");
     assert!(
         notices.iter().any(|n| n.contains("reconnecting")),
@@ -355,8 +358,16 @@ fn a_broker_killed_while_publishing_gets_every_message_exactly_once() {
 #[test]
 fn a_broker_stopped_while_publishing_gets_every_message_exactly_once() {
     let (n, k) = (2000, 700);
-    let (counts, notices, got) = publish_through(Fault::StopApp, n, k);
-    eprintln!("stop_app: {counts:?}\n{}", notices.join("\n"));
+    let (counts, notices, got) = publish_through(
+        |node, go| {
+            node.stop_app();
+            go();
+            node.start_app();
+        },
+        n,
+        k,
+    );
+    eprintln!("stop_app: {counts:?}");
     assert!(counts.reconnects >= 1, "{counts:?} {notices:?}");
     assert_eq!(counts.confirmed, n, "{counts:?}");
     assert_exactly(&got, "sensor-f", 1..=n);
@@ -616,4 +627,43 @@ fn publishing_fails_over_across_hosts_and_goes_to_the_leader() {
     );
     let got = stream_content(&pair.a, &stream, &via_a, &opts);
     assert_exactly(&got, "sensor-l", 1..=6);
+}
+
+#[test]
+fn a_leader_that_moves_while_publishing_is_followed() {
+    let pair = pair();
+    let port = pair.stream_port;
+    let stream = unique("moving");
+    let (opts, seen) = notices();
+    // Two replicas, created through b: b leads, a follows.
+    let mut on_b = hosts_config("127.0.0.2", &stream, port);
+    if let Some(s) = on_b.stream.as_mut() {
+        s.options.initial_cluster_size = Some(2);
+    }
+    runtime().block_on(async {
+        let p = StreamPublisher::connect(&on_b, &opts)
+            .await
+            .expect("create on b");
+        p.close().await;
+    });
+    // The publisher knows only a; it publishes on b, the leader, until b's
+    // replica is deleted and a leads.
+    let via_a = hosts_config("127.0.0.1", &stream, port);
+    let (n, k) = (1500, 400);
+    let counts = publish_around(&via_a, &opts, "sensor-m", (n, k), |go| {
+        pair.a
+            .streams_ok(&["delete_replica", "--vhost", "/", &stream, &pair.b.name]);
+        go();
+    });
+    let notices = seen.lock().expect("notices").clone();
+    eprintln!("leader moved: {counts:?}");
+    assert!(counts.reconnects >= 1, "{counts:?} {notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n == &format!("connected to 127.0.0.1:{port}")),
+        "publishing should have moved to a: {notices:?}"
+    );
+    let got = stream_content(&pair.a, &stream, &via_a, &opts);
+    assert_exactly(&got, "sensor-m", 1..=n);
 }

@@ -26,6 +26,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+const STREAMS: &str = "/usr/lib/rabbitmq/bin/rabbitmq-streams";
 const MISSING: &str =
     "rabbitmq-server is not installed: run scripts/test.sh or apt-get install rabbitmq-server";
 
@@ -329,6 +330,27 @@ impl RabbitNode {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .deadline(CTL_DEADLINE)
             .run()
+    }
+
+    /// Runs `rabbitmq-streams -n NODE args…` (add_replica, delete_replica,
+    /// stream_status) with the node's environment; panics unless it
+    /// succeeds.
+    pub fn streams_ok(&self, args: &[&str]) -> String {
+        let out = command(STREAMS)
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .deadline(CTL_DEADLINE)
+            .run();
+        assert!(
+            out.status.success(),
+            "rabbitmq-streams {args:?} on {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Like [`ctl`](Self::ctl) but panics unless it succeeds.

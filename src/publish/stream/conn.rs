@@ -150,10 +150,13 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> std::io::Resul
     Ok(buf)
 }
 
+const CLOSED: &str = "the broker closed the connection";
+const RESET: &str = "connection reset by the broker";
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_string(),
-        std::io::ErrorKind::ConnectionReset => "connection reset by the broker".to_string(),
+        std::io::ErrorKind::UnexpectedEof => CLOSED.to_string(),
+        std::io::ErrorKind::ConnectionReset => RESET.to_string(),
         _ => e.to_string(),
     }
 }
@@ -260,9 +263,21 @@ impl Handshake<'_> {
         sasl.extend_from_slice(self.login.user.as_bytes());
         sasl.push(0);
         sasl.extend_from_slice(self.login.password.as_bytes());
-        let (_, code) = self
+        let answer = self
             .call(|c| SaslAuthenticateCommand::new(c, "PLAIN".into(), sasl).into())
-            .await?;
+            .await;
+        let code = match answer {
+            Ok((_, code)) => code,
+            // After a refused login the broker closes the connection; under
+            // load the close can overtake its answer.
+            Err(OpenError::Endpoint { reason, .. }) if reason == CLOSED || reason == RESET => {
+                return Err(OpenError::Auth(format!(
+                    "{reason} during login: probably an authentication failure \
+                     (wrong user name or password)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         match code {
             frame::OK => {}
             frame::AUTHENTICATION_FAILURE
