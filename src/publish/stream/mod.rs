@@ -24,8 +24,9 @@
 //! error with a response code the crate does not know fails the whole
 //! frame.
 //!
-//! Inside: `conn` is one connection (framing, handshake, heartbeats, a
-//! reader and a writer task), `frame` reads frames, `ledger` keeps the
+//! Inside: `conn` is one connection (handshake, requests and answers,
+//! events), `wire` its framing and its reader and writer tasks
+//! (heartbeats both ways), `frame` reads frames, `ledger` keeps the
 //! pending messages and the reconnect rule (pure, unit-tested), `link`
 //! finds the leader and connects to it, this file drives them.
 //!
@@ -39,6 +40,7 @@ mod conn;
 mod frame;
 mod ledger;
 mod link;
+mod wire;
 
 use std::fmt;
 
@@ -204,7 +206,12 @@ impl StreamPublisher {
                 self.ledger.resume(p, sequence);
             }
             // A reconnect declares every producer again, this one included.
-            Err(e) => self.recover(e).await?,
+            Err(e) => {
+                if let Err(e) = self.recover(e).await {
+                    self.ledger.forget_last();
+                    return Err(e);
+                }
+            }
         }
         Ok(ProducerId(p as u8))
     }
