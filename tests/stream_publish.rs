@@ -270,6 +270,11 @@ fn producers_are_independent_and_ids_must_increase() {
             .expect_err("a repeated id");
         assert!(matches!(err, PublishError::StreamId { .. }), "{err}");
         assert!(err.to_string().contains("previous id 10"), "{err}");
+        let err = p
+            .send(b, 6, "b:6", vec![b'x'; 2 << 20])
+            .await
+            .expect_err("over the frame size");
+        assert!(matches!(err, PublishError::StreamTooLarge { .. }), "{err}");
         let err = p.send(b, 0, "b:0", body("b", 0)).await.expect_err("id 0");
         assert!(err.to_string().contains("ids start at 1"), "{err}");
         p.flush().await.expect("flush");

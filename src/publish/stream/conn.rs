@@ -464,7 +464,12 @@ impl Conn {
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(id, tx);
         }
-        self.send_frame(encode(build(id))).await?;
+        if let Err(e) = self.send_frame(encode(build(id))).await {
+            if let Ok(mut w) = self.waiters.lock() {
+                w.remove(&id);
+            }
+            return Err(e);
+        }
         match timeout(self.request_timeout, rx).await {
             Ok(Ok(frame)) => Ok(frame),
             Ok(Err(_)) => Err("the connection was lost while waiting for an answer".into()),

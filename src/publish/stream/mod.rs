@@ -268,7 +268,7 @@ impl StreamPublisher {
             .content_type(CONTENT_TYPE)
             .message_builder()
             .build();
-        let size = publish_frame(producer.0, publishing_id, &message).len();
+        let size = publish_request(producer.0, publishing_id, &message).encoded_size() as usize + 4;
         if self.frame_max > 0 && size > self.frame_max as usize {
             return Err(PublishError::StreamTooLarge {
                 producer: self.ledger.name(p).to_string(),
@@ -504,14 +504,20 @@ impl StreamPublisher {
     }
 }
 
-/// The publish frame for one message (protocol version 1: no filter value).
-fn publish_frame(publisher: u8, id: u64, message: &Message) -> Vec<u8> {
+/// The publish request for one message (protocol version 1: no filter
+/// value; one message per publishing id, no sub-entry batching).
+fn publish_request(publisher: u8, id: u64, message: &Message) -> Request {
     let cmd = PublishCommand::new(
         publisher,
         vec![PublishedMessage::new(id, message.clone(), None)],
         1,
     );
-    let req = Request::from(cmd);
+    Request::from(cmd)
+}
+
+/// The publish frame for one message.
+fn publish_frame(publisher: u8, id: u64, message: &Message) -> Vec<u8> {
+    let req = publish_request(publisher, id, message);
     let mut buf = Vec::with_capacity(req.encoded_size() as usize + 4);
     // Encoding into a Vec cannot fail.
     let _ = req.encode(&mut buf);
@@ -595,5 +601,30 @@ async fn query_on(conn: &mut Conn, stream: &str, name: &str) -> Result<u64, Publ
             "malformed answer".into(),
             true,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publisher_and_its_futures_can_move_between_threads() {
+        fn is_send<T: Send>(_: &T) {}
+        fn check(p: &mut StreamPublisher, id: ProducerId) {
+            is_send(&p.send(id, 1, "m", Vec::new()));
+            is_send(&p.flush());
+            is_send(&p.declare("x"));
+        }
+        let _ = check;
+        fn publisher_is_send<T: Send + Sync>() {}
+        publisher_is_send::<StreamPublisher>();
+    }
+
+    #[test]
+    fn a_publish_frame_says_its_size_before_it_is_built() {
+        let m = Message::builder().body(vec![1u8; 100]).build();
+        let size = publish_request(3, 7, &m).encoded_size() as usize + 4;
+        assert_eq!(publish_frame(3, 7, &m).len(), size);
     }
 }

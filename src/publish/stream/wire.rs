@@ -102,8 +102,8 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     };
     let reason = loop {
         let frame = match timeout(quiet, read_frame(&mut r, frame_max)).await {
-            Err(_) => break format!("nothing from the broker for {} s", quiet.as_secs()),
-            Ok(Err(e)) => break io_reason(&e),
+            Err(_) => break Some(format!("nothing from the broker for {} s", quiet.as_secs())),
+            Ok(Err(e)) => break Some(io_reason(&e)),
             Ok(Ok(f)) => f,
         };
         if let Some(id) = frame::correlation(&frame) {
@@ -129,12 +129,15 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         let closed = matches!(event, Event::Closed { .. });
         if events.send(event).is_err() || closed {
-            return;
+            break None;
         }
     };
     // Dropping the waiters fails every request still waiting.
     if let Ok(mut w) = waiters.lock() {
         w.clear();
     }
-    let _ = events.send(Event::Lost(reason));
+    // After a close the event already said why.
+    if let Some(reason) = reason {
+        let _ = events.send(Event::Lost(reason));
+    }
 }
