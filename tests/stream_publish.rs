@@ -262,6 +262,8 @@ fn producers_are_independent_and_ids_must_increase() {
             .expect("connect");
         let a = p.declare("a").await.expect("declare a");
         let b = p.declare("b").await.expect("declare b");
+        let err = p.declare("a").await.expect_err("a twice");
+        assert!(err.to_string().contains("declared twice"), "{err}");
         p.send(a, 10, "a:10", body("a", 10)).await.expect("a 10");
         p.send(b, 5, "b:5", body("b", 5)).await.expect("b 5");
         let err = p

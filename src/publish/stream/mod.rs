@@ -68,7 +68,11 @@ pub struct ProducerId(u8);
 
 /// Publishes to one stream over the stream protocol. Needs a tokio runtime
 /// with timers and I/O enabled (it spawns a reader and a writer task per
-/// connection).
+/// connection; heartbeats are answered only while the runtime runs).
+///
+/// Failures that a reconnect may cure are retried inside the calls (see
+/// [`send`](Self::send)); an error returned means the run should stop:
+/// drop the publisher (or [`close`](Self::close) it).
 pub struct StreamPublisher {
     cfg: RabbitConfig,
     stream: StreamConfig,
@@ -182,6 +186,13 @@ impl StreamPublisher {
                 producer: name.to_string(),
                 id: 0,
                 problem: "cannot be used: a producer name has 1 to 255 bytes".into(),
+            });
+        }
+        if (0..self.ledger.producers()).any(|p| self.ledger.name(p) == name) {
+            return Err(PublishError::StreamId {
+                producer: name.to_string(),
+                id: 0,
+                problem: "cannot be declared twice on one publisher".into(),
             });
         }
         if self.ledger.producers() >= MAX_PRODUCERS {
