@@ -26,6 +26,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+const STREAMS: &str = "/usr/lib/rabbitmq/bin/rabbitmq-streams";
 const MISSING: &str =
     "rabbitmq-server is not installed: run scripts/test.sh or apt-get install rabbitmq-server";
 
@@ -60,6 +61,10 @@ pub struct NodeOptions {
     /// 127.0.0.1 (advertised as 127.0.0.1 and its port), and a TLS stream
     /// listener too when `tls` is set.
     pub stream: bool,
+    /// With `stream`: listen on (and advertise) this address and port
+    /// instead of 127.0.0.1 and a free port. The nodes of a cluster on one
+    /// machine can so share one `stream_port`, on 127.0.0.1, 127.0.0.2, …
+    pub stream_listen: Option<(String, u16)>,
 }
 
 /// One private node.
@@ -178,7 +183,11 @@ impl RabbitNode {
             tls_port
         });
         let (stream_port, stream_tls_port) = if opts.stream {
-            stream_listeners(&mut conf, ports[4], tls_port.map(|_| ports[5]))
+            let (addr, port) = opts
+                .stream_listen
+                .clone()
+                .unwrap_or_else(|| ("127.0.0.1".to_string(), ports[4]));
+            stream_listeners(&mut conf, &addr, port, tls_port.map(|_| ports[5]))
         } else {
             (None, None)
         };
@@ -321,6 +330,27 @@ impl RabbitNode {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .deadline(CTL_DEADLINE)
             .run()
+    }
+
+    /// Runs `rabbitmq-streams -n NODE args…` (add_replica, delete_replica,
+    /// stream_status) with the node's environment; panics unless it
+    /// succeeds.
+    pub fn streams_ok(&self, args: &[&str]) -> String {
+        let out = command(STREAMS)
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .deadline(CTL_DEADLINE)
+            .run();
+        assert!(
+            out.status.success(),
+            "rabbitmq-streams {args:?} on {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Like [`ctl`](Self::ctl) but panics unless it succeeds.
@@ -717,17 +747,19 @@ pub fn shared_tls_node() -> &'static RabbitNode {
     })
 }
 
-/// Adds the stream listeners to `conf`: plain on `port`, TLS on `tls_port`
-/// (the node's `ssl_options` apply), both advertised as 127.0.0.1 so
-/// metadata names an address the tests (and the certificate) accept.
+/// Adds the stream listeners to `conf`: plain on `addr:port`, TLS on
+/// 127.0.0.1:`tls_port` (the node's `ssl_options` apply), each advertised
+/// as the address it listens on, so metadata names an address the tests
+/// (and the certificate) accept.
 fn stream_listeners(
     conf: &mut String,
+    addr: &str,
     port: u16,
     tls_port: Option<u16>,
 ) -> (Option<u16>, Option<u16>) {
     conf.push_str(&format!(
-        "stream.listeners.tcp.1 = 127.0.0.1:{port}\n\
-         stream.advertised_host = 127.0.0.1\n\
+        "stream.listeners.tcp.1 = {addr}:{port}\n\
+         stream.advertised_host = {addr}\n\
          stream.advertised_port = {port}\n"
     ));
     if let Some(t) = tls_port {

@@ -11,21 +11,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rabbitmq_stream_protocol::codec::Encoder;
 use rabbitmq_stream_protocol::commands::close::CloseRequest;
-use rabbitmq_stream_protocol::commands::heart_beat::HeartBeatCommand;
 use rabbitmq_stream_protocol::commands::open::OpenCommand;
 use rabbitmq_stream_protocol::commands::peer_properties::PeerPropertiesCommand;
 use rabbitmq_stream_protocol::commands::sasl_authenticate::SaslAuthenticateCommand;
 use rabbitmq_stream_protocol::commands::sasl_handshake::SaslHandshakeCommand;
 use rabbitmq_stream_protocol::commands::tune::TunesCommand;
 use rabbitmq_stream_protocol::{Request, Response, ResponseCode, ResponseKind};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::frame::{self, code_name};
+use super::wire::{CLOSED, RESET, encode, io_reason, read_frame, read_loop, write_loop};
 
 /// Frame size we accept before the broker's tune (and propose): 1 MiB, the
 /// broker's default.
@@ -102,7 +101,7 @@ pub(crate) struct Login<'a> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
+pub(super) type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
 
 /// An open connection; dropping it stops its tasks (and so the socket).
 pub(crate) struct Conn {
@@ -129,41 +128,14 @@ impl Drop for Conn {
     }
 }
 
-fn encode(req: Request) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(req.encoded_size() as usize + 4);
-    // Encoding into a Vec cannot fail.
-    let _ = req.encode(&mut buf);
-    buf
-}
-
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> std::io::Result<Vec<u8>> {
-    let size = r.read_u32().await?;
-    if max > 0 && size > max.saturating_add(64) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {size} bytes is over the limit of {max}"),
-        ));
-    }
-    let mut buf = vec![0u8; size as usize + 4];
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    r.read_exact(&mut buf[4..]).await?;
-    Ok(buf)
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_string(),
-        std::io::ErrorKind::ConnectionReset => "connection reset by the broker".to_string(),
-        _ => e.to_string(),
-    }
-}
-
 /// The handshake on a fresh socket, before the tasks take it over.
 struct Handshake<'a> {
     io: Box<dyn Io>,
     deadline: Instant,
     correlation: u32,
     login: &'a Login<'a>,
+    /// The step under way, for messages.
+    step: &'static str,
 }
 
 impl Handshake<'_> {
@@ -236,9 +208,11 @@ impl Handshake<'_> {
             "connection_name".to_string(),
             super::super::APP_ID.to_string(),
         );
+        self.step = "exchanging peer properties";
         self.call(|c| PeerPropertiesCommand::new(c, props).into())
             .await?;
 
+        self.step = "the SASL handshake";
         let (frame, code) = self.call(|c| SaslHandshakeCommand::new(c).into()).await?;
         if code != frame::OK {
             return Err(protocol("SASL handshake", code));
@@ -260,9 +234,22 @@ impl Handshake<'_> {
         sasl.extend_from_slice(self.login.user.as_bytes());
         sasl.push(0);
         sasl.extend_from_slice(self.login.password.as_bytes());
-        let (_, code) = self
+        self.step = "login";
+        let answer = self
             .call(|c| SaslAuthenticateCommand::new(c, "PLAIN".into(), sasl).into())
-            .await?;
+            .await;
+        let code = match answer {
+            Ok((_, code)) => code,
+            // After a refused login the broker closes the connection; under
+            // load the close can overtake its answer.
+            Err(OpenError::Endpoint { reason, .. }) if reason == CLOSED || reason == RESET => {
+                return Err(OpenError::Auth(format!(
+                    "{reason} during login: probably an authentication failure \
+                     (wrong user name or password)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         match code {
             frame::OK => {}
             frame::AUTHENTICATION_FAILURE
@@ -275,6 +262,7 @@ impl Handshake<'_> {
 
         // The broker proposes frame size and heartbeat; we take the smaller
         // non-zero value of each.
+        self.step = "tuning";
         let tune = self.recv().await?;
         let (their_frame, their_hb) = frame::tune(&tune).ok_or_else(|| OpenError::Endpoint {
             reason: "expected the broker's tune frame".into(),
@@ -287,6 +275,7 @@ impl Handshake<'_> {
             .await?;
 
         let vhost = self.login.vhost.to_string();
+        self.step = "opening the vhost";
         let (frame, code) = self.call(|c| OpenCommand::new(c, vhost).into()).await?;
         match code {
             frame::OK => {}
@@ -424,8 +413,18 @@ impl Conn {
             deadline,
             correlation: 0,
             login,
+            step: "connecting",
         };
-        let (frame_max, heartbeat, advertised) = hs.run().await?;
+        let (frame_max, heartbeat, advertised) = match hs.run().await {
+            Ok(t) => t,
+            Err(OpenError::Endpoint { reason, permanent }) => {
+                return Err(OpenError::Endpoint {
+                    reason: format!("{reason} (during {})", hs.step),
+                    permanent,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let (read, write) = tokio::io::split(hs.io);
         let (out_tx, out_rx) = mpsc::channel(OUTBOX);
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -465,7 +464,12 @@ impl Conn {
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(id, tx);
         }
-        self.send_frame(encode(build(id))).await?;
+        if let Err(e) = self.send_frame(encode(build(id))).await {
+            if let Ok(mut w) = self.waiters.lock() {
+                w.remove(&id);
+            }
+            return Err(e);
+        }
         match timeout(self.request_timeout, rx).await {
             Ok(Ok(frame)) => Ok(frame),
             Ok(Err(_)) => Err("the connection was lost while waiting for an answer".into()),
@@ -516,92 +520,4 @@ impl Conn {
             .call(|c| CloseRequest::new(c, ResponseCode::Ok, "done".into()).into())
             .await;
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    w: W,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-    heartbeat: Duration,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let mut w = BufWriter::with_capacity(256 << 10, w);
-    let beat = encode(HeartBeatCommand::default().into());
-    let period = if heartbeat.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        heartbeat
-    };
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    loop {
-        let first = tokio::select! {
-            f = frames.recv() => match f {
-                Some(f) => f,
-                None => return,
-            },
-            _ = tick.tick() => if heartbeat.is_zero() { continue } else { beat.clone() },
-        };
-        let mut result = w.write_all(&first).await;
-        while result.is_ok()
-            && let Ok(f) = frames.try_recv()
-        {
-            result = w.write_all(&f).await;
-        }
-        if let Err(e) = result.and(w.flush().await) {
-            let _ = events.send(Event::Lost(io_reason(&e)));
-            return;
-        }
-    }
-}
-
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut r: R,
-    frame_max: u32,
-    heartbeat: Duration,
-    waiters: Waiters,
-    outbox: mpsc::Sender<Vec<u8>>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    // The broker sends a heartbeat when idle; two missed ones mean it is gone.
-    let quiet = if heartbeat.is_zero() {
-        Duration::from_secs(u64::from(u32::MAX))
-    } else {
-        heartbeat * 2 + Duration::from_secs(1)
-    };
-    let reason = loop {
-        let frame = match timeout(quiet, read_frame(&mut r, frame_max)).await {
-            Err(_) => break format!("nothing from the broker for {} s", quiet.as_secs()),
-            Ok(Err(e)) => break io_reason(&e),
-            Ok(Ok(f)) => f,
-        };
-        if let Some(id) = frame::correlation(&frame) {
-            let waiter = waiters.lock().ok().and_then(|mut w| w.remove(&id));
-            if let Some(tx) = waiter {
-                let _ = tx.send(frame);
-            }
-            continue;
-        }
-        let event = match frame::key(&frame) {
-            Some(frame::CLOSE) => {
-                let (code, reason) = frame::close(&frame);
-                if let Some(corr) = frame::close_correlation(&frame) {
-                    let _ = outbox.try_send(frame::close_response(corr));
-                }
-                Event::Closed { code, reason }
-            }
-            Some(_) => match frame::unasked(&frame) {
-                Some(e) => e,
-                None => continue,
-            },
-            None => continue,
-        };
-        let closed = matches!(event, Event::Closed { .. });
-        if events.send(event).is_err() || closed {
-            return;
-        }
-    };
-    // Dropping the waiters fails every request still waiting.
-    if let Ok(mut w) = waiters.lock() {
-        w.clear();
-    }
-    let _ = events.send(Event::Lost(reason));
 }

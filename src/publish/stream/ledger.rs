@@ -99,6 +99,14 @@ impl<T> Ledger<T> {
         self.books.len() - 1
     }
 
+    /// Removes the last producer added when nothing of it is pending (a
+    /// declare that failed).
+    pub(crate) fn forget_last(&mut self) {
+        if self.books.last().is_some_and(|b| b.slots.is_empty()) {
+            self.books.pop();
+        }
+    }
+
     /// Number of producers.
     pub(crate) fn producers(&self) -> usize {
         self.books.len()

@@ -219,9 +219,19 @@ impl StreamPublisher {
         let answer = conn
             .call(|c| CreateStreamCommand::new(c, name, args).into())
             .await;
-        let frame = answer.map_err(|reason| PublishError::StreamLost {
-            endpoint: conn.endpoint.clone(),
-            reason,
+        // RabbitMQ 3.10 drops the connection instead of answering when it
+        // cannot parse an argument (e.g. max-age = soon).
+        let frame = answer.map_err(|reason| {
+            refused(
+                &self.stream.name,
+                "create",
+                &conn.endpoint,
+                format!(
+                    "{reason}; the broker probably rejected the arguments ({listed}): \
+                     check [rabbit_stream_options]"
+                ),
+                false,
+            )
         })?;
         match frame::code(&frame) {
             Some(frame::OK | frame::STREAM_ALREADY_EXISTS) => Ok(()),

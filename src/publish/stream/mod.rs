@@ -24,8 +24,9 @@
 //! error with a response code the crate does not know fails the whole
 //! frame.
 //!
-//! Inside: `conn` is one connection (framing, handshake, heartbeats, a
-//! reader and a writer task), `frame` reads frames, `ledger` keeps the
+//! Inside: `conn` is one connection (handshake, requests and answers,
+//! events), `wire` its framing and its reader and writer tasks
+//! (heartbeats both ways), `frame` reads frames, `ledger` keeps the
 //! pending messages and the reconnect rule (pure, unit-tested), `link`
 //! finds the leader and connects to it, this file drives them.
 //!
@@ -39,6 +40,7 @@ mod conn;
 mod frame;
 mod ledger;
 mod link;
+mod wire;
 
 use std::fmt;
 
@@ -66,7 +68,11 @@ pub struct ProducerId(u8);
 
 /// Publishes to one stream over the stream protocol. Needs a tokio runtime
 /// with timers and I/O enabled (it spawns a reader and a writer task per
-/// connection).
+/// connection; heartbeats are answered only while the runtime runs).
+///
+/// Failures that a reconnect may cure are retried inside the calls (see
+/// [`send`](Self::send)); an error returned means the run should stop:
+/// drop the publisher (or [`close`](Self::close) it).
 pub struct StreamPublisher {
     cfg: RabbitConfig,
     stream: StreamConfig,
@@ -182,6 +188,13 @@ impl StreamPublisher {
                 problem: "cannot be used: a producer name has 1 to 255 bytes".into(),
             });
         }
+        if (0..self.ledger.producers()).any(|p| self.ledger.name(p) == name) {
+            return Err(PublishError::StreamId {
+                producer: name.to_string(),
+                id: 0,
+                problem: "cannot be declared twice on one publisher".into(),
+            });
+        }
         if self.ledger.producers() >= MAX_PRODUCERS {
             return Err(PublishError::StreamId {
                 producer: name.to_string(),
@@ -204,7 +217,12 @@ impl StreamPublisher {
                 self.ledger.resume(p, sequence);
             }
             // A reconnect declares every producer again, this one included.
-            Err(e) => self.recover(e).await?,
+            Err(e) => {
+                if let Err(e) = self.recover(e).await {
+                    self.ledger.forget_last();
+                    return Err(e);
+                }
+            }
         }
         Ok(ProducerId(p as u8))
     }
@@ -261,7 +279,7 @@ impl StreamPublisher {
             .content_type(CONTENT_TYPE)
             .message_builder()
             .build();
-        let size = publish_frame(producer.0, publishing_id, &message).len();
+        let size = publish_request(producer.0, publishing_id, &message).encoded_size() as usize + 4;
         if self.frame_max > 0 && size > self.frame_max as usize {
             return Err(PublishError::StreamTooLarge {
                 producer: self.ledger.name(p).to_string(),
@@ -497,14 +515,20 @@ impl StreamPublisher {
     }
 }
 
-/// The publish frame for one message (protocol version 1: no filter value).
-fn publish_frame(publisher: u8, id: u64, message: &Message) -> Vec<u8> {
+/// The publish request for one message (protocol version 1: no filter
+/// value; one message per publishing id, no sub-entry batching).
+fn publish_request(publisher: u8, id: u64, message: &Message) -> Request {
     let cmd = PublishCommand::new(
         publisher,
         vec![PublishedMessage::new(id, message.clone(), None)],
         1,
     );
-    let req = Request::from(cmd);
+    Request::from(cmd)
+}
+
+/// The publish frame for one message.
+fn publish_frame(publisher: u8, id: u64, message: &Message) -> Vec<u8> {
+    let req = publish_request(publisher, id, message);
     let mut buf = Vec::with_capacity(req.encoded_size() as usize + 4);
     // Encoding into a Vec cannot fail.
     let _ = req.encode(&mut buf);
@@ -588,5 +612,30 @@ async fn query_on(conn: &mut Conn, stream: &str, name: &str) -> Result<u64, Publ
             "malformed answer".into(),
             true,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publisher_and_its_futures_can_move_between_threads() {
+        fn is_send<T: Send>(_: &T) {}
+        fn check(p: &mut StreamPublisher, id: ProducerId) {
+            is_send(&p.send(id, 1, "m", Vec::new()));
+            is_send(&p.flush());
+            is_send(&p.declare("x"));
+        }
+        let _ = check;
+        fn publisher_is_send<T: Send + Sync>() {}
+        publisher_is_send::<StreamPublisher>();
+    }
+
+    #[test]
+    fn a_publish_frame_says_its_size_before_it_is_built() {
+        let m = Message::builder().body(vec![1u8; 100]).build();
+        let size = publish_request(3, 7, &m).encoded_size() as usize + 4;
+        assert_eq!(publish_frame(3, 7, &m).len(), size);
     }
 }
