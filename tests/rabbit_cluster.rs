@@ -298,9 +298,14 @@ fn ten_sensors_at_once_deliver_every_flow_exactly_once() {
                 .spawn()
         })
         .collect();
+    let mut said = String::new();
     for (run, s) in runs.into_iter().zip(&sensors) {
         let out = run.wait(DEADLINE);
-        assert!(out.status.success(), "{s}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{s}: {err}");
+        for line in err.lines() {
+            said.push_str(&format!("{s}: {line}\n"));
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -319,7 +324,11 @@ fn ten_sensors_at_once_deliver_every_flow_exactly_once() {
         bytes as f64 / 1e6 / seconds,
         tally.unique() as f64 / seconds
     );
-    assert_eq!(tally.repeats, 0, "no fault, so no message twice");
+    assert_eq!(
+        tally.repeats, 0,
+        "no fault, so no message twice; repeated: {:?}; the runs said:\n{said}",
+        tally.repeated
+    );
 }
 
 /// Declares `queue` as [`QUORUM`] says (what the tools would declare).
@@ -409,13 +418,15 @@ struct Tally {
     streams: BTreeMap<(String, String), BTreeMap<u64, Vec<u8>>>,
     /// Messages beyond the first of their id.
     repeats: usize,
+    /// The ids that came more than once (each time it came again).
+    repeated: Vec<String>,
 }
 
 impl Tally {
     /// Counts `msgs` by id; fails on an id that came with two bodies.
     fn of(msgs: &[Received]) -> Tally {
         let mut streams: BTreeMap<(String, String), BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
-        let mut repeats = 0;
+        let mut repeated = Vec::new();
         for m in msgs {
             let id = m.message_id();
             let (rest, index) = id
@@ -433,14 +444,18 @@ impl Tally {
             match stream.get(&index) {
                 Some(body) => {
                     assert!(*body == m.body, "{id} came twice with different bodies");
-                    repeats += 1;
+                    repeated.push(id.clone());
                 }
                 None => {
                     stream.insert(index, m.body.clone());
                 }
             }
         }
-        Tally { streams, repeats }
+        Tally {
+            streams,
+            repeats: repeated.len(),
+            repeated,
+        }
     }
 
     /// Distinct message ids.
