@@ -1,8 +1,9 @@
 //! The writer and the consumer of `scripts/bench-follow.sh`: appends Tstat
 //! rows (copied unchanged from a fixture log, round and round) to a live log
 //! at a steady rate, in bursts, while consuming the queue that `tstat_send
-//! --follow` publishes to, and reports the lag from a burst written to its
-//! last flow delivered (p50/p99/max).
+//! --follow` publishes to, and reports the rate it achieved (measured: a slow
+//! disk or CPU makes it fall short of the one asked for) and the lag from a
+//! burst written to its last flow delivered (p50/p99/max).
 //!
 //! Usage: `follow-lag AMQP_URL QUEUE LIVE_LOG FIXTURE_LOG ROWS_PER_SEC SECONDS`.
 //! LIVE_LOG must already hold the fixture's header line (the script writes it
@@ -182,11 +183,11 @@ fn run(
             received.push((now, flows));
         }
         let _ = conn.close(200, "done".into()).await;
-        let (written_rows, late) = writer
+        let wrote = writer
             .join()
             .map_err(|_| "the writer panicked".to_string())??;
         let bursts = written.lock().map(|w| w.clone()).unwrap_or_default();
-        report(&bursts, &received, written_rows, seconds, late);
+        report(&bursts, &received, &wrote, rate);
         println!("messages received: {messages}, flows: {flows}, duplicate ids: {duplicates}");
         let want = bursts.last().map_or(0, |b| b.1);
         if flows < want {
@@ -197,16 +198,28 @@ fn run(
     })
 }
 
+/// What the writer did, measured: the rate it reached may fall short of
+/// the one asked for.
+struct Wrote {
+    /// Rows appended.
+    rows: u64,
+    /// The writing period: the bursts' slots ([`BURST`] each), or longer
+    /// when the last write ended after its slot.
+    took: Duration,
+    /// Bursts that started more than a burst late (the disk or the CPU
+    /// could not keep up).
+    late: u64,
+}
+
 /// Appends `rate` rows a second for `seconds`, one burst every [`BURST`],
-/// recording each burst. Returns the rows written and how many bursts
-/// started late (the disk or the CPU could not keep up).
+/// recording each burst.
 fn write(
     live: &str,
     rows: &[(Vec<u8>, u64)],
     rate: u64,
     seconds: u64,
     written: &Written,
-) -> Result<(u64, u64), String> {
+) -> Result<Wrote, String> {
     let mut log = OpenOptions::new()
         .append(true)
         .open(live)
@@ -237,12 +250,16 @@ fn write(
             w.push((Instant::now(), flows));
         }
     }
-    Ok((total, late))
+    Ok(Wrote {
+        rows: total,
+        took: start.elapsed().max(BURST * bursts as u32),
+        late,
+    })
 }
 
 /// Prints the lag of every burst: from its write to the delivery of its
 /// last flow.
-fn report(bursts: &[(Instant, u64)], received: &[(Instant, u64)], rows: u64, secs: u64, late: u64) {
+fn report(bursts: &[(Instant, u64)], received: &[(Instant, u64)], wrote: &Wrote, asked: u64) {
     let mut lags = Vec::new();
     let mut r = 0;
     for &(t, cum) in bursts {
@@ -254,10 +271,18 @@ fn report(bursts: &[(Instant, u64)], received: &[(Instant, u64)], rows: u64, sec
         };
         lags.push(got.saturating_duration_since(t).as_secs_f64());
     }
+    let secs = wrote.took.as_secs_f64();
+    let achieved = if secs > 0.0 {
+        format!("{:.0}", wrote.rows as f64 / secs)
+    } else {
+        "n/a".to_string()
+    };
     println!(
-        "rows written: {rows} in {secs} s ({} rows/s), {} bursts, {late} started late",
-        rows / secs.max(1),
-        bursts.len()
+        "rows written: {} in {secs:.2} s: {achieved} rows/s achieved ({asked} asked), \
+         {} bursts, {} started late",
+        wrote.rows,
+        bursts.len(),
+        wrote.late
     );
     if lags.is_empty() {
         println!("lag: no burst was delivered");

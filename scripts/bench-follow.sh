@@ -12,7 +12,8 @@
 # delivered (p50/p99/max). Then, with no more writes, it reads tstat_send's CPU
 # time (utime+stime from /proc/PID/stat) before and after BENCH_IDLE seconds
 # of idling and prints CPU seconds per minute idle (and, for comparison, the
-# CPU it used while shipping).
+# CPU it used while shipping). When the lag run failed (flows missing, or
+# tstat_send gone), it stops there: no idle figure is printed.
 #
 # Needs: cargo, rabbitmq-server (the Debian package: /usr/lib/rabbitmq/bin),
 # Linux /proc, getconf. Takes: the build (a few minutes the first time in
@@ -25,7 +26,8 @@
 #   BENCH_SECONDS  seconds of writing (60)
 #   BENCH_IDLE     seconds of idling for the CPU figure (60)
 #   BENCH_PROFILE  release (default) or debug
-# Exit status: 0 when every flow was delivered, 1 otherwise.
+# Exit status: 0 when every flow was delivered, 1 otherwise (then without
+# the idle figure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -106,6 +108,15 @@ if ! kill -0 "$SEND_PID" 2>/dev/null; then
     exit 1
 fi
 busy_end=$(cpu_ticks "$SEND_PID")
+if [ "$status" != 0 ]; then
+    # Idle CPU after a failed run would describe a run that did not happen.
+    say "the lag run failed (exit $status): no idle CPU measured"
+    if [ -s "$WORK/send.err" ]; then
+        say "tstat_send said:"
+        cat "$WORK/send.err" >&2
+    fi
+    exit "$status"
+fi
 
 say "idling for $IDLE s"
 sleep "$IDLE"

@@ -11,7 +11,6 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -108,34 +107,34 @@ fn rows_written_in_bursts_come_out_once_in_order_and_sigint_ends_it() {
     let mut p = follow(&[], &dir);
 
     // Bursts of 7 TCP and 4 UDP rows; the last TCP row of a burst is written
-    // half now and half with the next burst.
-    let writer = {
-        let (tcp, udp) = (tcp.clone(), udp.clone());
-        let (tcp_rows, udp_rows) = (tcp_rows.clone(), udp_rows.clone());
-        thread::spawn(move || {
-            let mut carry = String::new();
-            let mut udp_rows = udp_rows.chunks(4);
-            for burst in tcp_rows.chunks(7) {
-                let mut text = std::mem::take(&mut carry);
-                let (whole, last) = burst.split_at(burst.len() - 1);
-                text.push_str(&whole.concat());
-                let (head, tail) = last[0].split_at(last[0].len() / 2);
-                text.push_str(head);
-                carry = tail.to_string();
-                append(&tcp, &text);
-                if let Some(u) = udp_rows.next() {
-                    append(&udp, &u.concat());
-                }
-                // Pacing, so that bursts land in different looks.
-                thread::sleep(Duration::from_millis(70));
-            }
-            append(&tcp, &carry);
-            for u in udp_rows {
-                append(&udp, &u.concat());
-            }
-        })
-    };
-    writer.join().unwrap();
+    // half now and half with the next burst. Each burst lands in a look of
+    // its own: each look reads the TCP log before the UDP log, so once a
+    // burst's UDP rows are printed a look has read its TCP part (half row
+    // included), and only then is the next burst written.
+    let mut carry = String::new();
+    let mut written_udp = 0;
+    let mut udp_chunks = udp_rows.chunks(4);
+    for burst in tcp_rows.chunks(7) {
+        let mut text = std::mem::take(&mut carry);
+        let (whole, last) = burst.split_at(burst.len() - 1);
+        text.push_str(&whole.concat());
+        let (head, tail) = last[0].split_at(last[0].len() / 2);
+        text.push_str(head);
+        carry = tail.to_string();
+        append(&tcp, &text);
+        if let Some(u) = udp_chunks.next() {
+            append(&udp, &u.concat());
+            written_udp += u.len();
+            let want = expected(&udp_header, &udp_rows[..written_udp], "log_udp_complete").len();
+            wait_until("the burst's UDP rows", DEADLINE, || {
+                of_protocol(&printed(&p), "udp").len() >= want
+            });
+        }
+    }
+    append(&tcp, &carry);
+    for u in udp_chunks {
+        append(&udp, &u.concat());
+    }
 
     let want_tcp = expected(&tcp_header, &tcp_rows, "log_tcp_complete");
     let want_udp = expected(&udp_header, &udp_rows, "log_udp_complete");

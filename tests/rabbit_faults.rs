@@ -182,10 +182,10 @@ fn memory_alarm_is_waited_out_within_the_confirm_timeout_and_fails_after_it() {
     let took = started.elapsed();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(20),
-        "took {took:?}"
-    );
+    // Only a floor: the blocked broker was waited on for the confirm
+    // timeout, not given up early. Load can only make it longer; DEADLINE
+    // stops a hang.
+    assert!(took >= Duration::from_millis(2900), "took {took:?}");
     assert!(
         err.contains("tstat-rabbit: warning: the broker is blocking publishers ("),
         "{err}"

@@ -257,12 +257,13 @@ fn wrong_password_fails_fast_naming_user_and_host_but_not_the_password() {
         q = unique("auth")
     );
     let cfg = s.write("config.ini", &cfg);
-    let started = Instant::now();
+    // Fails fast: the refusal itself is the error, not a timeout waited out
+    // or a retry (one pass over the host, no reconnecting).
     let out = run(&cfg, &["--connect-timeout", "5", "-v"], b"[1]\n");
-    let took = started.elapsed();
     assert_exit(&out, 1);
-    assert!(took < Duration::from_secs(5), "took {took:?}");
     let err = stderr(&out);
+    assert!(!err.contains("no answer within"), "{err}");
+    assert!(!err.contains("reconnecting"), "{err}");
     assert!(err.contains(&format!("user '{user}'")), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{}", node.port)), "{err}");
     assert!(err.contains("login refused"), "{err}");
@@ -287,10 +288,9 @@ fn closed_port_is_a_clear_error_at_once() {
          queue = q\nrouting_key = q\nexchange =\n"
     );
     let cfg = s.write("config.ini", &cfg);
-    let started = Instant::now();
+    // The refusal is the whole error (the exact text), not a timeout.
     let out = run(&cfg, &["--connect-timeout", "5"], b"[1]\n");
     assert_exit(&out, 1);
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
         stderr(&out).trim(),
         format!(
@@ -315,10 +315,9 @@ fn silent_host_times_out_within_the_connect_timeout() {
     let out = run(&cfg, &["--connect-timeout", "1.5"], b"[1]\n");
     let took = started.elapsed();
     assert_exit(&out, 1);
-    assert!(
-        took >= Duration::from_millis(1400) && took < Duration::from_secs(6),
-        "took {took:?}"
-    );
+    // Only a floor: the timeout was waited out, not given up early. A busy
+    // machine can only make it longer; the run's deadline stops a hang.
+    assert!(took >= Duration::from_millis(1400), "took {took:?}");
     assert!(
         stderr(&out).contains(&format!(
             "cannot connect to RabbitMQ: 127.0.0.1:{port}: no answer within 1.5 s"

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod cluster;
 pub mod docs;
 pub mod flows;
 pub mod rabbit;

@@ -567,65 +567,6 @@ fn kill_epmd(port: u16) {
     }
 }
 
-/// Two nodes joined into one cluster (same cookie, one private epmd).
-pub struct RabbitCluster {
-    /// Node 1 (owns the epmd) then node 2.
-    pub nodes: Vec<RabbitNode>,
-}
-
-impl RabbitCluster {
-    /// Starts `n` nodes and joins nodes 2..n to node 1.
-    pub fn start(n: usize) -> RabbitCluster {
-        assert!(n >= 2, "a cluster needs two nodes");
-        let cookie = format!(
-            "TSTATCOOKIE{}X{}",
-            std::process::id(),
-            COUNTER.load(Ordering::SeqCst)
-        );
-        let first = RabbitNode::start_with(NodeOptions {
-            cookie: Some(cookie.clone()),
-            name_prefix: Some("tA".into()),
-            ..NodeOptions::default()
-        });
-        let epmd_port = first.epmd_port;
-        let mut nodes = vec![first];
-        for _ in 1..n {
-            let node = RabbitNode::start_with(NodeOptions {
-                cookie: Some(cookie.clone()),
-                epmd_port: Some(epmd_port),
-                name_prefix: Some("tB".into()),
-                ..NodeOptions::default()
-            });
-            node.ctl_ok(&["stop_app"]);
-            node.ctl_ok(&["join_cluster", &nodes[0].name]);
-            node.ctl_ok(&["start_app"]);
-            nodes.push(node);
-        }
-        for node in &mut nodes {
-            node.await_startup();
-        }
-        RabbitCluster { nodes }
-    }
-
-    /// `host = 127.0.0.1:p1,127.0.0.1:p2…` for the config.
-    pub fn hosts(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-impl Drop for RabbitCluster {
-    fn drop(&mut self) {
-        // Later nodes first: the first one owns the epmd they all use.
-        while let Some(node) = self.nodes.pop() {
-            drop(node);
-        }
-    }
-}
-
 /// Writes `text` to `path` readable by its owner only, as a config holding
 /// a password should be (the tools warn about any other mode).
 pub fn write_private(path: &Path, text: &str) -> PathBuf {
