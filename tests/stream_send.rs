@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 
 use common::rabbit::{NodeOptions, RabbitNode, unique};
 use common::run::{RUN_DEADLINE, Running, assert_status, program, text, wait_until};
-use common::streams::{compare, content, flow_counts, load, stored, write_stream_config};
+use common::streams::{
+    compare, content, flow_counts, load, save_registrations, stored, write_stream_config,
+};
 
 fn node() -> &'static RabbitNode {
     static NODE: OnceLock<RabbitNode> = OnceLock::new();
@@ -264,6 +266,7 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
             run.kill();
             journal.push(format!("SIGKILL of tstat_send with {last:?} stored"));
         } else {
+            save_registrations(&node);
             node.kill9_and_restart();
             journal.push(format!("SIGKILL of the broker with {last:?} stored"));
             running = Some(run);

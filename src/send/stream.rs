@@ -350,7 +350,7 @@ async fn drain_into(
         }
     }
     let flushed = publisher.flush().await;
-    book.settle(publisher, &cur.ids, recorder.as_deref_mut());
+    book.settle(publisher, &cur.ids, recorder);
     if let Err(e) = flushed {
         return Err(failed_with(e, publisher.pending() as u64));
     }

@@ -114,6 +114,16 @@ pub fn stored(cfg: &RabbitConfig, root: &Path, sensor: &str, epoch: u32) -> Opti
     })
 }
 
+/// Makes a fresh node's stream registrations durable before it is killed.
+/// RabbitMQ 3.10 keeps the stream coordinator's registrations in a file it
+/// saves lazily (every 3 minutes, or on a clean stop): a SIGKILL within
+/// minutes of a fresh node's first stream loses them and the stream stays
+/// "not available" for good. A production broker saved them long ago; the
+/// tortures are about the tool, so they save them first.
+pub fn save_registrations(node: &RabbitNode) {
+    node.ctl_ok(&["eval", "[dets:sync(T) || T <- dets:all()]."]);
+}
+
 /// The flows of message bodies (JSON arrays), each as its JSON text, with
 /// how often it occurs.
 pub fn flow_counts<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, usize> {
