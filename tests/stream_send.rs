@@ -199,7 +199,7 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
     let work = tempfile::tempdir().expect("tempdir");
     let cfg_path = write_stream_config(&node, work.path(), &stream);
     let cfg = load(&cfg_path);
-    let dirs = generated(root.path(), 4, 6_000, seed % 1000);
+    let dirs = generated(root.path(), 6, 8_000, seed % 1000);
     let want = expected(&dirs);
     let (r, c) = (root.path().to_str().unwrap(), cfg_path.to_str().unwrap());
     let run_args = args(
@@ -210,7 +210,7 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
             "--chunk-size",
             "5",
             "--window",
-            "32",
+            "16",
             "--retries",
             "2",
             "--connect-timeout",
@@ -251,14 +251,17 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
         if finished {
             let ended = run.wait(RUN_DEADLINE);
             let err = text(&ended.stderr);
-            assert!(
-                ended.status.code() == Some(1)
-                    && dirs.iter().any(|d| !d.join(".processed").exists()),
-                "the run ended before all faults landed ({:?}): {err}\n{}",
-                ended.status,
+            journal.push(format!("run ended {:?}: {err}", ended.status));
+            if ended.status.success() {
+                // It shipped the rest of the tree between two looks.
+                break;
+            }
+            assert_eq!(
+                ended.status.code(),
+                Some(1),
+                "{err}\n{}",
                 journal.join("\n")
             );
-            journal.push(format!("run ended {:?}: {err}", ended.status));
             continue;
         }
         interruptions += 1;
@@ -298,6 +301,11 @@ fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
     for d in &dirs {
         assert!(d.join(".processed").exists(), "{} marked", d.display());
     }
+    assert!(
+        interruptions >= 4,
+        "only {interruptions} faults landed before the tree was shipped:\n{}",
+        journal.join("\n")
+    );
     let msgs = content(&node.url(), &stream);
     let got = flow_counts(msgs.iter().map(|(_, b)| b.as_slice()));
     let (missing, repeated) = compare(&got, &want);
