@@ -12,6 +12,7 @@ use crate::config::RabbitConfig;
 use crate::find::{self, FindOptions};
 use crate::lock::{self, LockError};
 use crate::parse::logs_size;
+use crate::publish::stream::StreamPublisher;
 use crate::publish::{PublishError, PublishOptions, Publisher, QueueState};
 
 /// One check's result.
@@ -61,6 +62,9 @@ pub async fn broker(cfg: &RabbitConfig, opts: &PublishOptions) -> Vec<Check> {
         retries: 0,
         ..opts.clone()
     };
+    if let Some(stream) = &cfg.stream {
+        return stream_broker(cfg, &stream.name, &opts).await;
+    }
     match Publisher::connect(cfg, &opts).await {
         Ok(p) => {
             let endpoint = p.endpoint().unwrap_or("?").to_string();
@@ -110,6 +114,102 @@ pub async fn broker(cfg: &RabbitConfig, opts: &PublishOptions) -> Vec<Check> {
         }
     }
 }
+
+/// The broker and the stream of the stream transport (design §14.2): a
+/// login on the stream port, and the stream present or to be created.
+async fn stream_broker(cfg: &RabbitConfig, name: &str, opts: &PublishOptions) -> Vec<Check> {
+    let login = |endpoint: &str| {
+        let tls = if cfg.tls.is_some() { " over TLS" } else { "" };
+        Check::pass(
+            "broker",
+            format!(
+                "connected to {endpoint}{tls} (stream protocol) as '{}' (vhost '{}')",
+                cfg.username, cfg.vhost
+            ),
+        )
+    };
+    match StreamPublisher::connect(cfg, opts).await {
+        Ok(p) => {
+            let endpoint = p.endpoint().unwrap_or("?").to_string();
+            p.close().await;
+            vec![
+                login(&endpoint),
+                Check::pass(
+                    "stream",
+                    format!("'{name}' exists; its leader is {endpoint}"),
+                ),
+            ]
+        }
+        Err(e) if StreamPublisher::is_missing_stream(&e) => vec![
+            login(&cfg.endpoints.first().map_or(String::new(), |h| {
+                let port = cfg.stream.as_ref().map_or(h.port, |s| s.port);
+                format!("{}:{port}", h.host)
+            })),
+            Check::pass(
+                "stream",
+                format!("'{name}' does not exist yet; the first run creates it"),
+            ),
+        ],
+        // The publisher's errors say what to check (stream_port, the plugin).
+        Err(e) => vec![Check::fail("broker", e.to_string())],
+    }
+}
+
+/// The stream producers a tree uses (design §14.4): a stream remembers the
+/// last id of at most [`STREAM_NAME_BUDGET`] producer names; past that the
+/// least recently used are forgotten and a resumed directory may repeat.
+pub async fn stream_producers(
+    cfg: &RabbitConfig,
+    opts: &PublishOptions,
+    producers: &crate::identity::Producers,
+) -> Option<Check> {
+    let opts = PublishOptions {
+        check_only: true,
+        retries: 0,
+        ..opts.clone()
+    };
+    let mut p = StreamPublisher::connect(cfg, &opts).await.ok()?;
+    let mut epochs = 0u32;
+    let mut empty = 0;
+    let mut e = 0u32;
+    while empty < 3 && (e as usize) * 2 < STREAM_NAME_BUDGET {
+        let mut used = false;
+        for kind in crate::identity::LogKind::ALL {
+            let id = p.declare(&producers.name(kind, e)).await.ok()?;
+            used |= p.last_id(id).await.ok()? > 0;
+        }
+        if used {
+            epochs = e + 1;
+            empty = 0;
+        } else {
+            empty += 1;
+        }
+        e += 1;
+    }
+    p.close().await;
+    let names = 2 * epochs.max(1) as usize;
+    let text = format!(
+        "this tree ships as {} and {} ({names} producer name{} in use; a stream remembers \
+         {STREAM_NAME_BUDGET}, shared by every tree and sensor shipping into it)",
+        producers.name(crate::identity::LogKind::Tcp, 0),
+        producers.name(crate::identity::LogKind::Udp, 0),
+        if names == 1 { "" } else { "s" }
+    );
+    Some(if names * 2 > STREAM_NAME_BUDGET {
+        Check::fail(
+            "producers",
+            format!(
+                "{text}: past half the budget, the stream may forget producers and a \
+                     resumed directory may repeat"
+            ),
+        )
+    } else {
+        Check::pass("producers", text)
+    })
+}
+
+/// Producer names a stream keeps the last publishing id of.
+pub const STREAM_NAME_BUDGET: usize = 255;
 
 /// The tree: it exists, holds Tstat directories, what is ready, and that the
 /// records can be written where they must.

@@ -169,6 +169,48 @@ fn an_older_directory_shipped_after_newer_ones_arrives_whole() {
     assert_exactly_once(node, &stream, &expected(&dirs));
 }
 
+#[test]
+fn check_looks_at_the_stream_without_creating_it() {
+    let node = node();
+    let stream = unique("check");
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = write_stream_config(node, work.path(), &stream);
+    generated(root.path(), 2, 60, 13);
+    let (r, c) = (root.path().to_str().unwrap(), cfg.to_str().unwrap());
+    let check = || {
+        let out = program("tstat_send")
+            .args(["--check", "-d", r, "-c", c, "-S", "s"])
+            .run();
+        assert_status(&out, 0, "--check");
+        text(&out.stdout)
+    };
+    for _ in 0..2 {
+        // Looking twice: the first look created nothing.
+        let out = check();
+        assert!(
+            out.contains(&format!(
+                "✓ stream: '{stream}' does not exist yet; the first run creates it"
+            )),
+            "{out}"
+        );
+        assert!(out.contains("(stream protocol) as 'guest'"), "{out}");
+    }
+    assert_status(&send(&args(r, c, &["-q"])), 0, "shipping");
+    let out = check();
+    assert!(
+        out.contains(&format!("✓ stream: '{stream}' exists")),
+        "{out}"
+    );
+    let tag = tstat_transport::identity::tree_tag(root.path());
+    assert!(
+        out.contains(&format!(
+            "✓ producers: this tree ships as s@{tag}/tcp and s@{tag}/udp (2 producer names in use"
+        )),
+        "{out}"
+    );
+}
+
 /// A small deterministic generator (SplitMix64) for the torture's moments.
 struct Rng(u64);
 

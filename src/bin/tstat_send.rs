@@ -236,7 +236,20 @@ fn check(cli: &Cli) -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(rt) => lines.extend(rt.block_on(check::broker(cfg, &publish))),
+            Ok(rt) => {
+                lines.extend(rt.block_on(check::broker(cfg, &publish)));
+                let producers = Producers::new(
+                    &cli.doc.sensor_id(),
+                    cli.doc.instance.as_deref(),
+                    &identity::tree_tag(&cli.directory),
+                );
+                if cfg.stream.is_some()
+                    && lines.iter().all(|l| l.ok)
+                    && let Ok(producers) = producers
+                {
+                    lines.extend(rt.block_on(check::stream_producers(cfg, &publish, &producers)));
+                }
+            }
             Err(e) => lines.push(Check {
                 ok: false,
                 what: "broker",

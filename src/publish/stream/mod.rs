@@ -145,7 +145,8 @@ impl StreamPublisher {
             failures: 0,
             progress_at_failure: 0,
         };
-        let conn = publisher.link(true).await?;
+        // `--check` only looks: a missing stream is reported, not made.
+        let conn = publisher.link(!opts.check_only).await?;
         publisher.frame_max = conn.frame_max;
         publisher.conn = Some(conn);
         Ok(publisher)
@@ -154,6 +155,20 @@ impl StreamPublisher {
     /// `host:port` of the node publishing goes to (the stream's leader).
     pub fn endpoint(&self) -> Option<&str> {
         self.conn.as_ref().map(|c| c.endpoint.as_str())
+    }
+
+    /// True when `e` says the configured stream does not exist (only a
+    /// publisher made with [`PublishOptions::check_only`] reports that
+    /// instead of creating it).
+    pub fn is_missing_stream(e: &PublishError) -> bool {
+        matches!(
+            e,
+            PublishError::Stream {
+                what: "find",
+                retryable: false,
+                ..
+            }
+        )
     }
 
     /// The stream's name.
