@@ -35,8 +35,24 @@ pub struct Metrics {
     pub last_success: f64,
     /// The directory being followed (`--follow`), while there is one.
     pub live: Option<LiveMetrics>,
+    /// What the stream transport counted (zero for a queue).
+    pub stream: StreamMetrics,
     /// What earlier runs counted, read from the file on the first write.
     previous: Option<Previous>,
+}
+
+/// Counters of the stream transport (design §14).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamMetrics {
+    /// Directories whose start came from what the stream already held.
+    pub resumes: u64,
+    /// Messages not sent, or not sent again after a reconnect, because the
+    /// stream already held them (what its deduplication would have dropped).
+    pub already_stored: u64,
+    /// Messages sent again after a reconnect.
+    pub resent: u64,
+    /// Directories (or replaced logs) moved to a new producer epoch.
+    pub new_epochs: u64,
 }
 
 /// Gauges of the directory `--follow` ships while Tstat writes it.
@@ -61,7 +77,7 @@ struct Previous {
 const PREFIX: &str = "tstat_send_";
 
 /// The counters, in file order: name (after the prefix) and help text.
-const COUNTERS: [(&str, &str); 9] = [
+const COUNTERS: [(&str, &str); 13] = [
     (
         "directories_total",
         "Tstat directories shipped and marked processed.",
@@ -88,6 +104,22 @@ const COUNTERS: [(&str, &str); 9] = [
     (
         "messages_unconfirmed_total",
         "Messages published but not confirmed when a run gave up on them.",
+    ),
+    (
+        "stream_resumes_total",
+        "Directories resumed from the position the stream had stored.",
+    ),
+    (
+        "stream_already_stored_total",
+        "Messages not sent (again) because the stream already held them.",
+    ),
+    (
+        "stream_resent_total",
+        "Messages sent to the stream again after a reconnect.",
+    ),
+    (
+        "stream_new_epochs_total",
+        "Directories moved to a new stream producer epoch (late, recreated, re-shipped).",
     ),
 ];
 
@@ -139,6 +171,10 @@ impl Metrics {
             self.errors,
             self.refused,
             self.unconfirmed,
+            self.stream.resumes,
+            self.stream.already_stored,
+            self.stream.resent,
+            self.stream.new_epochs,
         ]
     }
 

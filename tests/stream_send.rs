@@ -162,10 +162,20 @@ fn an_older_directory_shipped_after_newer_ones_arrives_whole() {
     let (r, c) = (root.path().to_str().unwrap(), cfg.to_str().unwrap());
     assert_status(&send(&args(r, c, &["-q"])), 0, "newer directories");
     std::fs::rename(&held, &dirs[0]).expect("move back");
-    let out = send(&args(r, c, &[]));
+    let metrics = work.path().join("tstat_send.prom");
+    let m = metrics.to_str().unwrap();
+    let out = send(&args(r, c, &["--metrics-file", m]));
     assert_status(&out, 0, "the older directory");
     let err = text(&out.stderr);
     assert!(err.contains("under the new producer epoch 1"), "{err}");
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file");
+    for line in [
+        "tstat_send_stream_new_epochs_total 1",
+        "tstat_send_stream_resumes_total 0",
+        "tstat_send_directories_total 1",
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} in:\n{prom}");
+    }
     assert_exactly_once(node, &stream, &expected(&dirs));
 }
 

@@ -58,6 +58,12 @@ pub trait Destination {
 
     /// Ends the run: closes connections.
     async fn close(self);
+
+    /// What this destination counted of its own (the stream's resumes and
+    /// repeats avoided), for the metrics file.
+    fn stream_metrics(&self) -> crate::metrics::StreamMetrics {
+        crate::metrics::StreamMetrics::default()
+    }
 }
 
 /// Options of the producer a destination needs.

@@ -282,6 +282,7 @@ impl<D: Destination> Sender<D> {
             return Ok(());
         };
         self.metrics.totals = self.summary;
+        self.metrics.stream = self.dest.stream_metrics();
         self.metrics.write(path).map_err(|source| SendError::Io {
             what: format!("writing metrics file {}", path.display()),
             source,

@@ -50,6 +50,11 @@ pub struct StreamDestination {
     current: Option<Current>,
     /// Counts of earlier publishers of this run.
     past: StreamCounts,
+    /// Directories resumed from what the stream held; new epochs; arrays
+    /// skipped because the stream held them.
+    resumes: u64,
+    new_epochs: u64,
+    skipped: u64,
 }
 
 /// What `prepare` decided for a directory.
@@ -63,6 +68,8 @@ struct Current {
     highest: u32,
     /// Per log, the last id sent in this epoch.
     last: [u64; 2],
+    /// Arrays not sent: the stream held them.
+    skipped: u64,
 }
 
 impl StreamDestination {
@@ -83,6 +90,9 @@ impl StreamDestination {
             declared: HashMap::new(),
             current: None,
             past: StreamCounts::default(),
+            resumes: 0,
+            new_epochs: 0,
+            skipped: 0,
         }
     }
 
@@ -170,6 +180,8 @@ impl StreamDestination {
         let record = plan.stream_epoch.map(|e| (e, recorded.unwrap_or([0, 0])));
         let mut sp = identity::plan_stream(stamp, &stored, record);
         let mut plan = plan;
+        self.new_epochs += u64::from(sp.new_epoch.is_some());
+        self.resumes += u64::from(sp.after != [0, 0]);
         match sp.new_epoch {
             Some(NewEpoch::Overlaps) => self.reporter.warning(&format_args!(
                 "{}: the stream already holds this directory's positions or later ones \
@@ -228,6 +240,7 @@ impl StreamDestination {
             names,
             producers: self.producers.clone(),
             last: [0, 0],
+            skipped: 0,
         });
         if plan.expect.follow.is_none() {
             // Arrays are re-formed from the logs' start: the same arrays
@@ -249,7 +262,10 @@ impl StreamDestination {
             }));
         };
         let mut cur = cur;
+        let epoch = cur.plan.epoch;
         let result = drain_into(&mut publisher, &mut cur, job).await;
+        self.new_epochs += u64::from(cur.plan.epoch - epoch);
+        self.skipped += cur.skipped;
         self.publisher = Some(publisher);
         if matches!(result, Err(Undelivered::Failed { .. })) {
             self.drop_publisher();
@@ -314,6 +330,7 @@ async fn drain_into(
         if ord <= cur.plan.after[k] {
             // Stored by an earlier run: neither sent nor counted.
             book.marks.push_back((k, 0, out.mark));
+            cur.skipped += 1;
             continue;
         }
         let Some(id) = cur.stamp.id(ord) else {
@@ -518,6 +535,16 @@ impl Destination for StreamDestination {
     async fn close(mut self) {
         if let Some(p) = self.publisher.take() {
             p.close().await;
+        }
+    }
+
+    fn stream_metrics(&self) -> crate::metrics::StreamMetrics {
+        let c = self.counts();
+        crate::metrics::StreamMetrics {
+            resumes: self.resumes,
+            already_stored: self.skipped + c.already_stored + c.below_sequence,
+            resent: c.resent,
+            new_epochs: self.new_epochs,
         }
     }
 }
