@@ -221,6 +221,28 @@ fn check_looks_at_the_stream_without_creating_it() {
     );
 }
 
+#[test]
+fn tstat_rabbit_leaves_streams_to_tstat_send() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = common::rabbit::write_private(
+        &work.path().join("stream.ini"),
+        &common::streams::stream_config_text("127.0.0.1", 5672, 5552, "flows", ""),
+    );
+    let out = program("tstat-rabbit")
+        .args(["-c", cfg.to_str().unwrap()])
+        .stdin(b"[]\n".to_vec())
+        .run();
+    assert_status(&out, 2, "tstat-rabbit with a stream config");
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "tstat-rabbit: error: {}: transport = stream: tstat-rabbit publishes to queues \
+             only; ship to a stream with tstat_send (README, Streams)",
+            cfg.display()
+        )
+    );
+}
+
 /// A small deterministic generator (SplitMix64) for the torture's moments.
 struct Rng(u64);
 

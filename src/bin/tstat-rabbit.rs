@@ -27,6 +27,16 @@ fn main() -> ExitCode {
     };
     runtime::init_logging(PROG, cli.verbose, false);
     let cfg = match runtime::load_config(PROG, &cli.config, cli.verbose) {
+        Ok(c) if c.stream.is_some() => {
+            // Lines of stdin carry no source position to name a publishing
+            // id with (design §14.3): a stream is tstat_send's.
+            let msg = format!(
+                "{}: transport = stream: tstat-rabbit publishes to queues only; ship to a \
+                 stream with tstat_send (README, Streams)",
+                cli.config.display()
+            );
+            return cli::usage_error(PROG, msg);
+        }
         Ok(c) => c,
         Err(code) => return code,
     };
