@@ -415,6 +415,69 @@ fn rows_arrive_once_within_the_flush_time_and_rotation_marks_the_directory() {
     );
 }
 
+/// Writes `dirs` into `root` as Tstat would while `tstat_send --follow`
+/// ships them, with three kill -9 of tstat_send and one of the broker at
+/// seeded points of the writing, each once the point is reached and
+/// `shipped` says something arrived; returns when every directory is
+/// written and marked, with the number of faults.
+fn torture(
+    node: &mut RabbitNode,
+    rng: &mut gentree::Rng,
+    root: &Path,
+    cfg: &Path,
+    dirs: &[PathBuf],
+    shipped: impl Fn(&RabbitNode) -> bool,
+) -> usize {
+    let extra = ["--chunk-size", "10", "--window", "16"];
+    let mut send = follow(root, cfg, &extra);
+    let burst = rng.range(20, 50) as usize;
+    let mut writer = Writer::start(
+        root,
+        dirs.to_vec(),
+        WriterPlan {
+            burst,
+            pause: Duration::from_millis(rng.range(60, 140)),
+            between: None,
+        },
+    );
+    let total_bursts = dirs.len() * 900_usize.div_ceil(burst);
+    let mut faults: Vec<(usize, bool)> = (0..4)
+        .map(|i| (rng.range(5, total_bursts as u64 - 5) as usize, i == 0))
+        .collect();
+    faults.sort();
+    let mut interruptions = 0;
+    for (at, broker) in faults {
+        wait_until("the next fault's moment", DEADLINE, || {
+            writer.bursts.load(Ordering::SeqCst) >= at && shipped(node)
+        });
+        if broker {
+            eprintln!("burst {at}: kill -9 of the broker, restart");
+            if node.stream_port.is_some() {
+                streams::save_registrations(node);
+            }
+            node.kill9_and_restart();
+        } else {
+            eprintln!("burst {at}: kill -9 of tstat_send");
+            send.kill();
+        }
+        interruptions += 1;
+        if !send.running() {
+            send = follow(root, cfg, &extra);
+        }
+    }
+    wait_until("every directory written and marked", DEADLINE, || {
+        if !send.running() {
+            // A run that gave up on the broker is started again, as systemd does.
+            send = follow(root, cfg, &extra);
+        }
+        writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root, d))
+    });
+    writer.finish();
+    send.term();
+    send.wait_status(DEADLINE);
+    interruptions
+}
+
 #[test]
 fn kill9_of_the_tool_and_of_the_broker_at_seeded_moments_lose_nothing() {
     let seed = common::run::seed("follow torture", "FOLLOW_SEED");
@@ -425,52 +488,9 @@ fn kill9_of_the_tool_and_of_the_broker_at_seeded_moments_lose_nothing() {
     let root = tempfile::tempdir().expect("tempdir");
     let cfg = node.write_config(work.path(), &queue);
     let (_src, dirs) = source(3, 900, 300, seed % 1000);
-    let extra = ["--chunk-size", "10", "--window", "16"];
-    let mut send = follow(root.path(), &cfg, &extra);
-    let burst = rng.range(20, 50) as usize;
-    let mut writer = Writer::start(
-        root.path(),
-        dirs.clone(),
-        WriterPlan {
-            burst,
-            pause: Duration::from_millis(rng.range(60, 140)),
-            between: None,
-        },
-    );
-    let total_bursts = 3 * 900_usize.div_ceil(burst);
-    // Three kill -9 of tstat_send and one of the broker, at seeded points of
-    // the writing, each once the point is reached and something was shipped.
-    let mut faults: Vec<(usize, bool)> = (0..4)
-        .map(|i| (rng.range(5, total_bursts as u64 - 5) as usize, i == 0))
-        .collect();
-    faults.sort();
-    let mut interruptions = 0;
-    for (at, broker) in faults {
-        wait_until("the next fault's moment", DEADLINE, || {
-            writer.bursts.load(Ordering::SeqCst) >= at && published_so_far(&node, &queue) > 0
-        });
-        if broker {
-            eprintln!("burst {at}: kill -9 of the broker, restart");
-            node.kill9_and_restart();
-        } else {
-            eprintln!("burst {at}: kill -9 of tstat_send");
-            send.kill();
-        }
-        interruptions += 1;
-        if !send.running() {
-            send = follow(root.path(), &cfg, &extra);
-        }
-    }
-    wait_until("every directory written and marked", DEADLINE, || {
-        if !send.running() {
-            // A run that gave up on the broker is started again, as systemd does.
-            send = follow(root.path(), &cfg, &extra);
-        }
-        writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root.path(), d))
+    let interruptions = torture(&mut node, &mut rng, root.path(), &cfg, &dirs, |node| {
+        published_so_far(node, &queue) > 0
     });
-    writer.finish();
-    send.term();
-    send.wait_status(DEADLINE);
     let msgs = consume_all(&node, &queue);
     let (by_dir, dups) = flows_by_dir(&msgs);
     let window = 16 * 10;
@@ -517,51 +537,9 @@ fn into_a_stream_kill9_of_the_tool_and_of_the_broker_repeat_nothing() {
     let cfg = streams::write_stream_config(&node, work.path(), &stream);
     let lib_cfg = streams::load(&cfg);
     let (_src, dirs) = source(3, 900, 300, seed % 1000);
-    let extra = ["--chunk-size", "10", "--window", "16"];
-    let mut send = follow(root.path(), &cfg, &extra);
-    let burst = rng.range(20, 50) as usize;
-    let mut writer = Writer::start(
-        root.path(),
-        dirs.clone(),
-        WriterPlan {
-            burst,
-            pause: Duration::from_millis(rng.range(60, 140)),
-            between: None,
-        },
-    );
-    let total_bursts = 3 * 900_usize.div_ceil(burst);
-    let shipped = || streams::stored(&lib_cfg, root.path(), "s", 0).is_some_and(|s| s != [0, 0]);
-    let mut faults: Vec<(usize, bool)> = (0..4)
-        .map(|i| (rng.range(5, total_bursts as u64 - 5) as usize, i == 0))
-        .collect();
-    faults.sort();
-    let mut interruptions = 0;
-    for (at, broker) in faults {
-        wait_until("the next fault's moment", DEADLINE, || {
-            writer.bursts.load(Ordering::SeqCst) >= at && shipped()
-        });
-        if broker {
-            eprintln!("burst {at}: kill -9 of the broker, restart");
-            streams::save_registrations(&node);
-            node.kill9_and_restart();
-        } else {
-            eprintln!("burst {at}: kill -9 of tstat_send");
-            send.kill();
-        }
-        interruptions += 1;
-        if !send.running() {
-            send = follow(root.path(), &cfg, &extra);
-        }
-    }
-    wait_until("every directory written and marked", DEADLINE, || {
-        if !send.running() {
-            send = follow(root.path(), &cfg, &extra);
-        }
-        writer.done.load(Ordering::SeqCst) && dirs.iter().all(|d| marked(root.path(), d))
+    let interruptions = torture(&mut node, &mut rng, root.path(), &cfg, &dirs, |_| {
+        streams::stored(&lib_cfg, root.path(), "s", 0).is_some_and(|s| s != [0, 0])
     });
-    writer.finish();
-    send.term();
-    send.wait_status(DEADLINE);
     let msgs = streams::content(&node.url(), &stream);
     let got = streams::flow_counts(msgs.iter().map(|(_, b)| b.as_slice()));
     let mut want = std::collections::BTreeMap::new();

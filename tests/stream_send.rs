@@ -243,27 +243,10 @@ fn tstat_rabbit_leaves_streams_to_tstat_send() {
     );
 }
 
-/// A small deterministic generator (SplitMix64) for the torture's moments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn crash_torture_into_a_stream_loses_nothing_and_repeats_nothing() {
     let seed = common::run::seed("stream crash torture", "STREAM_TORTURE_SEED");
-    let mut rng = Rng(seed);
+    let mut rng = gentree::Rng::new(seed);
     let mut node = RabbitNode::start_with(NodeOptions {
         stream: true,
         ..NodeOptions::default()

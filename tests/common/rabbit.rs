@@ -113,16 +113,27 @@ impl Received {
     }
 }
 
-/// Picks `n` distinct free TCP ports on 127.0.0.1 (all bound at once so
-/// they differ, then released for the node to take).
+/// Picks `n` distinct free TCP ports on 127.0.0.1, below the ephemeral
+/// range, for a node to take.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local_addr").port())
-        .collect()
+    // Below Linux's ephemeral range (32768+): a port the kernel hands out
+    // for bind(0) can be taken by any outgoing connection of a parallel test
+    // before the node binds it (a node then dies of eaddrinuse). Each test
+    // process walks its own stretch of 20000..32000, skipping ports in use.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 600) * 20;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..12_000 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((start + k) % 12_000) as u16;
+        if !out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+            if out.len() == n {
+                return out;
+            }
+        }
+    }
+    panic!("no {n} free ports between 20000 and 32000 on 127.0.0.1");
 }
 
 /// Panics with the install hint when the broker package is missing.
