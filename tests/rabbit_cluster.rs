@@ -551,7 +551,7 @@ fn ten_sensors_at_once_into_a_stream_deliver_every_flow_exactly_once() {
     // The stream is created first, by one run of a small tree: ten runs
     // racing to create it were seen to fail one of them with "precondition
     // failed" on declaring its producer, an open bug of the tool that this
-    // test is not about).
+    // test is not about.
     let warm_root = tempfile::tempdir().expect("tempdir");
     let warm = generate(warm_root.path(), 1, 100, 199);
     let out = program("tstat_send")
