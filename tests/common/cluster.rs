@@ -43,10 +43,16 @@ impl Cluster {
             CLUSTERS.fetch_add(1, Ordering::SeqCst)
         );
         let prefix = opts.name_prefix.clone().unwrap_or_else(|| "tc".into());
+        // With a shared stream port, node i listens on 127.0.0.(i+1): one
+        // `stream_port` in a config then fits every host of the list.
         let node_opts = |i: usize, epmd_port: Option<u16>| NodeOptions {
             cookie: Some(cookie.clone()),
             epmd_port,
             name_prefix: Some(format!("{prefix}{}x", i + 1)),
+            stream_listen: opts
+                .stream_listen
+                .as_ref()
+                .map(|(_, port)| (format!("127.0.0.{}", i + 1), *port)),
             ..opts.clone()
         };
         let first = RabbitNode::start_with(node_opts(0, None));
@@ -163,6 +169,26 @@ impl Cluster {
             node.ctl_ok(&["start_app"]);
             node.await_startup();
         }
+    }
+
+    /// The stream hosts `127.0.0.1,127.0.0.2,…` of the nodes `order`, for a
+    /// cluster started with a shared stream port (`stream_listen`).
+    pub fn stream_hosts_in(&self, order: &[usize]) -> String {
+        order
+            .iter()
+            .map(|&i| format!("127.0.0.{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Saves every running node's stream registrations (see
+    /// [`super::streams::save_registrations`]), the nodes at once.
+    pub fn save_stream_registrations(&self) {
+        thread::scope(|s| {
+            for node in &self.nodes {
+                s.spawn(move || super::streams::save_registrations(node));
+            }
+        });
     }
 
     /// Kills node `i`'s Erlang VM with SIGKILL, then starts it again on the

@@ -153,3 +153,26 @@ pub fn compare(got: &BTreeMap<String, usize>, want: &BTreeMap<String, usize>) ->
     }
     (missing, extra)
 }
+
+/// Polls until a publisher can connect with `cfg` (right after a boot,
+/// RabbitMQ 3.10 was seen to drop the first stream connections in the
+/// middle of the handshake).
+pub fn await_listener(cfg: &RabbitConfig, deadline: Duration) {
+    let opts = PublishOptions {
+        retries: 0,
+        connect_timeout: Duration::from_secs(2),
+        ..PublishOptions::default()
+    };
+    let rt = runtime();
+    super::run::wait_until("the stream listener to answer", deadline, || {
+        rt.block_on(async {
+            match StreamPublisher::connect(cfg, &opts).await {
+                Ok(p) => {
+                    p.close().await;
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+    });
+}
