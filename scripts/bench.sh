@@ -105,7 +105,7 @@ cleanup() {
     local t
     for t in "${MARKED[@]}"; do
         if [ -d "$t" ]; then
-            find "$t" -maxdepth 2 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
+            find "$t" -maxdepth 3 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
         fi
     done
 }
@@ -696,7 +696,7 @@ for l in "$E2E_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do
     e2e=$(row_field "$l" 4)
     if [ -n "$e2e" ] && [ -n "$alone" ]; then
         # Against tstat-rabbit's time for the same messages into a classic queue.
-        goal "end to end / tstat-rabbit alone, ${l#tstat_send }:" "$(awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "%.2fx (goal <= 1.15x for the classic queue)", a / b }')"
+        goal "end to end / tstat-rabbit alone ($l):" "$(awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "%.2fx (goal <= 1.15x for the classic queue)", a / b }')"
     fi
 done
 for l in "$SENS_STREAM_LABEL" "$SENS_QUORUM_LABEL"; do
