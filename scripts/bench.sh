@@ -468,6 +468,14 @@ fresh_quorum_and_tree() {
     rabbit_node_ctl delete_queue "$QQUEUE" >/dev/null 2>&1 || true
     unmark_tree
 }
+# drop_queues: deletes what the rows published (a gigabyte each at the
+# default size) before the next row, so the node's disk holds one at a time.
+drop_queues() {
+    local q
+    for q in "$QUEUE" "$QQUEUE" "$STREAM"; do
+        if [ -n "$q" ]; then rabbit_node_ctl delete_queue "$q" >/dev/null 2>&1 || true; fi
+    done
+}
 fresh_stream() {
     if [ -n "$STREAM" ]; then rabbit_node_ctl delete_queue "$STREAM" >/dev/null 2>&1 || true; fi
     STREAM_N=$((STREAM_N + 1))
@@ -570,8 +578,10 @@ elif need_node; then
         /dev/null /dev/null "$BIN/tstat_send" -c "$CONFIG" --all --bytes 25G -S "$SENSOR" -d "$TREE"
     BENCH_CHECK=check_quorum_tree bench "$QUORUM_LABEL" tree "$TREE_BYTES" fresh_quorum_and_tree \
         /dev/null /dev/null "$BIN/tstat_send" -c "$QCONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
+    drop_queues
     BENCH_CHECK=check_stream_tree bench "$STREAM_LABEL" tree "$TREE_BYTES" fresh_stream_and_tree \
         /dev/null /dev/null "$BIN/tstat_send" -c "$SCONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
+    drop_queues
 else
     for l in "$E2E_LABEL" "$E2E25_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do
         skip "$l" tree "$TREE_BYTES" "n/a (no broker)"
@@ -584,6 +594,7 @@ elif [ ! -s "$CHUNKS" ]; then
 elif need_node; then
     BENCH_CHECK=check_delivered bench "$RABBIT_LABEL" chunks "$CHUNK_BYTES" fresh_queue "$CHUNKS" \
         /dev/null "$BIN/tstat-rabbit" -c "$CONFIG"
+    drop_queues
 else
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (no broker)"
 fi
@@ -605,6 +616,7 @@ if [ "$SENSORS" -gt 0 ] && [ "$SENSOR_LINES" -gt 0 ] && have tstat_send && need_
     BENCH_CHECK=check_stream_sensors bench "$SENS_STREAM_LABEL" tree "$SENSOR_BYTES" \
         fresh_stream_and_sensors /dev/null /dev/null \
         "$WORK/sensors.sh" "$BIN/tstat_send" "$SCONFIG" "$SENSORS_ROOT" "$SENSORS"
+    drop_queues
     BENCH_CHECK=check_quorum_sensors bench "$SENS_QUORUM_LABEL" tree "$SENSOR_BYTES" \
         fresh_quorum_and_sensors /dev/null /dev/null \
         "$WORK/sensors.sh" "$BIN/tstat_send" "$QCONFIG" "$SENSORS_ROOT" "$SENSORS"
