@@ -29,6 +29,10 @@
 #                          compared with the same rows in BENCH_SMALL_FEW (4)
 #                          directories, best of BENCH_SMALL_RUNS (2) runs
 #   BENCH_FIND_DIRS        directories for the tstat-find row (100000; 0 skips)
+#   BENCH_SENSORS          sensors shipping at once in the "N sensors at once"
+#                          rows (10; 0 skips): N copies (hard links) of one
+#                          directory of BENCH_SENSOR_TCP, BENCH_SENSOR_UDP rows
+#                          (a tenth of the main tree's), each its own -S
 #   BENCH_REGEN=1          regenerate the trees even if they exist
 #   BENCH_DATA             where trees and pre-made NDJSON/chunks live (./bench-data)
 #
@@ -42,8 +46,12 @@
 # cache: every file is read once before timing starts.
 #
 # A broker row is ok only when every run also delivered what it should (the
-# queue holds every message, every directory is marked): a run that exits 0
-# but fails its check makes the row FAILED.
+# queue or stream holds every message, every directory is marked): a run
+# that exits 0 but fails its check makes the row FAILED. The broker rows go
+# to a classic queue, a quorum queue (x-queue-type = quorum) and a stream
+# (transport = stream), each from a missing queue or stream; the "N sensors
+# at once" rows run N tstat_send processes together and count the wall time
+# of all of them (CPU: all of them; peak RSS: the largest one).
 #
 # Programs that are not built yet show "n/a (not built)". Exit status: 0 when
 # every row that ran succeeded.
@@ -68,6 +76,9 @@ SMALL_DIRS=${BENCH_SMALL_DIRS:-2000}
 SMALL_FEW=${BENCH_SMALL_FEW:-4}
 SMALL_RUNS=${BENCH_SMALL_RUNS:-2}
 FIND_DIRS=${BENCH_FIND_DIRS:-100000}
+SENSORS=${BENCH_SENSORS:-10}
+SENSOR_TCP=${BENCH_SENSOR_TCP:-$((TCP / 10))}
+SENSOR_UDP=${BENCH_SENSOR_UDP:-$((UDP / 10))}
 DATA=${BENCH_DATA:-$REPO/bench-data}
 SENSOR=bench
 
@@ -94,7 +105,7 @@ cleanup() {
     local t
     for t in "${MARKED[@]}"; do
         if [ -d "$t" ]; then
-            find "$t" -maxdepth 2 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
+            find "$t" -maxdepth 3 \( -name .processed -o -name .progress \) -delete 2>/dev/null || true
         fi
     done
 }
@@ -316,6 +327,35 @@ if [ "$FIND_DIRS" -gt 0 ]; then
     find "$FIND_TREE" -printf "%s\n" >/dev/null # warm the dentry and inode caches
 fi
 
+# The sensors' trees: SENSORS copies (hard links: one page cache) of one
+# directory; tstat_send writes only its markers next to the logs.
+SENSOR_BYTES=0
+SENSOR_LINES=0
+SENSOR_CHUNK_BYTES=0
+if [ "$SENSORS" -gt 0 ] && [ "$BROKER" != 0 ]; then
+    SENSOR_NAME="sensor-t$SENSOR_TCP-u$SENSOR_UDP-s$SEED"
+    gen_tree "$SENSOR_NAME" --dirs 1 --tcp "$SENSOR_TCP" --udp "$SENSOR_UDP" --seed "$SEED"
+    SENSORS_ROOT="$DATA/$SENSOR_NAME-x$SENSORS"
+    for ((i = 1; i <= SENSORS; i++)); do
+        if [ ! -d "$SENSORS_ROOT/s$i" ] || [ "$DATA/$SENSOR_NAME.ok" -nt "$SENSORS_ROOT/s$i" ]; then
+            rm -rf "${SENSORS_ROOT:?}/s$i" "$SENSORS_ROOT/s$i.tmp"
+            mkdir -p "$SENSORS_ROOT"
+            cp -al "$DATA/$SENSOR_NAME" "$SENSORS_ROOT/s$i.tmp" 2>/dev/null ||
+                cp -a "$DATA/$SENSOR_NAME" "$SENSORS_ROOT/s$i.tmp"
+            mv "$SENSORS_ROOT/s$i.tmp" "$SENSORS_ROOT/s$i"
+        fi
+    done
+    MARKED+=("$SENSORS_ROOT")
+    find "$SENSORS_ROOT" -mindepth 3 -maxdepth 3 \( -name .processed -o -name .progress \) -delete
+    mapfile -t SENSOR_FILES < <(find "$SENSORS_ROOT" -mindepth 3 -maxdepth 3 -type f -name 'log_*_complete' | sort)
+    SENSOR_BYTES=$(file_bytes "${SENSOR_FILES[@]}")
+    cat "${SENSOR_FILES[@]}" >/dev/null
+    # Messages of one sensor: one directory, so what tstat-chunk makes of it.
+    if have tstat-parse && have tstat-chunk; then
+        read -r SENSOR_LINES SENSOR_CHUNK_BYTES < <("$BIN/tstat-parse" --bytes 0 -S "$SENSOR" "$DATA/$SENSOR_NAME"/*.out | "$BIN/tstat-chunk" | wc -lc)
+    fi
+fi
+
 # --- the rows without a broker ------------------------------------------------
 bench "wc -l" tree "$TREE_BYTES" "" /dev/null /dev/null wc -l "${FILES[@]}"
 bench "cat" tree "$TREE_BYTES" "" /dev/null /dev/null cat "${FILES[@]}"
@@ -391,13 +431,21 @@ fi
 # --- the rows with a broker -----------------------------------------------------
 QUEUE="bench_$$_$RANDOM"
 CONFIG="$WORK/config.ini"
+QQUEUE="${QUEUE}_quorum"
+QCONFIG="$WORK/quorum.ini"
+# A new stream for every run (a deleted stream's name is not reused at once).
+STREAM=""
+STREAM_N=0
+SCONFIG="$WORK/stream.ini"
 NODE_UP=0
 need_node() {
     [ "$NODE_UP" = 1 ] && return 0
     if [ "$BROKER" = 0 ]; then return 1; fi
     say "starting a private RabbitMQ node"
-    if rabbit_node_start "$WORK/rabbit"; then
+    if RABBIT_STREAM=1 rabbit_node_start "$WORK/rabbit"; then
         rabbit_node_write_config "$CONFIG" "$QUEUE"
+        rabbit_node_write_config "$QCONFIG" "$QQUEUE"
+        printf '[rabbit_queue_options]\ndurable = true\nx-queue-type = quorum\n' >>"$QCONFIG"
         NODE_UP=1
         say "node $RABBIT_NODENAME on 127.0.0.1:$RABBIT_PORT, queue $QUEUE"
         return 0
@@ -415,7 +463,40 @@ fresh_queue_and_tree() {
     unmark_tree
 }
 queue_messages() {
-    rabbit_node_ctl list_queues name messages 2>/dev/null | awk -v q="$QUEUE" '$1 == q { print $2 }'
+    rabbit_node_ctl list_queues name messages 2>/dev/null | awk -v q="${1:-$QUEUE}" '$1 == q { print $2 }'
+}
+fresh_quorum_and_tree() {
+    rabbit_node_ctl delete_queue "$QQUEUE" >/dev/null 2>&1 || true
+    unmark_tree
+}
+# drop_queues: deletes what the rows published (a gigabyte each at the
+# default size) before the next row, so the node's disk holds one at a time.
+drop_queues() {
+    local q
+    for q in "$QUEUE" "$QQUEUE" "$STREAM"; do
+        if [ -n "$q" ]; then rabbit_node_ctl delete_queue "$q" >/dev/null 2>&1 || true; fi
+    done
+}
+fresh_stream() {
+    if [ -n "$STREAM" ]; then rabbit_node_ctl delete_queue "$STREAM" >/dev/null 2>&1 || true; fi
+    STREAM_N=$((STREAM_N + 1))
+    STREAM="${QUEUE}_stream_$STREAM_N"
+    rabbit_node_write_stream_config "$SCONFIG" "$STREAM"
+}
+fresh_stream_and_tree() {
+    fresh_stream
+    unmark_tree
+}
+unmark_sensors() {
+    find "$SENSORS_ROOT" -mindepth 3 -maxdepth 3 \( -name .processed -o -name .progress \) -delete
+}
+fresh_stream_and_sensors() {
+    fresh_stream
+    unmark_sensors
+}
+fresh_quorum_and_sensors() {
+    rabbit_node_ctl delete_queue "$QQUEUE" >/dev/null 2>&1 || true
+    unmark_sensors
 }
 # Checks for BENCH_CHECK (see bench): silent when the run delivered, else
 # they print what is wrong and fail.
@@ -423,14 +504,17 @@ queue_messages() {
 # check_delivered: the queue holds every message of the run. The count
 # rabbitmqctl reports may trail the confirms a little, so it is polled (up
 # to 15 s) until it is the expected one.
-check_delivered() {
+check_delivered() { holds "$QUEUE" "$CHUNK_LINES"; }
+# holds QUEUE N: QUEUE (a queue or a stream) holds N messages. A stream's
+# count trails by the statistics interval (about 5 s), so up to 30 s.
+holds() {
     local got="" i
-    for ((i = 0; i < 30; i++)); do
-        got=$(queue_messages)
-        if [ "${got:-0}" = "$CHUNK_LINES" ]; then return 0; fi
+    for ((i = 0; i < 60; i++)); do
+        got=$(queue_messages "$1")
+        if [ "${got:-0}" = "$2" ]; then return 0; fi
         sleep 0.5
     done
-    echo "the queue holds ${got:-0} messages, expected $CHUNK_LINES"
+    echo "$1 holds ${got:-0} messages, expected $2"
     return 1
 }
 # marked_all ROOT N: all N directories of ROOT are marked done.
@@ -443,6 +527,32 @@ marked_all() {
     fi
 }
 check_marked_tree() { marked_all "$TREE" "${#OUTDIRS[@]}"; }
+check_stream_tree() { check_marked_tree && stream_holds "$STREAM" "$CHUNK_LINES" "$CHUNK_BYTES"; }
+# stream_holds STREAM N BYTES: like holds, but a stream's count also counts
+# the producer-tracking record each new segment file begins with (one per
+# 500 MB segment, RabbitMQ's default size; tstat_send confirmed N), so up to
+# BYTES / 500 MB more are accepted; fewer than N never.
+stream_holds() {
+    local got="" i extra=$(($3 / 500000000))
+    for ((i = 0; i < 60; i++)); do
+        got=$(queue_messages "$1")
+        if [ "${got:-0}" -ge "$2" ] && [ "${got:-0}" -le "$(($2 + extra))" ]; then return 0; fi
+        sleep 0.5
+    done
+    echo "$1 holds ${got:-0} messages, expected $2 (up to $extra more: segment tracking records)"
+    return 1
+}
+check_quorum_tree() { check_marked_tree && holds "$QQUEUE" "$CHUNK_LINES"; }
+check_marked_sensors() {
+    local got
+    got=$(find "$SENSORS_ROOT" -mindepth 3 -maxdepth 3 -name .processed | wc -l)
+    if [ "$got" != "$SENSORS" ]; then
+        echo "$got sensor directories marked .processed, expected $SENSORS"
+        return 1
+    fi
+}
+check_stream_sensors() { check_marked_sensors && stream_holds "$STREAM" "$((SENSORS * SENSOR_LINES))" "$((SENSORS * SENSOR_CHUNK_BYTES))"; }
+check_quorum_sensors() { check_marked_sensors && holds "$QQUEUE" "$((SENSORS * SENSOR_LINES))"; }
 check_marked_few() { marked_all "$FEW_TREE" "$SMALL_FEW"; }
 check_marked_small() { marked_all "$SMALL_TREE" "$SMALL_DIRS"; }
 fresh_queue_and_small() {
@@ -453,16 +563,44 @@ fresh_queue_and_small() {
 E2E_LABEL="tstat_send -> broker"
 E2E25_LABEL="tstat_send -b 25G -> broker"
 RABBIT_LABEL="tstat-rabbit (pre-made chunks)"
+QUORUM_LABEL="tstat_send -> quorum queue"
+STREAM_LABEL="tstat_send -> stream"
+SENS_STREAM_LABEL="$SENSORS sensors at once -> stream"
+SENS_QUORUM_LABEL="$SENSORS sensors at once -> quorum queue"
+# sensors.sh BIN CONFIG ROOT N: N tstat_send at once, one per copy, each its
+# own -S; fails when any of them fails.
+cat >"$WORK/sensors.sh" <<'EOF'
+#!/usr/bin/env bash
+bin=$1 config=$2 root=$3 n=$4
+pids=()
+for ((i = 1; i <= n; i++)); do
+    "$bin" -c "$config" --all --bytes 0 -S "bench-s$i" -d "$root/s$i" &
+    pids+=("$!")
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+exit "$rc"
+EOF
+chmod +x "$WORK/sensors.sh"
 if ! have tstat_send; then
-    skip "$E2E_LABEL" tree "$TREE_BYTES" "n/a (not built)"
+    for l in "$E2E_LABEL" "$E2E25_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do
+        skip "$l" tree "$TREE_BYTES" "n/a (not built)"
+    done
 elif need_node; then
     BENCH_CHECK=check_delivered bench "$E2E_LABEL" tree "$TREE_BYTES" fresh_queue_and_tree \
         /dev/null /dev/null "$BIN/tstat_send" -c "$CONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
     BENCH_CHECK=check_marked_tree bench "$E2E25_LABEL" tree "$TREE_BYTES" fresh_queue_and_tree \
         /dev/null /dev/null "$BIN/tstat_send" -c "$CONFIG" --all --bytes 25G -S "$SENSOR" -d "$TREE"
+    BENCH_CHECK=check_quorum_tree bench "$QUORUM_LABEL" tree "$TREE_BYTES" fresh_quorum_and_tree \
+        /dev/null /dev/null "$BIN/tstat_send" -c "$QCONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
+    drop_queues
+    BENCH_CHECK=check_stream_tree bench "$STREAM_LABEL" tree "$TREE_BYTES" fresh_stream_and_tree \
+        /dev/null /dev/null "$BIN/tstat_send" -c "$SCONFIG" --all --bytes 0 -S "$SENSOR" -d "$TREE"
+    drop_queues
 else
-    skip "$E2E_LABEL" tree "$TREE_BYTES" "n/a (no broker)"
-    skip "$E2E25_LABEL" tree "$TREE_BYTES" "n/a (no broker)"
+    for l in "$E2E_LABEL" "$E2E25_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do
+        skip "$l" tree "$TREE_BYTES" "n/a (no broker)"
+    done
 fi
 if ! have tstat-rabbit; then
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (not built)"
@@ -471,6 +609,7 @@ elif [ ! -s "$CHUNKS" ]; then
 elif need_node; then
     BENCH_CHECK=check_delivered bench "$RABBIT_LABEL" chunks "$CHUNK_BYTES" fresh_queue "$CHUNKS" \
         /dev/null "$BIN/tstat-rabbit" -c "$CONFIG"
+    drop_queues
 else
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (no broker)"
 fi
@@ -484,6 +623,21 @@ if [ "$SMALL_DIRS" -gt 0 ] && have tstat_send && need_node; then
     BENCH_N_RUNS=$SMALL_RUNS BENCH_CHECK=check_marked_small bench "$SMALL_B_LABEL" tree "$SMALL_BYTES" \
         fresh_queue_and_small /dev/null /dev/null \
         "$BIN/tstat_send" -c "$CONFIG" --all -S "$SENSOR" -d "$SMALL_TREE"
+fi
+
+# Many sensors at once (design §14): aggregate input and messages over the
+# wall time of all of them.
+if [ "$SENSORS" -gt 0 ] && [ "$SENSOR_LINES" -gt 0 ] && have tstat_send && need_node; then
+    BENCH_CHECK=check_stream_sensors bench "$SENS_STREAM_LABEL" tree "$SENSOR_BYTES" \
+        fresh_stream_and_sensors /dev/null /dev/null \
+        "$WORK/sensors.sh" "$BIN/tstat_send" "$SCONFIG" "$SENSORS_ROOT" "$SENSORS"
+    drop_queues
+    BENCH_CHECK=check_quorum_sensors bench "$SENS_QUORUM_LABEL" tree "$SENSOR_BYTES" \
+        fresh_quorum_and_sensors /dev/null /dev/null \
+        "$WORK/sensors.sh" "$BIN/tstat_send" "$QCONFIG" "$SENSORS_ROOT" "$SENSORS"
+elif [ "$SENSORS" -gt 0 ]; then
+    skip "$SENS_STREAM_LABEL" tree "$SENSOR_BYTES" "n/a (no broker, or tstat_send/tstat-parse/tstat-chunk not built)"
+    skip "$SENS_QUORUM_LABEL" tree "$SENSOR_BYTES" "n/a (no broker, or tstat_send/tstat-parse/tstat-chunk not built)"
 fi
 
 # --- the table --------------------------------------------------------------------
@@ -564,11 +718,21 @@ if [ -n "$fs" ]; then
     goal "tstat-find on $FIND_DIRS directories:" "$(awk -v s="$fs" -v k="$fk" "$AWK_RSS"'BEGIN {
         printf "%.2f s (goal <= 1 s), peak RSS %s", s, rss(k) }')"
 fi
-e2e=$(row_field "$E2E_LABEL" 4)
 alone=$(row_field "$RABBIT_LABEL" 4)
-if [ -n "$e2e" ] && [ -n "$alone" ]; then
-    goal "end to end / tstat-rabbit alone:" "$(awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "%.2fx (goal <= 1.15x)", a / b }')"
-fi
+for l in "$E2E_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do
+    e2e=$(row_field "$l" 4)
+    if [ -n "$e2e" ] && [ -n "$alone" ]; then
+        # Against tstat-rabbit's time for the same messages into a classic queue.
+        goal "end to end / tstat-rabbit alone ($l):" "$(awk -v a="$e2e" -v b="$alone" 'BEGIN { printf "%.2fx (goal <= 1.15x for the classic queue)", a / b }')"
+    fi
+done
+for l in "$SENS_STREAM_LABEL" "$SENS_QUORUM_LABEL"; do
+    ss=$(row_field "$l" 4)
+    if [ -n "$ss" ]; then
+        goal "$l:" "$(awk -v s="$ss" -v b="$SENSOR_BYTES" -v m="$((SENSORS * SENSOR_LINES))" 'BEGIN {
+            printf "%.1f MB/s input, %.0f messages/s (%d messages) over the wall time of all", b / 1e6 / s, m / s, m }')"
+    fi
+done
 if [ "$CHUNK_LINES" -gt 0 ]; then
     echo "messages per publish run: $CHUNK_LINES ($(awk -v b="$CHUNK_BYTES" 'BEGIN { printf "%.1f", b / 1e6 }') MB)"
 fi

@@ -21,11 +21,18 @@
 # RABBIT_EPMD_PORT and RABBIT_SERVER_PID. The node's environment (its HOME,
 # for the private Erlang cookie) is passed only to the node's own commands,
 # never exported into the caller's shell.
+#
+# With RABBIT_STREAM=1 set when rabbit_node_start runs, the node also
+# enables the rabbitmq_stream plugin and listens for the stream protocol on
+# 127.0.0.1:RABBIT_STREAM_PORT (exported); rabbit_node_write_stream_config
+# then writes a config that publishes to a stream. Without it the node is
+# AMQP only, as before.
 
 RABBIT_BIN_DIR=${RABBIT_BIN_DIR:-/usr/lib/rabbitmq/bin}
 RABBIT_NODE_DIR=""
 RABBIT_SERVER_PID=""
 RABBIT_NODE_ENV=()
+RABBIT_STREAM_PORT=""
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on and that is not one
 # of the arguments. Racy by nature, like every free-port picker; the range
@@ -71,12 +78,24 @@ rabbit_node_start() {
     RABBIT_HOST=127.0.0.1
     export RABBIT_HOST RABBIT_PORT
 
-    printf '[].\n' >"$dir/enabled_plugins"
     : >"$dir/rabbitmq-env.conf"
     cat >"$dir/rabbitmq.conf" <<EOF
 loopback_users = none
 listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
 EOF
+    if [ "${RABBIT_STREAM:-0}" = 1 ]; then
+        RABBIT_STREAM_PORT=$(rabbit_node_free_port "$RABBIT_PORT" "$RABBIT_DIST_PORT" "$RABBIT_EPMD_PORT") || return 1
+        export RABBIT_STREAM_PORT
+        printf '[rabbitmq_stream].\n' >"$dir/enabled_plugins"
+        cat >>"$dir/rabbitmq.conf" <<EOF
+stream.listeners.tcp.1 = 127.0.0.1:$RABBIT_STREAM_PORT
+stream.advertised_host = 127.0.0.1
+stream.advertised_port = $RABBIT_STREAM_PORT
+EOF
+    else
+        RABBIT_STREAM_PORT=""
+        printf '[].\n' >"$dir/enabled_plugins"
+    fi
     RABBIT_NODE_ENV=(
         "HOME=$dir"
         "RABBITMQ_NODENAME=$RABBIT_NODENAME"
@@ -131,6 +150,29 @@ vhost = /
 exchange =
 queue = $queue
 routing_key = $queue
+EOF
+}
+
+# rabbit_node_write_stream_config FILE STREAM: a config.ini that publishes
+# to the stream STREAM of a node started with RABBIT_STREAM=1 (the first
+# run creates the stream).
+rabbit_node_write_stream_config() {
+    local file=$1 stream=$2
+    if [ -z "$RABBIT_STREAM_PORT" ]; then
+        echo "rabbit-node: the node has no stream listener (start it with RABBIT_STREAM=1)" >&2
+        return 1
+    fi
+    (umask 077 && : >"$file")
+    cat >"$file" <<EOF
+[rabbit]
+host = $RABBIT_HOST
+port = $RABBIT_PORT
+username = guest
+password = guest
+vhost = /
+transport = stream
+stream = $stream
+stream_port = $RABBIT_STREAM_PORT
 EOF
 }
 
