@@ -30,6 +30,10 @@ pub(crate) const AUTHENTICATION_FAILURE_LOOPBACK: u16 = 11;
 pub(crate) const VIRTUAL_HOST_ACCESS_FAILURE: u16 = 12;
 /// Internal error.
 pub(crate) const INTERNAL_ERROR: u16 = 15;
+/// Response code: precondition failed (a declare the broker cannot take
+/// now: a stream still electing its leader, or the same producer on a
+/// connection it has not yet seen die).
+pub(crate) const PRECONDITION_FAILED: u16 = 17;
 /// Publisher does not exist (this connection lost it).
 pub(crate) const PUBLISHER_DOES_NOT_EXIST: u16 = 18;
 

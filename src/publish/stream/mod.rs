@@ -588,7 +588,9 @@ async fn declare_on(
             "declare a producer on",
             &conn.endpoint,
             format!("producer '{name}': {}", code_name(code)),
-            code == frame::STREAM_NOT_AVAILABLE,
+            // Both pass: a new stream elects its leader, a killed run's
+            // connection is noticed (bounded by the retries).
+            code == frame::STREAM_NOT_AVAILABLE || code == frame::PRECONDITION_FAILED,
         )),
         None => Err(refused(
             stream,
