@@ -178,7 +178,7 @@ impl StreamDestination {
         let stored = self.stored(plan.stream_epoch).await?;
         let recorded = plan.expect.follow.map(|p| p.logs.map(confirmed_ordinal));
         let record = plan.stream_epoch.map(|e| (e, recorded.unwrap_or([0, 0])));
-        let mut sp = identity::plan_stream(stamp, &stored, record);
+        let sp = identity::plan_stream(stamp, &stored, record);
         let mut plan = plan;
         self.new_epochs += u64::from(sp.new_epoch.is_some());
         self.resumes += u64::from(sp.after != [0, 0]);
@@ -211,13 +211,10 @@ impl StreamDestination {
                  again from where the stream ends",
                 dir.display()
             ));
+            // From the logs' start; `sp.after`, the broker's own position,
+            // still skips what the stream holds.
             rec.rewind()?;
             plan = rec.rewound_plan();
-            sp.after = [0, 0];
-            // What the stream holds of it is still skipped below.
-            let stored = self.stored(Some(sp.epoch)).await?;
-            let again = identity::plan_stream(stamp, &stored, Some((sp.epoch, [0, 0])));
-            sp.after = again.after;
         }
         if plan.stream_epoch != Some(sp.epoch) {
             rec.set_stream_epoch(sp.epoch)
