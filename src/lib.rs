@@ -13,6 +13,7 @@ pub mod chunk;
 /// library never imports it.
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod cull;
 pub mod durable;
 pub mod find;

@@ -100,6 +100,30 @@ Exit status:
 See also: tstat_send(1), tstat-chunk(1).
 ";
 
+const CONSUME_AFTER: &str = "\
+Examples:
+  tstat-consume -c config.ini --idle-exit 5 | jq .              # what the queue holds, then stop
+  tstat-consume -c config.ini --count 1 --arrays                # one message, as published
+  tstat-consume -c stream.ini --name analyst1 --idle-exit 10    # a stream, from where analyst1 stopped
+  tstat-consume -c stream.ini --from 2026-03-01T12:00:00Z --idle-exit 5 > flows.ndjson
+  tstat-consume -c stream.ini --arrays --name bridge | tstat-rabbit -c queue.ini   # stream into a queue
+
+A queue message is acknowledged only after its documents are flushed to stdout:
+a crash repeats messages, never loses one (--dedupe drops the repeats it sees).
+--from takes first, last, next, an offset (a number) or an RFC 3339 time.
+
+Exit status:
+  0    --count messages written, --idle-exit reached, or stdout closed (... | head;
+       only what was written is acknowledged)
+  1    the broker could not be reached or stayed away longer than the retries, the
+       queue or stream does not exist, or a message is not a JSON array (it is named
+       and not acknowledged)
+  2    usage or config error
+  130  interrupted by SIGINT, 143 by SIGTERM (what was written is acknowledged)
+
+See also: tstat-rabbit(1), tstat_send(1).
+";
+
 const SEND_AFTER: &str = "\
 Examples:
   tstat_send -d /var/lib/tstat -c /etc/tstat-transport/config.ini
@@ -339,6 +363,66 @@ pub struct RabbitCli {
     pub verbose: bool,
 }
 
+/// Read flow documents back from the configured queue or stream, as NDJSON on stdout.
+///
+/// The inverse of tstat-rabbit: each message's JSON array becomes one line
+/// per document (with --arrays, the array itself on one line). Without
+/// --count or --idle-exit it runs until stopped.
+#[derive(clap::Parser, Debug)]
+#[command(name = "tstat-consume", version, after_help = after(CONSUME_AFTER))]
+pub struct ConsumeCli {
+    /// The config.ini with the [rabbit] section (its queue, or its stream
+    /// with transport = stream).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Write each message's array on one line, as published, instead of one
+    /// document per line (input for tstat-rabbit).
+    #[arg(long)]
+    pub arrays: bool,
+    /// Stop after N messages written (not documents: an array is never cut).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop when no message came for SECONDS.
+    #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
+    pub idle_exit: Option<Duration>,
+    /// Queue: messages the broker sends ahead of what is written (basic.qos);
+    /// bounds memory.
+    #[arg(long, value_name = "N", default_value_t = crate::consume::DEFAULT_PREFETCH,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Drop a message whose message id is among the last N written (0: off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub dedupe: usize,
+    /// Skip (and acknowledge) a message that is not a JSON array, with a
+    /// warning naming it, instead of stopping with an error.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Stream: start at first, last, next, an OFFSET or an RFC 3339 time
+    /// (2026-03-01T12:00:00Z). Default: after the offset stored under
+    /// --name, else first.
+    #[arg(long, value_name = "WHERE")]
+    pub from: Option<crate::consume::Start>,
+    /// Stream: store the offset reached under NAME on the broker (after
+    /// writing), and start after it next time.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Reconnects after a lost connection without progress before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds allowed to connect to one host (TCP, TLS, login).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = runtime::seconds)]
+    pub connect_timeout: Duration,
+    /// AMQP heartbeat interval in whole seconds (0: off).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub heartbeat: u16,
+    /// Print the checked config, connections and each repeat dropped.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// No summary line.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
 /// Ship every finished Tstat directory under DIRECTORY to RabbitMQ, exactly once.
 #[derive(clap::Parser, Debug)]
 #[command(name = "tstat_send", version, after_help = after(SEND_AFTER))]
@@ -428,6 +512,7 @@ pub fn commands() -> Vec<clap::Command> {
         ParseCli::command(),
         ChunkCli::command(),
         RabbitCli::command(),
+        ConsumeCli::command(),
         SendCli::command(),
         CullCli::command(),
     ]

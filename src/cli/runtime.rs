@@ -203,6 +203,20 @@ fn not_secret(target: &str, level: tracing::Level) -> bool {
 /// the exit status that goes with it (130/143); a second signal exits at
 /// once.
 pub async fn watch_signals(prog: &'static str, shutdown: Shutdown) -> Option<cli::Exit> {
+    watch_signals_saying(
+        prog,
+        shutdown,
+        "stopping: waiting for outstanding confirms (signal again to quit at once)",
+    )
+    .await
+}
+
+/// [`watch_signals`] with the program's own words for what stopping means.
+pub async fn watch_signals_saying(
+    prog: &'static str,
+    shutdown: Shutdown,
+    stopping: &'static str,
+) -> Option<cli::Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -214,10 +228,7 @@ pub async fn watch_signals(prog: &'static str, shutdown: Shutdown) -> Option<cli
         _ = int.recv() => cli::Exit::Interrupted,
         _ = term.recv() => cli::Exit::Terminated,
     };
-    cli::warning(
-        prog,
-        "stopping: waiting for outstanding confirms (signal again to quit at once)",
-    );
+    cli::warning(prog, stopping);
     shutdown.trigger();
     tokio::spawn(async move {
         tokio::select! {

@@ -20,8 +20,11 @@ use lapin::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use lapin::tcp::RustlsConnector;
+
 use super::{
-    APP_ID, CONTENT_TYPE, EndpointFailure, Notice, PublishError, Publisher, QueueState, queue,
+    APP_ID, CONTENT_TYPE, EndpointFailure, Notice, PublishError, PublishOptions, Publisher,
+    QueueState, queue,
 };
 use crate::config::{CertReqs, Endpoint, RabbitConfig};
 
@@ -237,58 +240,92 @@ impl Publisher {
     /// first that answers. After the first link the queue is only checked
     /// (see [`queue::ensure`]).
     pub(super) async fn open_link(&mut self) -> Result<Link, PublishError> {
-        let mut failures = Vec::new();
-        let mut auth: Option<PublishError> = None;
-        for ep in &self.cfg.endpoints {
-            let name = ep.to_string();
-            let failure = match self.open_connection(ep).await {
-                Ok(conn) => match self.setup(conn, &name).await {
-                    Ok(link) => {
-                        if self.cfg.queue.is_some() {
-                            self.queue_seen = Some(std::time::Instant::now());
-                        }
-                        self.notice(&Notice::Connected { endpoint: name });
-                        return Ok(link);
-                    }
-                    Err(SetupError::Fatal(e)) => return Err(e),
-                    Err(SetupError::Endpoint(reason)) => EndpointFailure {
-                        endpoint: name,
-                        reason,
-                        permanent: false,
-                    },
-                },
-                Err(ConnectError::Refused(reason)) => {
-                    auth.get_or_insert(PublishError::Auth {
-                        user: self.cfg.username.clone(),
-                        endpoint: name.clone(),
-                        reason: reason.clone(),
-                        config: self.cfg.path.clone(),
-                    });
-                    EndpointFailure {
-                        endpoint: name,
-                        reason,
-                        permanent: true,
-                    }
-                }
-                Err(ConnectError::Other { reason, permanent }) => EndpointFailure {
+        let this = &*self;
+        let link = failover(
+            &this.cfg,
+            &this.opts,
+            this.tls.as_ref(),
+            async |conn, name| this.setup(conn, name).await,
+        )
+        .await?;
+        if self.cfg.queue.is_some() {
+            self.queue_seen = Some(std::time::Instant::now());
+        }
+        self.notice(&Notice::Connected {
+            endpoint: link.endpoint.clone(),
+        });
+        Ok(link)
+    }
+}
+
+/// Connects to the hosts of `cfg` in order (each bounded by the connect
+/// timeout) and runs `setup` on the first connection that opens; returns
+/// what `setup` made of it. A refused login is [`PublishError::Auth`]; a
+/// [`SetupError::Fatal`] stops at once; otherwise every host's failure is
+/// in [`PublishError::Connect`]. Shared by the publisher and the consumer
+/// (`tstat-consume`), so both fail over and word failures alike.
+pub(crate) async fn failover<T>(
+    cfg: &RabbitConfig,
+    opts: &PublishOptions,
+    tls: Option<&RustlsConnector>,
+    mut setup: impl AsyncFnMut(Connection, &str) -> Result<T, SetupError>,
+) -> Result<T, PublishError> {
+    let mut failures = Vec::new();
+    let mut auth: Option<PublishError> = None;
+    for ep in &cfg.endpoints {
+        let name = ep.to_string();
+        let failure = match open_connection(cfg, opts, tls, ep).await {
+            Ok(conn) => match setup(conn, &name).await {
+                Ok(made) => return Ok(made),
+                Err(SetupError::Fatal(e)) => return Err(e),
+                Err(SetupError::Endpoint(reason)) => EndpointFailure {
                     endpoint: name,
                     reason,
-                    permanent,
+                    permanent: false,
                 },
-            };
-            if self.cfg.endpoints.len() > 1 {
-                self.notice(&Notice::EndpointFailed {
-                    endpoint: failure.endpoint.clone(),
-                    reason: failure.reason.clone(),
+            },
+            Err(ConnectError::Refused(reason)) => {
+                auth.get_or_insert(PublishError::Auth {
+                    user: cfg.username.clone(),
+                    endpoint: name.clone(),
+                    reason: reason.clone(),
+                    config: cfg.path.clone(),
                 });
+                EndpointFailure {
+                    endpoint: name,
+                    reason,
+                    permanent: true,
+                }
             }
-            failures.push(failure);
+            Err(ConnectError::Other { reason, permanent }) => EndpointFailure {
+                endpoint: name,
+                reason,
+                permanent,
+            },
+        };
+        if cfg.endpoints.len() > 1
+            && let Some(sink) = &opts.notices
+        {
+            sink(&Notice::EndpointFailed {
+                endpoint: failure.endpoint.clone(),
+                reason: failure.reason.clone(),
+            });
         }
-        Err(auth.unwrap_or(PublishError::Connect { failures }))
+        failures.push(failure);
     }
+    Err(auth.unwrap_or(PublishError::Connect { failures }))
+}
 
-    async fn open_connection(&self, ep: &Endpoint) -> Result<Connection, ConnectError> {
-        let timeout = self.opts.connect_timeout;
+/// One AMQP connection to `ep`: name lookup, TCP, TLS and the handshake,
+/// all within the connect timeout.
+async fn open_connection(
+    cfg: &RabbitConfig,
+    opts: &PublishOptions,
+    tls: Option<&RustlsConnector>,
+    ep: &Endpoint,
+) -> Result<Connection, ConnectError> {
+    {
+        let timeout = opts.connect_timeout;
         let timed_out = || ConnectError::Other {
             reason: format!("no answer within {} s", timeout.as_secs_f64()),
             permanent: false,
@@ -321,29 +358,28 @@ impl Publisher {
         };
 
         let uri = AMQPUri {
-            scheme: if self.tls.is_some() {
+            scheme: if tls.is_some() {
                 AMQPScheme::AMQPS
             } else {
                 AMQPScheme::AMQP
             },
             authority: AMQPAuthority {
                 userinfo: AMQPUserInfo {
-                    username: self.cfg.username.clone(),
-                    password: self.cfg.password.clone(),
+                    username: cfg.username.clone(),
+                    password: cfg.password.clone(),
                 },
                 host: ep.host.clone(),
                 port: ep.port,
             },
-            vhost: self.cfg.vhost.clone(),
+            vhost: cfg.vhost.clone(),
             query: AMQPQueryString {
-                heartbeat: Some(u16::try_from(self.opts.heartbeat.as_secs()).unwrap_or(u16::MAX)),
+                heartbeat: Some(u16::try_from(opts.heartbeat.as_secs()).unwrap_or(u16::MAX)),
                 connection_timeout: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
                 ..AMQPQueryString::default()
             },
         };
-        let tls = self.tls.clone();
-        let domain = self
-            .cfg
+        let tls = tls.cloned();
+        let domain = cfg
             .tls
             .as_ref()
             .and_then(|t| t.server_hostname.clone())
@@ -384,7 +420,7 @@ impl Publisher {
                 // With TLS 1.3 a broker that wants a client certificate
                 // refuses it after the handshake; the alert often loses the
                 // race with the TCP reset, so say what it probably was.
-                let no_client_cert = self.cfg.tls.as_ref().is_some_and(|t| t.certfile.is_none());
+                let no_client_cert = cfg.tls.as_ref().is_some_and(|t| t.certfile.is_none());
                 if let ConnectError::Other { reason, permanent } = &mut err
                     && no_client_cert
                     && matches!(
@@ -407,7 +443,9 @@ impl Publisher {
             }
         }
     }
+}
 
+impl Publisher {
     async fn setup(&self, conn: Connection, endpoint: &str) -> Result<Link, SetupError> {
         let (tx, blocked) = watch::channel(None);
         let mut events = Box::pin(conn.events_listener());
@@ -488,7 +526,7 @@ impl Publisher {
     }
 }
 
-enum ConnectError {
+pub(crate) enum ConnectError {
     /// The broker refused the login or vhost.
     Refused(String),
     Other {
@@ -497,7 +535,7 @@ enum ConnectError {
     },
 }
 
-enum SetupError {
+pub(crate) enum SetupError {
     /// Not this host's fault alone (queue mismatch): stop trying.
     Fatal(PublishError),
     /// This host failed; try the next one.

@@ -55,8 +55,14 @@ pub use error::{EndpointFailure, Notice, NoticeSink, PublishError};
 pub use item::{Input, Item, Outgoing, Recorder, Source, StreamReport, StreamStart};
 pub use link::config_warnings;
 use link::{Link, Pending};
+pub(crate) use link::{SetupError, amqp_error, describe, failover};
 pub use queue::QueueState;
 use window::{Answer, Window};
+
+/// The TLS connector of `[ssl_options]` for AMQP connections.
+pub(crate) fn tls_connector(t: &crate::config::TlsOptions) -> Result<RustlsConnector, String> {
+    tls::connector(t)
+}
 
 /// The `app_id` property of every message.
 pub const APP_ID: &str = "tstat-transport";

@@ -21,11 +21,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// This package's programs.
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 7] = [
     "tstat-find",
     "tstat-parse",
     "tstat-chunk",
     "tstat-rabbit",
+    "tstat-consume",
     "tstat_send",
     "tstat-cull",
 ];

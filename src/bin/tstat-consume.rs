@@ -1,0 +1,103 @@
+//! `tstat-consume`: reads the configured queue or stream and writes each
+//! message's flow documents as NDJSON on stdout (design §14.6). Exits 0 at
+//! `--count`, `--idle-exit` or a closed stdout; 1 on a runtime failure; 2
+//! on a usage or config error; 130/143 on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tstat_transport::cli;
+use tstat_transport::cli::runtime;
+use tstat_transport::consume::{self, ConsumeError, ConsumeOptions, End};
+use tstat_transport::publish::{PublishError, PublishOptions};
+use tstat_transport::shutdown::Shutdown;
+
+const PROG: &str = "tstat-consume";
+
+type Cli = tstat_transport::cli::args::ConsumeCli;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse_args::<Cli>(PROG) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    runtime::init_logging(PROG, cli.verbose, false);
+    let cfg = match runtime::load_config(PROG, &cli.config, cli.verbose) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cfg.stream.is_none() {
+        for (flag, given) in [
+            ("--from", cli.from.is_some()),
+            ("--name", cli.name.is_some()),
+        ] {
+            if given {
+                let msg = format!(
+                    "{flag} reads a stream, and {} has transport = queue",
+                    cli.config.display()
+                );
+                return cli::usage_error(PROG, msg);
+            }
+        }
+    }
+    let opts = ConsumeOptions {
+        arrays: cli.arrays,
+        prefetch: cli.prefetch,
+        dedupe: cli.dedupe,
+        count: cli.count,
+        idle_exit: cli.idle_exit,
+        skip_bad: cli.skip_bad,
+        from: cli.from,
+        name: cli.name.clone(),
+        broker: PublishOptions {
+            retries: cli.retries,
+            connect_timeout: cli.connect_timeout,
+            heartbeat: Duration::from_secs(u64::from(cli.heartbeat)),
+            notices: Some(runtime::print_notices(PROG, cli.verbose)),
+            ..PublishOptions::default()
+        },
+        output_gone: Some(cli::stop::stdout_closed),
+        ..ConsumeOptions::default()
+    };
+    let runtime = match runtime::async_runtime(PROG) {
+        Ok(rt) => rt,
+        Err(code) => return code.into(),
+    };
+    let reporter = cli::StderrReporter::new(PROG, cli.verbose);
+    let (result, signal) = runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        let signal = tokio::spawn(runtime::watch_signals_saying(
+            PROG,
+            shutdown.clone(),
+            "stopping: acknowledging what was written (signal again to quit at once)",
+        ));
+        let result = consume::run(&cfg, &opts, cli::stdout_writer(), &shutdown, &reporter).await;
+        let signal = if signal.is_finished() {
+            signal.await.ok().flatten()
+        } else {
+            signal.abort();
+            None
+        };
+        (result, signal)
+    });
+    match result {
+        Ok(summary) => {
+            if !cli.quiet {
+                cli::print_line(&format!("{PROG}: {}", summary.line()));
+            }
+            match summary.end {
+                End::Signal => signal.unwrap_or(cli::Exit::Interrupted).into(),
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(ConsumeError::Broker(e @ PublishError::TlsSetup(_))) => {
+            cli::error(PROG, format!("{}: [ssl_options]: {e}", cfg.path.display()));
+            cli::Exit::Usage.into()
+        }
+        Err(e @ ConsumeError::NoQueue(_)) => cli::usage_error(PROG, e),
+        Err(e) => {
+            cli::error(PROG, e);
+            cli::Exit::Failure.into()
+        }
+    }
+}
