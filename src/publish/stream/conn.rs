@@ -65,6 +65,21 @@ pub(crate) enum Event {
     },
     /// The socket failed or went quiet.
     Lost(String),
+    /// A chunk delivered to a subscription: the whole deliver frame (size
+    /// prefix included), parsed by the reader.
+    Deliver {
+        /// The subscription id on this connection.
+        subscription: u8,
+        /// The frame.
+        frame: Vec<u8>,
+    },
+    /// The broker refused a credit (it knows no such subscription).
+    CreditRefused {
+        /// The subscription id on this connection.
+        subscription: u8,
+        /// Its response code.
+        code: u16,
+    },
 }
 
 /// Why a connection could not be opened.
@@ -95,6 +110,10 @@ pub(crate) struct Login<'a> {
     pub connect_timeout: Duration,
     /// Bound on one request's answer.
     pub request_timeout: Duration,
+    /// Largest frame taken from the broker once open (`None`: the
+    /// negotiated frame size). A reader needs more: a delivered chunk is
+    /// one frame, sized by the broker's batching, not by the frame size.
+    pub inbound_max: Option<u32>,
 }
 
 /// A byte stream: plain TCP or TLS.
@@ -433,7 +452,7 @@ impl Conn {
         let writer = tokio::spawn(write_loop(write, out_rx, hb, ev_tx.clone()));
         let reader = tokio::spawn(read_loop(
             read,
-            frame_max,
+            login.inbound_max.unwrap_or(frame_max),
             hb,
             waiters.clone(),
             out_tx.clone(),
