@@ -13,8 +13,10 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::rabbit::{RabbitNode, shared_node, unique, write_private};
+use common::rabbit::{NodeOptions, RabbitNode, shared_node, unique, write_private};
 use common::run::{assert_status, bin, command, program, text, wait_until};
+use common::streams::write_stream_config;
+use common::trees::{SETTLED, copy_fixture};
 use serde_json::Value;
 
 const CONSUME: &str = "tstat-consume";
@@ -371,4 +373,262 @@ fn a_broker_restart_while_consuming_loses_nothing() {
     assert_eq!(missing(&multiset(&got), &multiset(&docs)), 0, "{err}");
     // Everything was acknowledged in the end.
     assert_eq!(ready(&node, &q.name), 0);
+}
+
+// ---- streams ----
+
+/// The node with the stream plugin the stream tests share.
+fn stream_node() -> &'static RabbitNode {
+    static NODE: std::sync::OnceLock<RabbitNode> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| {
+        let node = RabbitNode::start_with(NodeOptions {
+            stream: true,
+            ..NodeOptions::default()
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = write_stream_config(&node, dir.path(), "ready");
+        common::streams::await_listener(&common::streams::load(&cfg), RUN);
+        node
+    })
+}
+
+/// A stream (created by the first tstat_send) with its config and a tree.
+struct Stream {
+    config: PathBuf,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Stream {
+    fn new(node: &RabbitNode) -> Stream {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_stream_config(node, dir.path(), &unique("consume_stream"));
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(&root).expect("tree");
+        Stream {
+            config,
+            root,
+            _dir: dir,
+        }
+    }
+
+    /// Copies fixture directory `name` into the tree and ships what is
+    /// not shipped yet with tstat_send.
+    fn ship(&self, name: &str) {
+        copy_fixture(
+            &format!("synthetic/{name}"),
+            &self.root.join(name),
+            Some(SETTLED),
+        );
+        let out = program("tstat_send")
+            .arg("-d")
+            .arg(&self.root)
+            .arg("-c")
+            .arg(&self.config)
+            .args(["--all", "-b", "0", "-S", "s", "-I", "1"])
+            .deadline(RUN)
+            .run();
+        assert_status(&out, 0, "tstat_send into the stream");
+    }
+
+    fn consume(&self, args: &[&str]) -> Output {
+        program(CONSUME)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .deadline(RUN)
+            .run()
+    }
+}
+
+/// `tstat-parse -b 0` of fixture directory `name`.
+fn parsed_dir(name: &str) -> String {
+    let out = program("tstat-parse")
+        .args(["-b", "0", "-S", "s", "-I", "1"])
+        .arg(format!("tests/fixtures/synthetic/{name}"))
+        .run();
+    assert_status(&out, 0, "tstat-parse");
+    text(&out.stdout)
+}
+
+const D1: &str = "2026_03_01_00_00.out";
+const D2: &str = "2026_03_01_01_00.out";
+
+#[test]
+fn a_stream_read_by_name_twice_gives_only_what_came_in_between() {
+    let node = stream_node();
+    let s = Stream::new(node);
+    s.ship(D1);
+    let out = s.consume(&["--name", "reader1", "--idle-exit", "3", "-v"]);
+    assert_status(&out, 0, "first read");
+    assert_eq!(multiset(&text(&out.stdout)), multiset(&parsed_dir(D1)));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no offset is stored under 'reader1': starting at the first message"),
+        "{err}"
+    );
+
+    s.ship(D2);
+    let out = s.consume(&["--name", "reader1", "--idle-exit", "3", "-v"]);
+    assert_status(&out, 0, "second read");
+    assert_eq!(multiset(&text(&out.stdout)), multiset(&parsed_dir(D2)));
+    assert!(text(&out.stderr).contains("is stored under 'reader1': continuing after it"));
+
+    // Nothing new: nothing written.
+    let out = s.consume(&["--name", "reader1", "--idle-exit", "2"]);
+    assert_status(&out, 0, "third read");
+    assert_eq!(text(&out.stdout), "");
+    assert!(text(&out.stderr).contains("0 messages, 0 documents"));
+
+    // --from first without a name: everything, whatever is stored.
+    let out = s.consume(&["--from", "first", "--idle-exit", "3"]);
+    assert_status(&out, 0, "--from first");
+    let both = union(&parsed_dir(D1), &parsed_dir(D2));
+    assert_eq!(multiset(&text(&out.stdout)), both);
+
+    // --from OFFSET --count 1 --arrays: the one message at that offset.
+    let out = s.consume(&["--from", "1", "--count", "1", "--arrays"]);
+    assert_status(&out, 0, "--from 1");
+    let all = s.consume(&["--from", "first", "--count", "2", "--arrays"]);
+    let second = text(&all.stdout).lines().nth(1).map(String::from);
+    assert_eq!(text(&out.stdout).lines().next().map(String::from), second);
+
+    // A time after everything: nothing.
+    let out = s.consume(&["--from", "2100-01-01T00:00:00Z", "--idle-exit", "2"]);
+    assert_status(&out, 0, "--from a future time");
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn a_stream_reader_killed_or_cut_off_by_head_continues_with_no_gap() {
+    let node = stream_node();
+    let s = Stream::new(node);
+    s.ship(D1);
+    let want = multiset(&parsed_dir(D1));
+
+    // | head -n 5: stored only what was written.
+    let script = r#""$0" -c "$1" --name r2 | head -n 5; echo "status ${PIPESTATUS[0]}" >&2"#;
+    let out = command("bash")
+        .args(["-c", script])
+        .arg(bin(CONSUME))
+        .arg(&s.config)
+        .deadline(RUN)
+        .run();
+    assert_status(&out, 0, "the pipeline");
+    assert!(text(&out.stderr).contains("status 0"));
+    let mut got = text(&out.stdout);
+
+    // kill -9 while blocked on a full pipe.
+    let mut run = program(CONSUME)
+        .arg("-c")
+        .arg(&s.config)
+        .args(["--name", "r2", "--prefetch", "5"])
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut reader = BufReader::new(run.take_stdout());
+    for _ in 0..120 {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).expect("read") > 0);
+        got.push_str(&line);
+    }
+    run.kill();
+    let mut tail = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut tail);
+    got.extend(tail.split_inclusive('\n').filter(|l| l.ends_with('\n')));
+    assert!(multiset(&got).values().sum::<usize>() < want.values().sum::<usize>());
+
+    let out = s.consume(&["--name", "r2", "--idle-exit", "3"]);
+    assert_status(&out, 0, "the last run");
+    let all = union(&got, &text(&out.stdout));
+    assert_eq!(missing(&all, &want), 0);
+}
+
+#[test]
+fn a_bad_stream_message_stops_the_run_naming_its_offset_or_is_skipped() {
+    let node = stream_node();
+    let stream = unique("consume_bad");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_stream_config(node, dir.path(), &stream);
+    publish_to_stream(
+        node,
+        &stream,
+        &[
+            ("ok-1", r#"[{"a":1}]"#),
+            ("bad-1", "oops"),
+            ("ok-2", r#"[{"b":2}]"#),
+        ],
+    );
+    let consume = |args: &[&str]| {
+        program(CONSUME)
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .deadline(RUN)
+            .run()
+    };
+    let out = consume(&["--name", "n", "--idle-exit", "3"]);
+    assert_status(&out, 1, "a bad message");
+    assert_eq!(text(&out.stdout), "{\"a\":1}\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "error: message bad-1 (offset 1): the body is not a JSON array (it starts with 'o')"
+        ),
+        "{err}"
+    );
+    let out = consume(&["--name", "n", "--idle-exit", "3", "--skip-bad"]);
+    assert_status(&out, 0, "--skip-bad");
+    assert_eq!(text(&out.stdout), "{\"b\":2}\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("message bad-1 (offset 1) skipped"), "{err}");
+    assert!(err.contains("1 bad skipped, last offset 2"), "{err}");
+}
+
+/// Declares `stream` and publishes `(id, body)` messages into it over AMQP
+/// 0-9-1, each confirmed.
+fn publish_to_stream(node: &RabbitNode, stream: &str, messages: &[(&str, &str)]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(&node.url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        ch.queue_declare(
+            stream.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .expect("declare the stream");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        for (id, body) in messages {
+            ch.basic_publish(
+                "".into(),
+                stream.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_message_id((*id).into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmed");
+        }
+        let _ = conn.close(200, "done".into()).await;
+    });
 }

@@ -385,7 +385,7 @@ pub struct ConsumeCli {
     /// Stop when no message came for SECONDS.
     #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
     pub idle_exit: Option<Duration>,
-    /// Queue: messages the broker sends ahead of what is written (basic.qos);
+    /// Messages read ahead of what is written (a queue's basic.qos window);
     /// bounds memory.
     #[arg(long, value_name = "N", default_value_t = crate::consume::DEFAULT_PREFETCH,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -22,6 +22,7 @@ mod dedupe;
 mod output;
 mod queue;
 mod start;
+mod stream;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -48,7 +49,8 @@ const FLUSH_BYTES: usize = 1 << 20;
 pub struct ConsumeOptions {
     /// One array per line as published, instead of one document per line.
     pub arrays: bool,
-    /// Queue: unacknowledged messages the broker may send ahead (basic.qos).
+    /// Messages read ahead of what is written: for a queue the broker's
+    /// unacknowledged window (basic.qos), for a stream the reader's queue.
     pub prefetch: u16,
     /// Drop a message whose id is among the last N written (0: off).
     pub dedupe: usize,
@@ -214,7 +216,7 @@ pub async fn run<W: Write>(
     let mut taker = Taker::new(out, opts, reporter);
     match &cfg.stream {
         None => queue::run(cfg, opts, &mut taker, shutdown).await,
-        Some(_) => Err(ConsumeError::NoQueue(cfg.path.clone())),
+        Some(_) => stream::run(cfg, opts, &mut taker, shutdown).await,
     }
 }
 

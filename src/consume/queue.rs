@@ -307,7 +307,7 @@ async fn pump<W: Write>(
 }
 
 /// Resolves after `d`, never without one.
-async fn sleep_opt(d: Option<Duration>) {
+pub(super) async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
@@ -316,7 +316,7 @@ async fn sleep_opt(d: Option<Duration>) {
 
 /// Resolves once `gone` says the output's reader left (looked at every
 /// half second); never without a check.
-async fn watch_output(gone: Option<fn() -> bool>) {
+pub(super) async fn watch_output(gone: Option<fn() -> bool>) {
     let Some(gone) = gone else {
         return std::future::pending().await;
     };
