@@ -563,6 +563,16 @@ fresh_queue_and_small() {
 E2E_LABEL="tstat_send -> broker"
 E2E25_LABEL="tstat_send -b 25G -> broker"
 RABBIT_LABEL="tstat-rabbit (pre-made chunks)"
+CONSUME_LABEL="tstat-consume (queue -> NDJSON out)"
+# refill_queue: the chunks published again into an empty queue.
+refill_queue() {
+    fresh_queue
+    "$BIN/tstat-rabbit" -c "$CONFIG" <"$CHUNKS" >/dev/null 2>&1
+}
+# check_consumed: every document came back, as tstat-parse wrote it.
+check_consumed() {
+    cmp -s "$WORK/consumed.ndjson" "$NDJSON" || { echo "the documents read back differ from tstat-parse's"; return 1; }
+}
 QUORUM_LABEL="tstat_send -> quorum queue"
 STREAM_LABEL="tstat_send -> stream"
 SENS_STREAM_LABEL="$SENSORS sensors at once -> stream"
@@ -609,6 +619,15 @@ elif [ ! -s "$CHUNKS" ]; then
 elif need_node; then
     BENCH_CHECK=check_delivered bench "$RABBIT_LABEL" chunks "$CHUNK_BYTES" fresh_queue "$CHUNKS" \
         /dev/null "$BIN/tstat-rabbit" -c "$CONFIG"
+    # Reading them back: the queue refilled (untimed) before each run; the
+    # row's MB are the NDJSON written, which must be tstat-parse's, byte
+    # for byte.
+    if have tstat-consume; then
+        BENCH_CHECK=check_consumed bench "$CONSUME_LABEL" ndjson "$NDJSON_BYTES" refill_queue \
+            /dev/null "$WORK/consumed.ndjson" "$BIN/tstat-consume" -c "$CONFIG" --count "$CHUNK_LINES" -q
+    else
+        skip "$CONSUME_LABEL" ndjson "$NDJSON_BYTES" "n/a (not built)"
+    fi
     drop_queues
 else
     skip "$RABBIT_LABEL" chunks "$CHUNK_BYTES" "n/a (no broker)"
@@ -717,6 +736,14 @@ fk=$(row_field "tstat-find ($FIND_DIRS dirs)" 5)
 if [ -n "$fs" ]; then
     goal "tstat-find on $FIND_DIRS directories:" "$(awk -v s="$fs" -v k="$fk" "$AWK_RSS"'BEGIN {
         printf "%.2f s (goal <= 1 s), peak RSS %s", s, rss(k) }')"
+fi
+cs=$(row_field "$CONSUME_LABEL" 4)
+ps=$(row_field "tstat-parse --bytes 0" 4)
+if [ -n "$cs" ] && [ -s "$NDJSON" ]; then
+    docs=$(wc -l <"$NDJSON")
+    goal "reading back, $CONSUME_LABEL:" "$(awk -v s="$cs" -v p="$ps" -v d="$docs" -v b="$NDJSON_BYTES" 'BEGIN {
+        printf "%.0f documents/s, %.1f MB/s out", d / s, b / 1e6 / s
+        if (p != "") printf " (tstat-parse -b 0 on the same flows: %.0f documents/s, %.1f MB/s)", d / p, b / 1e6 / p }')"
 fi
 alone=$(row_field "$RABBIT_LABEL" 4)
 for l in "$E2E_LABEL" "$QUORUM_LABEL" "$STREAM_LABEL"; do

@@ -632,3 +632,57 @@ fn publish_to_stream(node: &RabbitNode, stream: &str, messages: &[(&str, &str)])
         let _ = conn.close(200, "done".into()).await;
     });
 }
+
+/// Peak memory is bounded by the prefetch window, not by the backlog: a
+/// queue holding about 80 MB is read with a resident set far below it.
+#[test]
+fn memory_is_bounded_by_the_prefetch_window_whatever_the_backlog() {
+    const MESSAGES: usize = 2000;
+    const LIMIT_KIB: u64 = 32 * 1024;
+    let node = shared_node();
+    let q = Queue::new(node);
+    let pad = "x".repeat(300);
+    let lines: Vec<String> = (0..MESSAGES)
+        .map(|m| {
+            let docs: Vec<String> = (0..100)
+                .map(|i| format!("{{\"m\":{m},\"i\":{i},\"pad\":\"{pad}\"}}"))
+                .collect();
+            format!("[{}]", docs.join(","))
+        })
+        .collect();
+    let backlog: usize = lines.iter().map(String::len).sum();
+    q.publish(&lines, "mem");
+    let mut run = program(CONSUME)
+        .arg("-c")
+        .arg(&q.config)
+        .args(["--idle-exit", "3", "-q"])
+        .stdout(Stdio::piped())
+        .spawn();
+    let pid = run.id();
+    // Counted while read: the output is not kept.
+    let out = run.take_stdout();
+    let counting = std::thread::spawn(move || BufReader::new(out).lines().count());
+    let mut peak = 0u64;
+    let hwm = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    // VmHWM is the high-water mark: read while it runs (its last 3 s are
+    // idle, after every message), it is the peak.
+    while run.running() {
+        if let Some(k) = hwm() {
+            peak = peak.max(k);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = run.wait_status(RUN);
+    assert_eq!(status.code(), Some(0), "{}", run.stderr_so_far());
+    assert_eq!(counting.join().expect("counter"), MESSAGES * 100);
+    assert!(peak > 0, "no VmHWM read");
+    assert!(
+        peak <= LIMIT_KIB,
+        "peak RSS {peak} KiB over {LIMIT_KIB} KiB for a backlog of {backlog} bytes"
+    );
+    assert!(backlog as u64 > 2 * LIMIT_KIB * 1024);
+}

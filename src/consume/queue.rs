@@ -287,7 +287,9 @@ async fn pump<W: Write>(
                 .channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await;
-            if let Err(e) = ack {
+            if let Err(e) = ack
+                && lost.is_none()
+            {
                 return Err(Stop::Lost(format!(
                     "acknowledging up to delivery tag {tag}: {}",
                     describe(&e)
