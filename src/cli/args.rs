@@ -710,6 +710,38 @@ mod tests {
     }
 
     #[test]
+    fn consume_flags() {
+        let c = ConsumeCli::try_parse_from(["tstat-consume", "-c", "x.ini"]).unwrap();
+        assert_eq!((c.prefetch, c.dedupe, c.retries), (100, 0, 5));
+        assert!(c.count.is_none() && c.idle_exit.is_none() && c.from.is_none());
+        let c = ConsumeCli::try_parse_from([
+            "tstat-consume",
+            "-c",
+            "x.ini",
+            "--from",
+            "2026-03-01T12:00:00Z",
+            "--name",
+            "me",
+            "--idle-exit",
+            "0.5",
+            "--count",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.from, Some(crate::consume::Start::Time(1_772_366_400_000)));
+        assert_eq!(c.idle_exit, Some(Duration::from_millis(500)));
+        for args in [
+            &["tstat-consume"][..],
+            &["tstat-consume", "-c", "x", "--count", "0"],
+            &["tstat-consume", "-c", "x", "--prefetch", "0"],
+            &["tstat-consume", "-c", "x", "--from", "soon"],
+            &["tstat-consume", "-c", "x", "-q", "-v"],
+        ] {
+            assert!(ConsumeCli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn send_flags() {
         let c = SendCli::try_parse_from(["tstat_send", "-d", "r"]).unwrap();
         assert_eq!(
