@@ -102,7 +102,7 @@ See also: tstat_send(1), tstat-chunk(1).
 
 const CONSUME_AFTER: &str = "\
 Examples:
-  tstat-consume -c config.ini --idle-exit 5 | jq .              # what the queue holds, then stop
+  tstat-consume -c config.ini --idle-exit 5 | jq .              # take what the queue holds, stop when empty
   tstat-consume -c config.ini --count 1 --arrays                # one message, as published
   tstat-consume -c stream.ini --name analyst1 --idle-exit 10    # a stream, from where analyst1 stopped
   tstat-consume -c stream.ini --from 2026-03-01T12:00:00Z --idle-exit 5 > flows.ndjson
