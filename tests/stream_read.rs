@@ -426,3 +426,35 @@ fn a_broker_killed_while_reading_loses_and_repeats_nothing() {
     );
     rt.block_on(reader.close());
 }
+
+#[test]
+fn an_idle_subscription_stays_alive_on_heartbeats() {
+    let node = node();
+    let stream = unique("idle");
+    let cfg = config(node, &stream);
+    let (mut opts, notices) = options();
+    // One-second heartbeats: silence for three seconds would end the
+    // connection; the broker's heartbeats keep an idle one alive.
+    opts.heartbeat = Duration::from_secs(1);
+    runtime().block_on(async {
+        publish_stream(&cfg, &opts, "p", 1..=1).await;
+        let mut r = StreamReader::connect(&cfg, &opts).await.expect("connect");
+        r.subscribe(StartAt::Next, 1).await.expect("subscribe");
+        // Idle on purpose, for longer than two missed heartbeats.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), r.next())
+                .await
+                .is_err(),
+            "nothing was published"
+        );
+        let later = publish_stream(&cfg, &opts, "p2", 1..=3).await;
+        let got = read_n(&mut r, 3).await;
+        assert_read(&got, &later, 1);
+        r.close().await;
+    });
+    let seen = notices.lock().expect("notices").clone();
+    assert!(
+        !seen.iter().any(|n| n.contains("reading again")),
+        "the idle subscription was lost: {seen:?}"
+    );
+}
