@@ -458,3 +458,46 @@ fn an_idle_subscription_stays_alive_on_heartbeats() {
         "the idle subscription was lost: {seen:?}"
     );
 }
+
+#[test]
+fn reading_over_tls_works() {
+    let node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        tls: Some(common::rabbit::TlsListener {
+            fail_if_no_peer_cert: false,
+        }),
+        ..NodeOptions::default()
+    });
+    let certs = node.certs.as_ref().expect("certificates");
+    let stream = unique("tls");
+    let text = format!(
+        "[rabbit]\nhost = localhost\nport = {}\nusername = guest\npassword = guest\nuse_ssl = true\n\
+         queue = unused\nrouting_key = unused\nexchange =\n[ssl_options]\nca_certs = {}\n",
+        node.tls_port.expect("TLS port"),
+        certs.ca.display()
+    );
+    let mut cfg = check(&text, Path::new("stream-read-tls.ini"), &process_env)
+        .expect("TLS config")
+        .config;
+    cfg.stream = Some(StreamConfig {
+        name: stream.clone(),
+        port: node.stream_tls_port.expect("stream TLS port"),
+        options: StreamOptions::default(),
+    });
+    common::streams::await_listener(&cfg, DEADLINE);
+    let (opts, _) = options();
+    runtime().block_on(async {
+        let want = publish_stream(&cfg, &opts, "t", 1..=40).await;
+        let mut r = StreamReader::connect(&cfg, &opts)
+            .await
+            .expect("connect over TLS");
+        assert_eq!(
+            r.endpoint(),
+            Some(format!("localhost:{}", node.stream_tls_port.expect("port")).as_str())
+        );
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        let got = read_n(&mut r, want.len()).await;
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}
