@@ -501,3 +501,40 @@ fn reading_over_tls_works() {
         r.close().await;
     });
 }
+
+#[test]
+fn reading_under_short_timeouts_loses_nothing() {
+    let node = node();
+    let stream = unique("cancel");
+    let cfg = config(node, &stream);
+    let (opts, _) = options();
+    // One message at a time: a chunk each, so reading waits for each
+    // chunk's delivery after its credit.
+    let one = PublishOptions {
+        window: std::num::NonZeroUsize::MIN,
+        ..opts.clone()
+    };
+    runtime().block_on(async {
+        let want = publish_stream(&cfg, &one, "c", 1..=200).await;
+        let mut r = StreamReader::connect(&cfg, &opts).await.expect("connect");
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        // Each call may be dropped while it waits (as an idle timeout
+        // does): no message and no credit may be lost with it.
+        let mut got = Vec::new();
+        let (mut dropped, end) = (0u64, tokio::time::Instant::now() + DEADLINE);
+        while got.len() < want.len() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "stalled after {} messages ({dropped} calls dropped)",
+                got.len()
+            );
+            match tokio::time::timeout(Duration::from_micros(200), r.next()).await {
+                Err(_) => dropped += 1,
+                Ok(d) => got.push(d.expect("read")),
+            }
+        }
+        assert!(dropped > 0, "no call was dropped: nothing shown");
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}

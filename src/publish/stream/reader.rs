@@ -240,7 +240,8 @@ impl StreamReader {
     /// in a timeout to stop when the stream stays idle). A lost connection
     /// is retried: reconnect, subscribe again from the offset after the
     /// last message returned (no gap, no repeat); an error after the
-    /// retries are spent.
+    /// retries are spent. Cancel-safe: a call dropped while it waits (in a
+    /// timeout) loses no message and no credit.
     pub async fn next(&mut self) -> Result<Delivery, PublishError> {
         if self.subscribed.is_none() {
             return Err(PublishError::Stream {
@@ -257,11 +258,13 @@ impl StreamReader {
                 return Ok(d);
             }
             if self.owed {
-                self.owed = false;
+                // Cleared only once sent: a call cancelled meanwhile (a
+                // timeout around `next`) leaves the credit owed, not lost.
                 if let Err(e) = self.credit().await {
                     self.recover(e).await?;
                     continue;
                 }
+                self.owed = false;
             }
             let event = match self.conn.as_mut() {
                 Some(conn) => conn.next_event(IDLE_WAIT).await,
