@@ -538,3 +538,58 @@ fn reading_under_short_timeouts_loses_nothing() {
         r.close().await;
     });
 }
+
+#[test]
+fn a_node_without_a_member_of_the_stream_hands_over_to_one_with_it() {
+    let cluster = common::cluster::Cluster::start_with(
+        2,
+        NodeOptions {
+            stream: true,
+            stream_listen: Some(("127.0.0.1".into(), common::rabbit::free_ports(1)[0])),
+            ..NodeOptions::default()
+        },
+    );
+    let port = cluster.nodes[0].stream_port();
+    let stream = unique("member");
+    // The stream has one member; the reader's host list names the other
+    // node first.
+    let cfg_on = |order: &[usize]| {
+        let text = common::streams::stream_config_text(
+            &cluster.stream_hosts_in(order),
+            cluster.nodes[order[0]].port,
+            port,
+            &stream,
+            "[rabbit_stream_options]\ninitial-cluster-size = 1\n",
+        );
+        check(&text, Path::new("stream-read-cluster.ini"), &process_env)
+            .expect("cluster config")
+            .config
+    };
+    common::streams::await_listener(&cfg_on(&[0]), DEADLINE);
+    common::streams::await_listener(&cfg_on(&[1]), DEADLINE);
+    let (opts, _) = options();
+    runtime().block_on(async {
+        let want = publish_stream(&cfg_on(&[0]), &opts, "m", 1..=30).await;
+        // The broker places the one member: found from the metadata (a
+        // reader ends on it from either node).
+        let probe = StreamReader::connect(&cfg_on(&[0]), &opts)
+            .await
+            .expect("connect");
+        let at = probe.endpoint().expect("connected").to_string();
+        probe.close().await;
+        let member = usize::from(at.starts_with("127.0.0.2:"));
+        let other = 1 - member;
+        let mut r = StreamReader::connect(&cfg_on(&[other, member]), &opts)
+            .await
+            .expect("connect through the node without a member");
+        assert_eq!(
+            r.endpoint(),
+            Some(format!("127.0.0.{}:{port}", member + 1).as_str()),
+            "read from the node holding the stream"
+        );
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        let got = read_n(&mut r, want.len()).await;
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}
