@@ -426,3 +426,170 @@ fn a_broker_killed_while_reading_loses_and_repeats_nothing() {
     );
     rt.block_on(reader.close());
 }
+
+#[test]
+fn an_idle_subscription_stays_alive_on_heartbeats() {
+    let node = node();
+    let stream = unique("idle");
+    let cfg = config(node, &stream);
+    let (mut opts, notices) = options();
+    // One-second heartbeats: silence for three seconds would end the
+    // connection; the broker's heartbeats keep an idle one alive.
+    opts.heartbeat = Duration::from_secs(1);
+    runtime().block_on(async {
+        publish_stream(&cfg, &opts, "p", 1..=1).await;
+        let mut r = StreamReader::connect(&cfg, &opts).await.expect("connect");
+        r.subscribe(StartAt::Next, 1).await.expect("subscribe");
+        // Idle on purpose, for longer than two missed heartbeats.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), r.next())
+                .await
+                .is_err(),
+            "nothing was published"
+        );
+        let later = publish_stream(&cfg, &opts, "p2", 1..=3).await;
+        let got = read_n(&mut r, 3).await;
+        assert_read(&got, &later, 1);
+        r.close().await;
+    });
+    let seen = notices.lock().expect("notices").clone();
+    assert!(
+        !seen.iter().any(|n| n.contains("reading again")),
+        "the idle subscription was lost: {seen:?}"
+    );
+}
+
+#[test]
+fn reading_over_tls_works() {
+    let node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        tls: Some(common::rabbit::TlsListener {
+            fail_if_no_peer_cert: false,
+        }),
+        ..NodeOptions::default()
+    });
+    let certs = node.certs.as_ref().expect("certificates");
+    let stream = unique("tls");
+    let text = format!(
+        "[rabbit]\nhost = localhost\nport = {}\nusername = guest\npassword = guest\nuse_ssl = true\n\
+         queue = unused\nrouting_key = unused\nexchange =\n[ssl_options]\nca_certs = {}\n",
+        node.tls_port.expect("TLS port"),
+        certs.ca.display()
+    );
+    let mut cfg = check(&text, Path::new("stream-read-tls.ini"), &process_env)
+        .expect("TLS config")
+        .config;
+    cfg.stream = Some(StreamConfig {
+        name: stream.clone(),
+        port: node.stream_tls_port.expect("stream TLS port"),
+        options: StreamOptions::default(),
+    });
+    common::streams::await_listener(&cfg, DEADLINE);
+    let (opts, _) = options();
+    runtime().block_on(async {
+        let want = publish_stream(&cfg, &opts, "t", 1..=40).await;
+        let mut r = StreamReader::connect(&cfg, &opts)
+            .await
+            .expect("connect over TLS");
+        assert_eq!(
+            r.endpoint(),
+            Some(format!("localhost:{}", node.stream_tls_port.expect("port")).as_str())
+        );
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        let got = read_n(&mut r, want.len()).await;
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}
+
+#[test]
+fn reading_under_short_timeouts_loses_nothing() {
+    let node = node();
+    let stream = unique("cancel");
+    let cfg = config(node, &stream);
+    let (opts, _) = options();
+    // One message at a time: a chunk each, so reading waits for each
+    // chunk's delivery after its credit.
+    let one = PublishOptions {
+        window: std::num::NonZeroUsize::MIN,
+        ..opts.clone()
+    };
+    runtime().block_on(async {
+        let want = publish_stream(&cfg, &one, "c", 1..=200).await;
+        let mut r = StreamReader::connect(&cfg, &opts).await.expect("connect");
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        // Each call may be dropped while it waits (as an idle timeout
+        // does): no message and no credit may be lost with it.
+        let mut got = Vec::new();
+        let (mut dropped, end) = (0u64, tokio::time::Instant::now() + DEADLINE);
+        while got.len() < want.len() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "stalled after {} messages ({dropped} calls dropped)",
+                got.len()
+            );
+            match tokio::time::timeout(Duration::from_micros(200), r.next()).await {
+                Err(_) => dropped += 1,
+                Ok(d) => got.push(d.expect("read")),
+            }
+        }
+        assert!(dropped > 0, "no call was dropped: nothing shown");
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}
+
+#[test]
+fn a_node_without_a_member_of_the_stream_hands_over_to_one_with_it() {
+    let cluster = common::cluster::Cluster::start_with(
+        2,
+        NodeOptions {
+            stream: true,
+            stream_listen: Some(("127.0.0.1".into(), common::rabbit::free_ports(1)[0])),
+            ..NodeOptions::default()
+        },
+    );
+    let port = cluster.nodes[0].stream_port();
+    let stream = unique("member");
+    // The stream has one member; the reader's host list names the other
+    // node first.
+    let cfg_on = |order: &[usize]| {
+        let text = common::streams::stream_config_text(
+            &cluster.stream_hosts_in(order),
+            cluster.nodes[order[0]].port,
+            port,
+            &stream,
+            "[rabbit_stream_options]\ninitial-cluster-size = 1\n",
+        );
+        check(&text, Path::new("stream-read-cluster.ini"), &process_env)
+            .expect("cluster config")
+            .config
+    };
+    common::streams::await_listener(&cfg_on(&[0]), DEADLINE);
+    common::streams::await_listener(&cfg_on(&[1]), DEADLINE);
+    let (opts, _) = options();
+    runtime().block_on(async {
+        let want = publish_stream(&cfg_on(&[0]), &opts, "m", 1..=30).await;
+        // The broker places the one member: found from the metadata (a
+        // reader ends on it from either node).
+        let probe = StreamReader::connect(&cfg_on(&[0]), &opts)
+            .await
+            .expect("connect");
+        let at = probe.endpoint().expect("connected").to_string();
+        probe.close().await;
+        let member = usize::from(at.starts_with("127.0.0.2:"));
+        let other = 1 - member;
+        let mut r = StreamReader::connect(&cfg_on(&[other, member]), &opts)
+            .await
+            .expect("connect through the node without a member");
+        assert_eq!(
+            r.endpoint(),
+            Some(format!("127.0.0.{}:{port}", member + 1).as_str()),
+            "read from the node holding the stream"
+        );
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        let got = read_n(&mut r, want.len()).await;
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}

@@ -353,30 +353,25 @@ pub(crate) fn amqp(message: &[u8]) -> Result<Amqp, String> {
     })
 }
 
+/// Deliver frames built by hand, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rabbitmq_stream_protocol::codec::Encoder;
-    use rabbitmq_stream_protocol::message::Message;
+pub(crate) mod test_frames {
+    use super::USER_CHUNK;
 
-    fn encoded(m: &Message) -> Vec<u8> {
-        let mut b = Vec::new();
-        m.encode(&mut b).unwrap();
-        b
-    }
-
-    fn simple(data: &[u8]) -> Vec<u8> {
+    /// A simple entry holding `data`.
+    pub(crate) fn simple(data: &[u8]) -> Vec<u8> {
         let mut e = (data.len() as u32).to_be_bytes().to_vec();
         e.extend_from_slice(data);
         e
     }
 
-    /// A deliver frame (version 1) of `entries` (already encoded).
-    fn deliver(first: u64, ts: i64, entries: &[Vec<u8>], records: u32) -> Vec<u8> {
+    /// A deliver frame (version 1, subscription 7) of `entries` (already
+    /// encoded) saying it holds `records` records.
+    pub(crate) fn deliver(first: u64, ts: i64, entries: &[Vec<u8>], records: u32) -> Vec<u8> {
         let data: Vec<u8> = entries.concat();
         let mut f = Vec::new();
         f.extend_from_slice(&0u32.to_be_bytes());
-        f.extend_from_slice(&DELIVER_KEY.to_be_bytes());
+        f.extend_from_slice(&8u16.to_be_bytes());
         f.extend_from_slice(&1u16.to_be_bytes());
         f.push(7);
         f.push(0x50); // magic
@@ -395,8 +390,20 @@ mod tests {
         f[..4].copy_from_slice(&size.to_be_bytes());
         f
     }
+}
 
-    const DELIVER_KEY: u16 = 8;
+#[cfg(test)]
+mod tests {
+    use super::test_frames::{deliver, simple};
+    use super::*;
+    use rabbitmq_stream_protocol::codec::Encoder;
+    use rabbitmq_stream_protocol::message::Message;
+
+    fn encoded(m: &Message) -> Vec<u8> {
+        let mut b = Vec::new();
+        m.encode(&mut b).unwrap();
+        b
+    }
 
     #[test]
     fn a_chunk_of_simple_entries_gives_its_records_in_order() {
@@ -460,12 +467,25 @@ mod tests {
         let m = Message::builder()
             .body(big.clone())
             .properties()
-            .message_id("y".repeat(300))
+            .message_id("y".repeat(200))
             .message_builder()
             .build();
         let got = amqp(&encoded(&m)).unwrap();
         assert_eq!(got.body, big);
-        assert_eq!(got.message_id, Some("y".repeat(300)));
+        assert_eq!(got.message_id, Some("y".repeat(200)));
+        // A properties list over 255 bytes (list32, str32), by hand: the
+        // codec crate writes a list8 constructor with 32-bit fields there.
+        let id = "z".repeat(300);
+        let mut m = vec![0x00, 0x53, 0x73, 0xd0];
+        m.extend_from_slice(&(4 + 5 + 300u32).to_be_bytes());
+        m.extend_from_slice(&1u32.to_be_bytes());
+        m.push(0xb1);
+        m.extend_from_slice(&300u32.to_be_bytes());
+        m.extend_from_slice(id.as_bytes());
+        m.extend_from_slice(&[0x00, 0x53, 0x75, 0xa0, 0x02, b'[', b']']);
+        let got = amqp(&m).unwrap();
+        assert_eq!(got.message_id, Some(id));
+        assert_eq!(got.body, b"[]");
     }
 
     #[test]

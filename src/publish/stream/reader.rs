@@ -240,7 +240,8 @@ impl StreamReader {
     /// in a timeout to stop when the stream stays idle). A lost connection
     /// is retried: reconnect, subscribe again from the offset after the
     /// last message returned (no gap, no repeat); an error after the
-    /// retries are spent.
+    /// retries are spent. Cancel-safe: a call dropped while it waits (in a
+    /// timeout) loses no message and no credit.
     pub async fn next(&mut self) -> Result<Delivery, PublishError> {
         if self.subscribed.is_none() {
             return Err(PublishError::Stream {
@@ -257,11 +258,13 @@ impl StreamReader {
                 return Ok(d);
             }
             if self.owed {
-                self.owed = false;
+                // Cleared only once sent: a call cancelled meanwhile (a
+                // timeout around `next`) leaves the credit owed, not lost.
                 if let Err(e) = self.credit().await {
                     self.recover(e).await?;
                     continue;
                 }
+                self.owed = false;
             }
             let event = match self.conn.as_mut() {
                 Some(conn) => conn.next_event(IDLE_WAIT).await,
@@ -317,27 +320,10 @@ impl StreamReader {
                 subscription,
                 frame,
             } if subscription == SUBSCRIPTION => {
-                let c = chunk::parse(&frame).map_err(|reason| self.unreadable(&reason))?;
-                self.owed = true;
-                if c.kind != USER_CHUNK {
-                    return Ok(());
-                }
                 let from = self.from.unwrap_or(0);
-                for (i, record) in c.records.iter().enumerate() {
-                    let offset = c.first_offset + i as u64;
-                    if offset < from {
-                        continue;
-                    }
-                    let m = chunk::amqp(record).map_err(|reason| {
-                        self.unreadable(&format!("the message at offset {offset}: {reason}"))
-                    })?;
-                    self.buffer.push_back(Delivery {
-                        offset,
-                        timestamp_ms: c.timestamp_ms,
-                        body: m.body,
-                        message_id: m.message_id,
-                    });
-                }
+                let got = deliveries(&frame, from).map_err(|reason| self.unreadable(&reason))?;
+                self.owed = true;
+                self.buffer.extend(got);
                 Ok(())
             }
             Event::Deliver { .. } | Event::Confirm { .. } | Event::Refused { .. } => Ok(()),
@@ -432,14 +418,8 @@ impl StreamReader {
         }
     }
 
-    /// Where a new subscription starts: after the last message returned,
-    /// else where the first one started.
     fn resume_at(&self) -> Option<(StartAt, u16)> {
-        let (at, credit) = self.subscribed?;
-        Some(match self.from {
-            Some(o) => (StartAt::Offset(o), credit),
-            None => (at, credit),
-        })
+        resume_at(self.subscribed, self.from)
     }
 
     fn give_up(&self, cause: PublishError) -> PublishError {
@@ -559,6 +539,44 @@ impl StreamReader {
     }
 }
 
+/// The messages of a deliver frame at or after offset `from`, in offset
+/// order (a subscription at an offset inside a chunk gets the whole chunk);
+/// none from a chunk that is not user data.
+fn deliveries(frame: &[u8], from: u64) -> Result<Vec<Delivery>, String> {
+    let c = chunk::parse(frame)?;
+    if c.kind != USER_CHUNK {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(c.records.len());
+    for (i, record) in c.records.iter().enumerate() {
+        let offset = c.first_offset + i as u64;
+        if offset < from {
+            continue;
+        }
+        let m = chunk::amqp(record)
+            .map_err(|reason| format!("the message at offset {offset}: {reason}"))?;
+        out.push(Delivery {
+            offset,
+            timestamp_ms: c.timestamp_ms,
+            body: m.body,
+            message_id: m.message_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a new subscription starts: after the last message returned
+/// (`from`), else where the first one started (before any message of a
+/// `next` or `last` subscription, what came meanwhile is not known);
+/// `None` before subscribing.
+fn resume_at(subscribed: Option<(StartAt, u16)>, from: Option<u64>) -> Option<(StartAt, u16)> {
+    let (at, credit) = subscribed?;
+    Some(match from {
+        Some(o) => (StartAt::Offset(o), credit),
+        None => (at, credit),
+    })
+}
+
 /// An offset-tracking name: 1 to 255 bytes.
 fn check_name(name: &str) -> Result<(), PublishError> {
     if name.is_empty() || name.len() > 255 {
@@ -653,4 +671,83 @@ async fn store_on(
         .await
         .map_err(|r| lost_on(conn, r))?;
     query_on(conn, stream, name).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk::test_frames::{deliver, simple};
+    use super::*;
+    use rabbitmq_stream_protocol::codec::Encoder;
+    use rabbitmq_stream_protocol::message::Message;
+
+    fn entry(id: &str, body: &str) -> Vec<u8> {
+        let m = Message::builder()
+            .body(body.as_bytes().to_vec())
+            .properties()
+            .message_id(id.to_string())
+            .message_builder()
+            .build();
+        let mut b = Vec::new();
+        m.encode(&mut b).unwrap();
+        simple(&b)
+    }
+
+    fn chunk_of_three() -> Vec<u8> {
+        deliver(
+            10,
+            1_000,
+            &[entry("a", "[1]"), entry("b", "[2]"), entry("c", "[3]")],
+            3,
+        )
+    }
+
+    #[test]
+    fn records_below_the_start_are_dropped() {
+        let f = chunk_of_three();
+        let all = deliveries(&f, 0).unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.offset).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+        assert_eq!(all[0].message_id.as_deref(), Some("a"));
+        assert_eq!(all[2].body, b"[3]");
+        assert!(all.iter().all(|d| d.timestamp_ms == 1_000));
+        let mid = deliveries(&f, 11).unwrap();
+        assert_eq!(
+            mid.iter()
+                .map(|d| d.message_id.clone().unwrap())
+                .collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
+        assert!(deliveries(&f, 13).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_chunk_that_is_not_user_data_gives_nothing() {
+        let mut f = chunk_of_three();
+        f[10] = 1; // tracking delta
+        assert!(deliveries(&f, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_message_is_named_by_its_offset() {
+        let f = deliver(
+            5,
+            0,
+            &[entry("a", "[1]"), simple(&[0x00, 0x53, 0x77, 0x45])],
+            2,
+        );
+        let e = deliveries(&f, 0).unwrap_err();
+        assert!(e.contains("offset 6") && e.contains("amqp-value"), "{e}");
+        // Below the start it is not even read.
+        assert_eq!(deliveries(&f, 7).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_resubscription_starts_after_the_last_message_returned() {
+        let next = Some((StartAt::Next, 3));
+        assert_eq!(resume_at(next, None), Some((StartAt::Next, 3)));
+        assert_eq!(resume_at(next, Some(42)), Some((StartAt::Offset(42), 3)));
+        assert_eq!(resume_at(None, Some(42)), None);
+    }
 }
