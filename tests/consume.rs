@@ -701,3 +701,48 @@ fn memory_is_bounded_by_the_prefetch_window_whatever_the_backlog() {
     assert!(backlog as u64 > 2 * LIMIT_KIB * 1024, "{backlog} bytes");
     eprintln!("peak RSS {peak} KiB for a backlog of {backlog} bytes");
 }
+
+#[test]
+fn sigterm_and_sigint_stop_after_acknowledging_or_storing_what_was_written() {
+    // Queue, SIGTERM: 143, everything written is acknowledged.
+    let node = shared_node();
+    let q = Queue::new(node);
+    let docs = parsed();
+    let lines = arrays(&docs, 100);
+    q.publish(&lines, "term");
+    let want = docs.lines().count();
+    let mut run = program(CONSUME).arg("-c").arg(&q.config).spawn();
+    wait_until("every document written", RUN, || {
+        run.stdout_so_far().lines().count() == want
+    });
+    run.term();
+    let status = run.wait_status(RUN);
+    let err = run.stderr_so_far();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(
+        err.contains("stopping: acknowledging what was written"),
+        "{err}"
+    );
+    assert_eq!(multiset(&run.stdout_so_far()), multiset(&docs));
+    assert_eq!(ready(node, &q.name), 0);
+
+    // Stream, SIGINT: 130, the offset of everything written is stored.
+    let node = stream_node();
+    let s = Stream::new(node);
+    s.ship(D1);
+    let want = parsed_dir(D1).lines().count();
+    let mut run = program(CONSUME)
+        .arg("-c")
+        .arg(&s.config)
+        .args(["--name", "int"])
+        .spawn();
+    wait_until("every document written", RUN, || {
+        run.stdout_so_far().lines().count() == want
+    });
+    run.signal(libc::SIGINT);
+    let status = run.wait_status(RUN);
+    assert_eq!(status.code(), Some(130), "{}", run.stderr_so_far());
+    let out = s.consume(&["--name", "int", "--idle-exit", "2"]);
+    assert_status(&out, 0, "after SIGINT");
+    assert_eq!(text(&out.stdout), "");
+}
