@@ -242,6 +242,7 @@ fn a_body_that_is_not_an_array_stops_the_run_naming_it_or_is_skipped() {
         err.contains("tstat-consume: error: message bad:1 (delivery tag 2): the body is not a JSON array (it starts with 'n'); not acknowledged"),
         "{err}"
     );
+    assert!(err.contains("1 message, 2 documents written"), "{err}");
     // The first was acknowledged; the bad one and the one after stay.
     wait_until("two messages back in the queue", RUN, || {
         ready(node, &q.name) == 2
@@ -744,5 +745,51 @@ fn sigterm_and_sigint_stop_after_acknowledging_or_storing_what_was_written() {
     assert_eq!(status.code(), Some(130), "{}", run.stderr_so_far());
     let out = s.consume(&["--name", "int", "--idle-exit", "2"]);
     assert_status(&out, 0, "after SIGINT");
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn a_stream_broker_restart_while_consuming_loses_and_repeats_nothing() {
+    let mut node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        ..NodeOptions::default()
+    });
+    let s = Stream::new(&node);
+    s.ship(D1);
+    let docs = parsed_dir(D1);
+    let mut run = program(CONSUME)
+        .arg("-c")
+        .arg(&s.config)
+        .args(["--name", "r", "--prefetch", "5", "--idle-exit", "5"])
+        .args(["--retries", "20"])
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut reader = BufReader::new(run.take_stdout());
+    let mut got = String::new();
+    for _ in 0..100 {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).expect("read") > 0);
+        got.push_str(&line);
+    }
+    // It is blocked on the pipe, mid-way through the stream.
+    node.stop_app();
+    let reading = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        rest
+    });
+    wait_until("the reader noticed", RUN, || {
+        run.stderr_so_far().contains("reconnecting")
+    });
+    node.start_app();
+    let status = run.wait_status(RUN);
+    got.push_str(&reading.join().expect("reader"));
+    let err = run.stderr_so_far();
+    assert_eq!(status.code(), Some(0), "{err}");
+    // The reader continues after the last message it returned: nothing
+    // lost, nothing twice.
+    assert_eq!(multiset(&got), multiset(&docs), "{err}");
+    let out = s.consume(&["--name", "r", "--idle-exit", "2"]);
+    assert_status(&out, 0, "after the restart");
     assert_eq!(text(&out.stdout), "");
 }

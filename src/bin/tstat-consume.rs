@@ -80,16 +80,15 @@ fn main() -> ExitCode {
         };
         (result, signal)
     });
+    let (summary, result) = result;
+    // After a failure the counts say what was written before it.
+    let taken = summary.messages + summary.repeats + summary.skipped;
+    if !cli.quiet && (result.is_ok() || taken > 0) {
+        cli::print_line(&format!("{PROG}: {}", summary.line()));
+    }
     match result {
-        Ok(summary) => {
-            if !cli.quiet {
-                cli::print_line(&format!("{PROG}: {}", summary.line()));
-            }
-            match summary.end {
-                End::Signal => signal.unwrap_or(cli::Exit::Interrupted).into(),
-                _ => ExitCode::SUCCESS,
-            }
-        }
+        Ok(End::Signal) => signal.unwrap_or(cli::Exit::Interrupted).into(),
+        Ok(_) => ExitCode::SUCCESS,
         Err(ConsumeError::Broker(e @ PublishError::TlsSetup(_))) => {
             cli::error(PROG, format!("{}: [ssl_options]: {e}", cfg.path.display()));
             cli::Exit::Usage.into()

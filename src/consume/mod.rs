@@ -205,19 +205,21 @@ pub enum ConsumeError {
 
 /// Reads the configured queue, or with `transport = stream` the stream,
 /// and writes its messages to `out` until `--count`, `--idle-exit`, the
-/// shutdown signal or a closed output ends it (else it runs on).
+/// shutdown signal or a closed output ends it (else it runs on). The counts
+/// come back whatever the outcome (what was written before a failure).
 pub async fn run<W: Write>(
     cfg: &RabbitConfig,
     opts: &ConsumeOptions,
     out: W,
     shutdown: &Shutdown,
     reporter: &dyn Reporter,
-) -> Result<Summary, ConsumeError> {
+) -> (Summary, Result<End, ConsumeError>) {
     let mut taker = Taker::new(out, opts, reporter);
-    match &cfg.stream {
+    let result = match &cfg.stream {
         None => queue::run(cfg, opts, &mut taker, shutdown).await,
         Some(_) => stream::run(cfg, opts, &mut taker, shutdown).await,
-    }
+    };
+    (taker.summary.clone(), result.map(|s| s.end))
 }
 
 /// What became of one message.
