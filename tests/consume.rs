@@ -793,3 +793,117 @@ fn a_stream_broker_restart_while_consuming_loses_and_repeats_nothing() {
     assert_status(&out, 0, "after the restart");
     assert_eq!(text(&out.stdout), "");
 }
+
+/// The commands of the README's `tstat-consume` section, one by one as
+/// written, in a directory holding the `config.ini` (a queue with flows),
+/// `stream.ini` (a stream with flows) and `queue.ini` they name.
+#[test]
+fn the_readme_examples_work_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Reading back: `tstat-consume`")
+        .nth(1)
+        .expect("the README has the tstat-consume section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    let commands: Vec<String> = block
+        .replace("\\\n", "")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    assert_eq!(commands.len(), 4, "{commands:?}");
+
+    let node = stream_node();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let queue = unique("readme_q");
+    write_private(&cwd.join("config.ini"), &node.config(&queue, ""));
+    let bridged = unique("readme_bridge");
+    write_private(&cwd.join("queue.ini"), &node.config(&bridged, ""));
+    let s = Stream::new(node);
+    std::fs::copy(&s.config, cwd.join("stream.ini")).unwrap();
+    s.ship(D1);
+    let q = Queue {
+        name: queue.clone(),
+        config: cwd.join("config.ini"),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let lines = arrays(&parsed(), 100);
+    q.publish(&lines, "readme");
+
+    let path = format!(
+        "{}:{}",
+        common::run::bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sh = |cmd: &str| {
+        command("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .current_dir(cwd)
+            .env("PATH", &path)
+            .deadline(RUN)
+    };
+    // The queue, through jq.
+    let out = sh(&commands[0]).run();
+    assert_status(&out, 0, &commands[0]);
+    // jq writes numbers its own way (1.0 as 1): count the documents.
+    let through_jq = text(&out.stdout);
+    assert_eq!(through_jq.lines().count(), parsed().lines().count());
+    assert!(
+        through_jq
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()))
+    );
+    // The stream by name, into a file.
+    let out = sh(&commands[1]).run();
+    assert_status(&out, 0, &commands[1]);
+    let file = std::fs::read_to_string(cwd.join("flows.ndjson")).unwrap();
+    assert_eq!(multiset(&file), multiset(&parsed_dir(D1)));
+    // Top talkers: ten lines of bits and an address.
+    let out = sh(&commands[2]).run();
+    assert_status(&out, 0, &commands[2]);
+    let talkers = text(&out.stdout);
+    assert_eq!(talkers.lines().count(), 10, "{talkers}");
+    assert!(
+        talkers.lines().all(|l| l.split('\t').count() == 2),
+        "{talkers}"
+    );
+    // The bridge runs until stopped: every message of the stream reaches
+    // the queue, then SIGTERM ends both.
+    let all = s.consume(&["--from", "first", "--idle-exit", "2", "--arrays", "-q"]);
+    assert_status(&all, 0, "counting the stream's messages");
+    let want = text(&all.stdout).lines().count();
+    // In a session of its own: SIGTERM to the shell stops the whole
+    // pipeline (both programs end cleanly), nothing is left running.
+    let script = format!(
+        "trap 'trap - TERM; kill -TERM 0' TERM; {} & wait",
+        commands[3]
+    );
+    let mut bridge = command("setsid")
+        .args(["bash", "-o", "pipefail", "-c", &script])
+        .current_dir(cwd)
+        .env("PATH", &path)
+        .spawn();
+    wait_until("the bridge filled the queue", RUN, || {
+        ready(node, &bridged) as usize >= want
+    });
+    bridge.term();
+    bridge.wait_status(RUN);
+    let got = node.get_n(&bridged, want, RUN);
+    let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
+    let docs: String = bodies
+        .iter()
+        .flat_map(|b| {
+            serde_json::from_slice::<Vec<Value>>(b)
+                .expect("an array")
+                .into_iter()
+                .map(|d| format!("{d}\n"))
+        })
+        .collect();
+    assert_eq!(multiset(&docs), multiset(&parsed_dir(D1)));
+}
