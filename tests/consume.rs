@@ -742,7 +742,12 @@ fn sigterm_and_sigint_stop_after_acknowledging_or_storing_what_was_written() {
     });
     run.signal(libc::SIGINT);
     let status = run.wait_status(RUN);
-    assert_eq!(status.code(), Some(130), "{}", run.stderr_so_far());
+    let err = run.stderr_so_far();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopping: storing the offset of what was written"),
+        "{err}"
+    );
     let out = s.consume(&["--name", "int", "--idle-exit", "2"]);
     assert_status(&out, 0, "after SIGINT");
     assert_eq!(text(&out.stdout), "");

@@ -66,10 +66,17 @@ fn main() -> ExitCode {
     let reporter = cli::StderrReporter::new(PROG, cli.verbose);
     let (result, signal) = runtime.block_on(async {
         let shutdown = Shutdown::new();
+        let stopping = match (&cfg.stream, &opts.name) {
+            (None, _) => "stopping: acknowledging what was written (signal again to quit at once)",
+            (Some(_), Some(_)) => {
+                "stopping: storing the offset of what was written (signal again to quit at once)"
+            }
+            (Some(_), None) => "stopping (signal again to quit at once)",
+        };
         let signal = tokio::spawn(runtime::watch_signals_saying(
             PROG,
             shutdown.clone(),
-            "stopping: acknowledging what was written (signal again to quit at once)",
+            stopping,
         ));
         let result = consume::run(&cfg, &opts, cli::stdout_writer(), &shutdown, &reporter).await;
         let signal = if signal.is_finished() {
