@@ -193,7 +193,7 @@ impl StreamReader {
     /// tracking: [`store_offset`](Self::store_offset)), `None` when none
     /// is stored.
     pub async fn query_offset(&mut self, name: &str) -> Result<Option<u64>, PublishError> {
-        check_name(name)?;
+        check_name(&self.stream.name, name)?;
         loop {
             let asked = match self.conn.as_mut() {
                 Some(conn) => query_on(conn, &self.stream.name, name).await,
@@ -309,7 +309,7 @@ impl StreamReader {
     /// previous value). Store after the messages are written out: a crash
     /// then repeats at most what was written since the last store.
     pub async fn store_offset(&mut self, name: &str, offset: u64) -> Result<(), PublishError> {
-        check_name(name)?;
+        check_name(&self.stream.name, name)?;
         loop {
             let done = match self.conn.as_mut() {
                 Some(conn) => store_on(conn, &self.stream.name, name, offset).await,
@@ -601,10 +601,10 @@ fn resume_at(subscribed: Option<(StartAt, u16)>, from: Option<u64>) -> Option<(S
 }
 
 /// An offset-tracking name: 1 to 255 bytes.
-fn check_name(name: &str) -> Result<(), PublishError> {
+fn check_name(stream: &str, name: &str) -> Result<(), PublishError> {
     if name.is_empty() || name.len() > 255 {
         return Err(PublishError::Stream {
-            stream: String::new(),
+            stream: stream.to_string(),
             what: "track offsets on",
             reason: format!("the name '{name}' cannot be used: it must have 1 to 255 bytes"),
             retryable: false,
@@ -730,6 +730,20 @@ mod tests {
             .into_iter()
             .map(|t| t.unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_reader_and_its_futures_can_move_between_threads() {
+        fn is_send<T: Send>(_: &T) {}
+        fn check(r: &mut StreamReader) {
+            is_send(&r.next());
+            is_send(&r.store_offset("n", 1));
+            is_send(&r.query_offset("n"));
+            is_send(&r.subscribe(StartAt::First, 1));
+        }
+        let _ = check;
+        fn reader_is_send<T: Send + Sync>() {}
+        reader_is_send::<StreamReader>();
     }
 
     #[test]
