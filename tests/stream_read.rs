@@ -586,3 +586,34 @@ fn a_node_without_a_member_of_the_stream_hands_over_to_one_with_it() {
         r.close().await;
     });
 }
+
+#[test]
+fn chunks_larger_than_the_frame_size_are_read() {
+    let node = node();
+    let stream = unique("large");
+    let cfg = config(node, &stream);
+    let (opts, _) = options();
+    runtime().block_on(async {
+        // 60 KB messages sent 64 at a time: the broker writes chunks of
+        // megabytes, each delivered as one frame (1 MiB is the default
+        // frame size).
+        let mut p = StreamPublisher::connect(&cfg, &opts)
+            .await
+            .expect("connect the publisher");
+        let s = p.declare("big").await.expect("declare");
+        let mut want = Vec::new();
+        for id in 1..=200u64 {
+            let mid = format!("big:{id}");
+            let body = format!("[\"{id}{}\"]", "y".repeat(60_000)).into_bytes();
+            p.send(s, id, &mid, body.clone()).await.expect("send");
+            want.push((mid, body));
+        }
+        p.flush().await.expect("flush");
+        p.close().await;
+        let mut r = StreamReader::connect(&cfg, &opts).await.expect("connect");
+        r.subscribe(StartAt::First, 1).await.expect("subscribe");
+        let got = read_n(&mut r, want.len()).await;
+        assert_read(&got, &want, 0);
+        r.close().await;
+    });
+}
