@@ -206,6 +206,29 @@ fn messages_published_both_ways_come_back_equal_in_offset_order() {
         let mut want = publish_stream(&cfg, &opts, "sp", 1..=300).await;
         want.extend(publish_amqp(&node.url(), &stream, "amqp", 1..=200).await);
         want.extend(publish_stream(&cfg, &opts, "sp2", 1..=100).await);
+        // An AMQP 0-9-1 message without a message id, with headers and an
+        // empty body.
+        let conn = Connection::connect(&node.url(), ConnectionProperties::default())
+            .await
+            .expect("connect over AMQP 0-9-1");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(Default::default())
+            .await
+            .expect("confirm_select");
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert("k".into(), lapin::types::AMQPValue::LongString("v".into()));
+        ch.basic_publish(
+            "".into(),
+            stream.as_str().into(),
+            BasicPublishOptions::default(),
+            b"",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
+        let _ = conn.close(200, "done".into()).await;
 
         let mut reader = StreamReader::connect(&cfg, &opts)
             .await
@@ -215,7 +238,11 @@ fn messages_published_both_ways_come_back_equal_in_offset_order() {
             .subscribe(StartAt::First, 2)
             .await
             .expect("subscribe");
-        let got = read_n(&mut reader, want.len()).await;
+        let mut got = read_n(&mut reader, want.len() + 1).await;
+        let bare = got.pop().expect("the bare message");
+        assert_eq!(bare.offset, want.len() as u64);
+        assert_eq!(bare.message_id, None, "no message id");
+        assert!(bare.body.is_empty(), "an empty body");
         assert_read(&got, &want, 0);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
