@@ -99,7 +99,11 @@ pub struct Delivery {
 ///
 /// Never creates the stream. Failures a reconnect may cure are retried
 /// inside the calls with the publisher's backoff and retries; an error
-/// returned means reading should stop.
+/// returned means reading should stop (except
+/// [`PublishError::StreamMessage`], see [`next`](Self::next)). A broker
+/// that goes silent is noticed by the heartbeats
+/// ([`PublishOptions::heartbeat`]; with 0, an idle subscription to a
+/// vanished host without a closed socket waits for ever).
 pub struct StreamReader {
     cfg: RabbitConfig,
     stream: StreamConfig,
