@@ -448,6 +448,18 @@ pub enum PublishError {
         #[source]
         cause: Box<PublishError>,
     },
+    /// Stream transport, reading: the message at `offset` cannot be read
+    /// (not AMQP 1.0, or a body that is not bytes). The reader goes on
+    /// after it when asked for the next message.
+    #[error("cannot read the message at offset {offset} of stream '{stream}': {reason}")]
+    StreamMessage {
+        /// The stream.
+        stream: String,
+        /// The message's offset.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
     /// Stream transport, reading: gave up after `retries` reconnects
     /// without a message read in between.
     #[error(

@@ -302,14 +302,16 @@ fn message_id(c: &mut Cursor<'_>) -> Result<Option<String>, String> {
     Ok(id)
 }
 
-/// Reads an AMQP 1.0 message: its data sections joined as the body and
-/// its `message-id`. A message whose body is an `amqp-value` or an
-/// `amqp-sequence` has no data to give: an error.
+/// Reads an AMQP 1.0 message: its data sections joined as the body (else
+/// an `amqp-value` holding binary or a string) and its `message-id`. Any
+/// other body (a sequence, a number, a map…) has no bytes to give: an
+/// error.
 pub(crate) fn amqp(message: &[u8]) -> Result<Amqp, String> {
     let mut c = Cursor { b: message, at: 0 };
     let mut body = Vec::new();
     let mut data = false;
     let mut other_body = None;
+    let mut value = None;
     let mut id = None;
     while c.at < message.len() {
         let code = c.descriptor()?;
@@ -329,12 +331,27 @@ pub(crate) fn amqp(message: &[u8]) -> Result<Amqp, String> {
                 body.extend_from_slice(c.take(n)?);
                 data = true;
             }
-            AMQP_VALUE | AMQP_SEQUENCE => {
-                other_body = Some(if code == AMQP_VALUE {
-                    "amqp-value"
-                } else {
-                    "amqp-sequence"
-                });
+            AMQP_VALUE => {
+                // Bytes or text sent as a value (some AMQP 1.0 clients do)
+                // are the body as well; other values are not bytes.
+                let start = c.at;
+                let n = match c.byte()? {
+                    0xa0 | 0xa1 => Some(c.size(false)?),
+                    0xb0 | 0xb1 => Some(c.size(true)?),
+                    _ => None,
+                };
+                match n {
+                    Some(n) => value = Some(c.take(n)?),
+                    None => {
+                        c.at = start;
+                        c.skip()?;
+                        other_body =
+                            Some("an amqp-value section of another type than binary or string");
+                    }
+                }
+            }
+            AMQP_SEQUENCE => {
+                other_body = Some("an amqp-sequence section");
                 c.skip()?;
             }
             _ => {
@@ -342,10 +359,12 @@ pub(crate) fn amqp(message: &[u8]) -> Result<Amqp, String> {
             }
         }
     }
-    if !data && let Some(kind) = other_body {
-        return Err(format!(
-            "its body is an {kind} section, not data (not published as bytes)"
-        ));
+    if !data {
+        if let Some(v) = value {
+            body.extend_from_slice(v);
+        } else if let Some(kind) = other_body {
+            return Err(format!("its body is {kind}, not data"));
+        }
     }
     Ok(Amqp {
         body,
@@ -522,9 +541,17 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_is_not_data_is_an_error() {
-        let m = [0x00, 0x53, 0x77, 0xa1, 0x01, b'x'];
+    fn a_body_that_is_not_bytes_is_an_error() {
+        // A string or binary value is taken as the body.
+        let m = [0x00, 0x53, 0x77, 0xa1, 0x02, b'[', b']'];
+        assert_eq!(amqp(&m).unwrap().body, b"[]");
+        let m = [0x00, 0x53, 0x77, 0xb0, 0, 0, 0, 1, b'x'];
+        assert_eq!(amqp(&m).unwrap().body, b"x");
+        // A number or a sequence is not.
+        let m = [0x00, 0x53, 0x77, 0x52, 0x07];
         assert!(amqp(&m).unwrap_err().contains("amqp-value"));
+        let m = [0x00, 0x53, 0x76, 0x45];
+        assert!(amqp(&m).unwrap_err().contains("amqp-sequence"));
         assert!(amqp(&[0x00, 0x53, 0x75, 0xa0, 0x09, b'x']).is_err());
         assert!(amqp(&[0x12]).is_err());
     }

@@ -110,9 +110,11 @@ pub(crate) struct Login<'a> {
     pub connect_timeout: Duration,
     /// Bound on one request's answer.
     pub request_timeout: Duration,
-    /// Largest frame taken from the broker once open (`None`: the
-    /// negotiated frame size). A reader needs more: a delivered chunk is
-    /// one frame, sized by the broker's batching, not by the frame size.
+    /// Frame size proposed and largest frame taken from the broker once
+    /// open (`None`: 1 MiB proposed, the negotiated size taken). A reader
+    /// needs more: a delivered chunk is one frame, sized by the broker's
+    /// batching (RabbitMQ 3.10 sends it whatever the frame size; later
+    /// versions close the connection when it does not fit).
     pub inbound_max: Option<u32>,
 }
 
@@ -288,7 +290,9 @@ impl Handshake<'_> {
             permanent: true,
         })?;
         let ours_hb = u32::try_from(self.login.heartbeat.as_secs()).unwrap_or(u32::MAX);
-        let frame_max = min_nonzero(their_frame, FRAME_MAX);
+        // A reader asks for its own limit: a broker that holds deliveries to
+        // the frame size closes a subscription whose chunks do not fit.
+        let frame_max = min_nonzero(their_frame, self.login.inbound_max.unwrap_or(FRAME_MAX));
         let heartbeat = min_nonzero(their_hb, ours_hb);
         self.send(TunesCommand::new(frame_max, heartbeat).into())
             .await?;

@@ -99,7 +99,11 @@ pub struct Delivery {
 ///
 /// Never creates the stream. Failures a reconnect may cure are retried
 /// inside the calls with the publisher's backoff and retries; an error
-/// returned means reading should stop.
+/// returned means reading should stop (except
+/// [`PublishError::StreamMessage`], see [`next`](Self::next)). A broker
+/// that goes silent is noticed by the heartbeats
+/// ([`PublishOptions::heartbeat`]; with 0, an idle subscription to a
+/// vanished host without a closed socket waits for ever).
 pub struct StreamReader {
     cfg: RabbitConfig,
     stream: StreamConfig,
@@ -109,7 +113,7 @@ pub struct StreamReader {
     /// Where the subscription started and its credit, once subscribed.
     subscribed: Option<(StartAt, u16)>,
     /// Messages of the chunk being consumed, not yet returned.
-    buffer: VecDeque<Delivery>,
+    buffer: VecDeque<Taken>,
     /// A chunk was taken and its credit is not given back yet (given when
     /// its last message was consumed, at the next call).
     owed: bool,
@@ -193,7 +197,7 @@ impl StreamReader {
     /// tracking: [`store_offset`](Self::store_offset)), `None` when none
     /// is stored.
     pub async fn query_offset(&mut self, name: &str) -> Result<Option<u64>, PublishError> {
-        check_name(name)?;
+        check_name(&self.stream.name, name)?;
         loop {
             let asked = match self.conn.as_mut() {
                 Some(conn) => query_on(conn, &self.stream.name, name).await,
@@ -242,6 +246,11 @@ impl StreamReader {
     /// last message returned (no gap, no repeat); an error after the
     /// retries are spent. Cancel-safe: a call dropped while it waits (in a
     /// timeout) loses no message and no credit.
+    ///
+    /// A message that cannot be read (not AMQP 1.0, or a body that is not
+    /// bytes) is [`PublishError::StreamMessage`] naming its offset; the
+    /// reader stays usable and the next call goes on after it. Any other
+    /// error means reading should stop.
     pub async fn next(&mut self) -> Result<Delivery, PublishError> {
         if self.subscribed.is_none() {
             return Err(PublishError::Stream {
@@ -252,10 +261,22 @@ impl StreamReader {
             });
         }
         loop {
-            if let Some(d) = self.buffer.pop_front() {
-                self.from = Some(d.offset + 1);
+            if let Some(taken) = self.buffer.pop_front() {
                 self.returned += 1;
-                return Ok(d);
+                return match taken {
+                    Ok(d) => {
+                        self.from = Some(d.offset + 1);
+                        Ok(d)
+                    }
+                    Err((offset, reason)) => {
+                        self.from = Some(offset + 1);
+                        Err(PublishError::StreamMessage {
+                            stream: self.stream.name.clone(),
+                            offset,
+                            reason,
+                        })
+                    }
+                };
             }
             if self.owed {
                 // Cleared only once sent: a call cancelled meanwhile (a
@@ -292,7 +313,7 @@ impl StreamReader {
     /// previous value). Store after the messages are written out: a crash
     /// then repeats at most what was written since the last store.
     pub async fn store_offset(&mut self, name: &str, offset: u64) -> Result<(), PublishError> {
-        check_name(name)?;
+        check_name(&self.stream.name, name)?;
         loop {
             let done = match self.conn.as_mut() {
                 Some(conn) => store_on(conn, &self.stream.name, name, offset).await,
@@ -539,10 +560,14 @@ impl StreamReader {
     }
 }
 
+/// A message taken from a chunk: read, or its offset and why it cannot be.
+type Taken = Result<Delivery, (u64, String)>;
+
 /// The messages of a deliver frame at or after offset `from`, in offset
 /// order (a subscription at an offset inside a chunk gets the whole chunk);
-/// none from a chunk that is not user data.
-fn deliveries(frame: &[u8], from: u64) -> Result<Vec<Delivery>, String> {
+/// none from a chunk that is not user data. An error for a frame that
+/// cannot be parsed; a message that cannot be read is its own entry.
+fn deliveries(frame: &[u8], from: u64) -> Result<Vec<Taken>, String> {
     let c = chunk::parse(frame)?;
     if c.kind != USER_CHUNK {
         return Ok(Vec::new());
@@ -553,14 +578,16 @@ fn deliveries(frame: &[u8], from: u64) -> Result<Vec<Delivery>, String> {
         if offset < from {
             continue;
         }
-        let m = chunk::amqp(record)
-            .map_err(|reason| format!("the message at offset {offset}: {reason}"))?;
-        out.push(Delivery {
-            offset,
-            timestamp_ms: c.timestamp_ms,
-            body: m.body,
-            message_id: m.message_id,
-        });
+        out.push(
+            chunk::amqp(record)
+                .map(|m| Delivery {
+                    offset,
+                    timestamp_ms: c.timestamp_ms,
+                    body: m.body,
+                    message_id: m.message_id,
+                })
+                .map_err(|reason| (offset, reason)),
+        );
     }
     Ok(out)
 }
@@ -578,10 +605,10 @@ fn resume_at(subscribed: Option<(StartAt, u16)>, from: Option<u64>) -> Option<(S
 }
 
 /// An offset-tracking name: 1 to 255 bytes.
-fn check_name(name: &str) -> Result<(), PublishError> {
+fn check_name(stream: &str, name: &str) -> Result<(), PublishError> {
     if name.is_empty() || name.len() > 255 {
         return Err(PublishError::Stream {
-            stream: String::new(),
+            stream: stream.to_string(),
             what: "track offsets on",
             reason: format!("the name '{name}' cannot be used: it must have 1 to 255 bytes"),
             retryable: false,
@@ -701,10 +728,32 @@ mod tests {
         )
     }
 
+    fn read(f: &[u8], from: u64) -> Vec<Delivery> {
+        deliveries(f, from)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_reader_and_its_futures_can_move_between_threads() {
+        fn is_send<T: Send>(_: &T) {}
+        fn check(r: &mut StreamReader) {
+            is_send(&r.next());
+            is_send(&r.store_offset("n", 1));
+            is_send(&r.query_offset("n"));
+            is_send(&r.subscribe(StartAt::First, 1));
+        }
+        let _ = check;
+        fn reader_is_send<T: Send + Sync>() {}
+        reader_is_send::<StreamReader>();
+    }
+
     #[test]
     fn records_below_the_start_are_dropped() {
         let f = chunk_of_three();
-        let all = deliveries(&f, 0).unwrap();
+        let all = read(&f, 0);
         assert_eq!(
             all.iter().map(|d| d.offset).collect::<Vec<_>>(),
             vec![10, 11, 12]
@@ -712,7 +761,7 @@ mod tests {
         assert_eq!(all[0].message_id.as_deref(), Some("a"));
         assert_eq!(all[2].body, b"[3]");
         assert!(all.iter().all(|d| d.timestamp_ms == 1_000));
-        let mid = deliveries(&f, 11).unwrap();
+        let mid = read(&f, 11);
         assert_eq!(
             mid.iter()
                 .map(|d| d.message_id.clone().unwrap())
@@ -730,17 +779,26 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_message_is_named_by_its_offset() {
+    fn an_unreadable_message_is_its_own_entry_named_by_its_offset() {
         let f = deliver(
             5,
             0,
-            &[entry("a", "[1]"), simple(&[0x00, 0x53, 0x77, 0x45])],
-            2,
+            &[
+                entry("a", "[1]"),
+                simple(&[0x00, 0x53, 0x77, 0x45]),
+                entry("c", "[3]"),
+            ],
+            3,
         );
-        let e = deliveries(&f, 0).unwrap_err();
-        assert!(e.contains("offset 6") && e.contains("amqp-value"), "{e}");
+        let got = deliveries(&f, 0).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_ref().unwrap().offset, 5);
+        let (offset, reason) = got[1].clone().unwrap_err();
+        assert_eq!(offset, 6);
+        assert!(reason.contains("amqp-value"), "{reason}");
+        assert_eq!(got[2].as_ref().unwrap().offset, 7);
         // Below the start it is not even read.
-        assert_eq!(deliveries(&f, 7).unwrap(), Vec::new());
+        assert_eq!(read(&f, 7).len(), 1);
     }
 
     #[test]
