@@ -285,23 +285,39 @@ impl<'a, W: Write> Taker<'a, W> {
                 Ok(Taken::Written)
             }
             Err(BadBody(why)) => {
-                let id = id.unwrap_or("(no message id)").to_string();
-                if self.skip_bad {
-                    self.summary.skipped += 1;
-                    self.reporter.report(Event::Message {
-                        level: Level::Warning,
-                        text: &format_args!("message {id} ({place}) skipped: {why}"),
-                    });
-                    return Ok(Taken::Dropped);
-                }
-                Ok(Taken::Bad(ConsumeError::BadMessage {
-                    id,
-                    place: place.to_string(),
-                    why,
-                    kept,
-                }))
+                let id = id.unwrap_or("(no message id)");
+                Ok(match self.unreadable(id, place, why, kept) {
+                    None => Taken::Dropped,
+                    Some(e) => Taken::Bad(e),
+                })
             }
         }
+    }
+
+    /// A message that is not a JSON array (or cannot be read at all):
+    /// skipped with a warning and counted (`None`) under `skip_bad`, else
+    /// the error that stops the run.
+    fn unreadable(
+        &mut self,
+        id: &str,
+        place: &dyn fmt::Display,
+        why: String,
+        kept: &'static str,
+    ) -> Option<ConsumeError> {
+        if self.skip_bad {
+            self.summary.skipped += 1;
+            self.reporter.report(Event::Message {
+                level: Level::Warning,
+                text: &format_args!("message {id} ({place}) skipped: {why}"),
+            });
+            return None;
+        }
+        Some(ConsumeError::BadMessage {
+            id: id.to_string(),
+            place: place.to_string(),
+            why,
+            kept,
+        })
     }
 
     /// True once `--count` messages are written.

@@ -61,7 +61,10 @@ pub(super) async fn run<W: Write>(
     let task = tokio::spawn(async move {
         loop {
             let next = reader.next().await;
-            let failed = next.is_err();
+            // An unreadable message is its own error; the reader goes on.
+            let failed = next
+                .as_ref()
+                .is_err_and(|e| !matches!(e, PublishError::StreamMessage { .. }));
             if tx.send(next).await.is_err() || failed {
                 break;
             }
@@ -204,6 +207,25 @@ async fn pump<W: Write>(
         while let Some(d) = next.take() {
             let delivery = match d {
                 Some(Ok(d)) => d,
+                Some(Err(PublishError::StreamMessage { offset, reason, .. })) => {
+                    let place = format!("offset {offset}");
+                    match taker.unreadable("(unreadable)", &place, reason, KEPT) {
+                        None => {
+                            last = Some(offset);
+                            taken += 1;
+                        }
+                        Some(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    next = match rx.try_recv() {
+                        Ok(d) => Some(Some(d)),
+                        Err(mpsc::error::TryRecvError::Empty) => None,
+                        Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+                    };
+                    continue;
+                }
                 Some(Err(e)) => {
                     failed = Some(ConsumeError::Broker(e));
                     break;
