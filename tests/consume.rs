@@ -912,3 +912,37 @@ fn the_readme_examples_work_as_written() {
         .collect();
     assert_eq!(multiset(&docs), multiset(&parsed_dir(D1)));
 }
+
+/// A reader that stops reading stdout for a while (longer than a few
+/// heartbeats) keeps its stream connection: heartbeats are answered while
+/// a write blocks, so nothing reconnects and nothing repeats.
+#[test]
+fn a_stalled_stdout_does_not_cost_the_stream_connection() {
+    let node = stream_node();
+    let s = Stream::new(node);
+    s.ship(D1);
+    let mut run = program(CONSUME)
+        .arg("-c")
+        .arg(&s.config)
+        .args(["--name", "slow", "--heartbeat", "1", "--idle-exit", "3"])
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut reader = BufReader::new(run.take_stdout());
+    let mut got = String::new();
+    for _ in 0..50 {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).expect("read") > 0);
+        got.push_str(&line);
+    }
+    // The stall itself is the fault: the program is blocked writing for
+    // five heartbeat intervals.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("read");
+    got.push_str(&rest);
+    let status = run.wait_status(RUN);
+    let err = run.stderr_so_far();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("reconnecting"), "{err}");
+    assert_eq!(multiset(&got), multiset(&parsed_dir(D1)), "{err}");
+}

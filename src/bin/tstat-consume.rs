@@ -59,9 +59,19 @@ fn main() -> ExitCode {
         output_gone: Some(cli::stop::stdout_closed),
         ..ConsumeOptions::default()
     };
-    let runtime = match runtime::async_runtime(PROG) {
+    // One worker thread besides the main one: while writing to a slow
+    // stdout blocks the main thread, the stream connections' tasks still
+    // answer heartbeats (lapin has its own I/O thread for queues).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(code) => return code.into(),
+        Err(e) => {
+            cli::error(PROG, format!("cannot start the async runtime: {e}"));
+            return cli::Exit::Failure.into();
+        }
     };
     let reporter = cli::StderrReporter::new(PROG, cli.verbose);
     let (result, signal) = runtime.block_on(async {
