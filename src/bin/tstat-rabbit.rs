@@ -89,7 +89,9 @@ fn open_record(cli: &Cli) -> Result<(Plan, Option<RecordFile>), ExitCode> {
     } else {
         Open::Resume
     };
-    match resume::open(path.clone(), PROG, settings, Vec::new(), how) {
+    // The record is kept after the input is sent: it holds the generation.
+    let generations = resume::Generations::from_records();
+    match resume::open(path.clone(), PROG, settings, Vec::new(), how, &generations) {
         Ok((plan, rec)) => Ok((plan, Some(rec))),
         Err(r) => Err(refused(path, &r)),
     }
