@@ -246,6 +246,14 @@ mapfile -d '' -t dirs <"$work/dirs"
 reship_flag=()
 if [ "${#reship_dirs[@]}" -gt 0 ]; then
     [ "$to_stdout" -eq 0 ] || usage_error "--reship needs the rabbit transport"
+    # A directory Tstat still writes is never shipped half-written and marked.
+    for r in "${reship_dirs[@]}"; do
+        ready=0
+        for d in "${dirs[@]+"${dirs[@]}"}"; do
+            if [ "$d" -ef "$r" ]; then ready=1; fi
+        done
+        [ "$ready" -eq 1 ] || usage_error "--reship $r: Tstat is still writing it (no newer directory, logs changed within --settle); nothing shipped: re-ship it once Tstat has finished it"
+    done
     dirs=("${reship_dirs[@]}")
     reship_flag=(--reship)
 fi
@@ -282,7 +290,8 @@ publish() {
     { printf '%s' "$c" && cat; } |
         "$RABBIT" -c "$config" "${rabbit_opts[@]+"${rabbit_opts[@]}"}" \
             --message-id-prefix "$sensor@$tree:$name" --progress "$dir/.progress" \
-            --fingerprint "$fp" "${reship_flag[@]+"${reship_flag[@]}"}"
+            --fingerprint "$fp" --generations "${root%/}/.tstat_send.generation" \
+            "${reship_flag[@]+"${reship_flag[@]}"}"
 }
 
 shipped=0

@@ -432,13 +432,16 @@ impl Generations {
     /// The generations of the tree at `root`, kept in its
     /// [`GENERATION_FILE`]; the caller holds the tree's lock.
     pub fn of_tree(root: &Path) -> Generations {
-        Generations {
-            file: Some(root.join(GENERATION_FILE)),
-        }
+        Generations::in_file(root.join(GENERATION_FILE))
+    }
+
+    /// The generations kept in `file` (`tstat-rabbit --generations`).
+    pub fn in_file(file: PathBuf) -> Generations {
+        Generations { file: Some(file) }
     }
 
     /// Generations from the clock and the record only, for a record that is
-    /// never dropped (`tstat-rabbit --progress`).
+    /// never dropped (`tstat-rabbit --progress` alone).
     pub fn from_records() -> Generations {
         Generations { file: None }
     }

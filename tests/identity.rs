@@ -14,7 +14,7 @@ use std::path::Path;
 use common::docs;
 use common::flows::{consume_all, dedup, flatten};
 use common::rabbit::{RabbitNode, shared_node, unique};
-use common::run::{RUN_DEADLINE, assert_status, program, text, wait_until};
+use common::run::{RUN_DEADLINE, assert_status, program, text, tstat_send_sh, wait_until};
 use common::trees::{SETTLED, copy_fixture, fixtures, set_mtimes};
 use serde_json::Value;
 use tstat_transport::identity::tree_tag;
@@ -196,16 +196,16 @@ fn reship_of_the_directory_tstat_writes_loses_nothing() {
     assert_status(&out, 0, "first run");
     assert!(marked(&root.path().join(DIR0)) && !marked(&live));
 
-    let out = send(&[
-        "-c",
-        &cfg,
-        "-d",
-        &r,
-        "-b",
-        "0",
-        "--reship",
-        &live.display().to_string(),
-    ]);
+    // The shell pipeline cannot hand it back to a follower: it refuses.
+    let l = live.display().to_string();
+    let out = tstat_send_sh()
+        .args(["-c", &cfg, "-d", &r, "-b", "0", "--reship", &l])
+        .run();
+    assert_status(&out, 2, "tstat_send.sh --reship of the live directory");
+    assert!(text(&out.stderr).contains("Tstat is still writing it"));
+    assert!(!marked(&live) && !live.join(".progress").exists());
+
+    let out = send(&["-c", &cfg, "-d", &r, "-b", "0", "--reship", &l]);
     assert_status(&out, 0, "--reship of the live directory");
     let err = text(&out.stderr);
     assert!(!marked(&live), "a directory Tstat writes is never marked");
@@ -248,40 +248,54 @@ fn reship_of_the_directory_tstat_writes_loses_nothing() {
 fn two_reships_of_one_directory_never_share_an_id() {
     let node = shared_node();
     let work = tempfile::tempdir().expect("tempdir");
-    let queue = unique("reship-twice");
-    let cfg = node.write_config(work.path(), &queue).display().to_string();
-    let root = tree();
-    let r = root.path().display().to_string();
-    let dir = root.path().join(DIR0);
-    let d = dir.display().to_string();
-    let out = send(&["-c", &cfg, "-d", &r, "-b", "0"]);
-    assert_status(&out, 0, "first run");
-    // Two re-ships in a row (within one second on a quiet machine), the
-    // second with another threshold: other bodies.
-    for bytes in ["0", "5000"] {
-        fs::remove_file(dir.join(".processed")).expect("unmark");
-        let out = send(&["-c", &cfg, "-d", &r, "-b", bytes, "--reship", &d]);
-        assert_status(&out, 0, "--reship");
-        assert!(marked(&dir));
+    // tstat_send, and the same job as a shell pipeline.
+    for shell in [false, true] {
+        let queue = unique("reship-twice");
+        let cfg = node.write_config(work.path(), &queue).display().to_string();
+        let root = tree();
+        let r = root.path().display().to_string();
+        let dir = root.path().join(DIR0);
+        let d = dir.display().to_string();
+        let run = |args: &[&str]| {
+            if shell {
+                tstat_send_sh().args(args).run()
+            } else {
+                send(args)
+            }
+        };
+        let out = run(&["-c", &cfg, "-d", &r, "-b", "0"]);
+        assert_status(&out, 0, "first run");
+        // Two re-ships in a row (within one second on a quiet machine),
+        // the second with another threshold: other bodies.
+        for bytes in ["0", "5000"] {
+            fs::remove_file(dir.join(".processed")).expect("unmark");
+            let out = run(&["-c", &cfg, "-d", &r, "-b", bytes, "--reship", &d]);
+            assert_status(&out, 0, "--reship");
+            assert!(marked(&dir));
+        }
+        let msgs = consume_all(node, &queue);
+        // Fails on an id that came with two bodies.
+        let (_, dups) = dedup(&msgs);
+        assert_eq!(dups, 0);
+        let generations: BTreeSet<String> = msgs
+            .iter()
+            .map(|m| m.message_id())
+            .filter_map(|id| {
+                let (_, rest) = id.split_once(&format!(":{DIR0}~"))?;
+                Some(rest.split(':').next()?.to_string())
+            })
+            .collect();
+        assert_eq!(
+            generations.len(),
+            2,
+            "shell {shell}: two generations: {generations:?}"
+        );
+        let kept = fs::read_to_string(root.path().join(".tstat_send.generation")).expect("kept");
+        assert!(
+            generations.contains(kept.trim()),
+            "{kept} is the last one given"
+        );
     }
-    let msgs = consume_all(node, &queue);
-    // Fails on an id that came with two bodies.
-    let (_, dups) = dedup(&msgs);
-    assert_eq!(dups, 0);
-    let generations: BTreeSet<String> = msgs
-        .iter()
-        .map(|m| m.message_id())
-        .filter_map(|id| {
-            let (_, rest) = id.split_once(&format!(":{DIR0}~"))?;
-            Some(rest.split(':').next()?.to_string())
-        })
-        .collect();
-    assert_eq!(generations.len(), 2, "two generations: {generations:?}");
-    let kept = fs::read_to_string(root.path().join(".tstat_send.generation")).expect("kept");
-    assert!(
-        generations.contains(kept.trim()),
-        "{kept} is the last one given"
-    );
 }
 
 #[test]

@@ -89,8 +89,10 @@ fn open_record(cli: &Cli) -> Result<(Plan, Option<RecordFile>), ExitCode> {
     } else {
         Open::Resume
     };
-    // The record is kept after the input is sent: it holds the generation.
-    let generations = resume::Generations::from_records();
+    let generations = match &cli.generations {
+        Some(file) => resume::Generations::in_file(file.clone()),
+        None => resume::Generations::from_records(),
+    };
     match resume::open(path.clone(), PROG, settings, Vec::new(), how, &generations) {
         Ok((plan, rec)) => Ok((plan, Some(rec))),
         Err(r) => Err(refused(path, &r)),

@@ -340,6 +340,11 @@ pub struct RabbitCli {
     /// progress record says.
     #[arg(long, requires = "progress")]
     pub reship: bool,
+    /// Keep the last generation given here (and take the next above it), so
+    /// that two re-ships never share a generation even after the progress
+    /// record was removed (tstat_send.sh: ROOT/.tstat_send.generation).
+    #[arg(long, value_name = "FILE", requires = "progress")]
+    pub generations: Option<PathBuf>,
     /// Print the checked config (password hidden), connections and a summary.
     #[arg(short = 'v', long)]
     pub verbose: bool,
