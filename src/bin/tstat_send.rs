@@ -262,6 +262,21 @@ fn check(cli: &Cli) -> ExitCode {
     let tree = check::tree(&cli.directory, &find);
     let is_tree = tree.iter().all(|c| c.ok || c.what != "tree");
     lines.extend(tree);
+    if is_tree {
+        let tag = identity::tree_tag(&cli.directory);
+        lines.push(Check {
+            ok: true,
+            what: "ids",
+            detail: format!(
+                "{}@{tag}:DIRNAME:INDEX (tree {tag}: {})",
+                cli.doc.sensor_id(),
+                cli.directory
+                    .canonicalize()
+                    .unwrap_or_else(|_| cli.directory.clone())
+                    .display()
+            ),
+        });
+    }
     if let Some(m) = &cli.metrics_file {
         lines.push(check::metrics(m));
     }
