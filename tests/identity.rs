@@ -40,6 +40,12 @@ fn send(args: &[&str]) -> std::process::Output {
     program("tstat_send").args(args).run()
 }
 
+/// `tstat_send -b 0` of the tree at `root` with config `cfg`, successful.
+fn ship_all(cfg: &str, root: &Path) {
+    let out = send(&["-c", cfg, "-d", &root.display().to_string(), "-b", "0"]);
+    assert_status(&out, 0, "tstat_send");
+}
+
 fn marked(dir: &Path) -> bool {
     dir.join(".processed").exists()
 }
@@ -83,15 +89,7 @@ fn two_trees_on_one_host_never_share_an_id() {
     // directory names, the default sensor (the host name), no -S.
     let (a, b) = (tree(), tree());
     for root in [&a, &b] {
-        let out = send(&[
-            "-c",
-            &cfg,
-            "-d",
-            &root.path().display().to_string(),
-            "-b",
-            "0",
-        ]);
-        assert_status(&out, 0, "tstat_send");
+        ship_all(&cfg, root.path());
     }
     let msgs = consume_all(node, &queue);
     let ids: BTreeSet<String> = msgs.iter().map(|m| m.message_id()).collect();
@@ -128,15 +126,7 @@ fn two_trees_on_one_host_never_share_an_id() {
     for d in [DIR0, DIR1] {
         fs::remove_file(a.path().join(d).join(".processed")).expect("unmark");
     }
-    let out = send(&[
-        "-c",
-        &cfg2,
-        "-d",
-        &a.path().display().to_string(),
-        "-b",
-        "0",
-    ]);
-    assert_status(&out, 0, "tstat_send again");
+    ship_all(&cfg2, a.path());
     let again: BTreeSet<String> = consume_all(node, &queue2)
         .iter()
         .map(|m| m.message_id())
