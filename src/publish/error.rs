@@ -65,6 +65,21 @@ pub enum Notice {
         /// What went wrong.
         cause: String,
     },
+    /// Stream transport, reading: a failure is retried; reconnect after
+    /// `delay`, then subscribe again after the last message returned.
+    StreamResubscribing {
+        /// This retry's number, from 1.
+        attempt: u32,
+        /// Retries allowed.
+        retries: u32,
+        /// Wait before reconnecting.
+        delay: Duration,
+        /// Where the new subscription starts (`offset 1234`, `first`…);
+        /// `None` before subscribing.
+        from: Option<String>,
+        /// What went wrong.
+        cause: String,
+    },
     /// Stream transport: after a reconnect the broker said how far it holds
     /// a producer that had messages pending.
     StreamResumed {
@@ -116,6 +131,19 @@ impl fmt::Display for Notice {
                 "{cause}; reconnecting in {:.1} s, then asking the broker what it stored of {pending} unconfirmed messages (retry {attempt} of {retries})",
                 delay.as_secs_f64()
             ),
+            Notice::StreamResubscribing {
+                attempt,
+                retries,
+                delay,
+                from,
+                cause,
+            } => {
+                write!(f, "{cause}; reconnecting in {:.1} s", delay.as_secs_f64())?;
+                if let Some(from) = from {
+                    write!(f, " and reading again from {from}")?;
+                }
+                write!(f, " (retry {attempt} of {retries})")
+            }
             Notice::StreamResumed {
                 producer,
                 sequence,
@@ -420,6 +448,35 @@ pub enum PublishError {
         #[source]
         cause: Box<PublishError>,
     },
+    /// Stream transport, reading: the message at `offset` cannot be read
+    /// (not AMQP 1.0, or a body that is not bytes). The reader goes on
+    /// after it when asked for the next message.
+    #[error("cannot read the message at offset {offset} of stream '{stream}': {reason}")]
+    StreamMessage {
+        /// The stream.
+        stream: String,
+        /// The message's offset.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Stream transport, reading: gave up after `retries` reconnects
+    /// without a message read in between.
+    #[error(
+        "cannot read stream '{stream}'{} after {retries} retries: {cause}",
+        .from.map(|o| format!(" from offset {o}")).unwrap_or_default()
+    )]
+    StreamUnread {
+        /// The stream.
+        stream: String,
+        /// The offset reading would have continued from.
+        from: Option<u64>,
+        /// Retries made.
+        retries: u32,
+        /// The last failure.
+        #[source]
+        cause: Box<PublishError>,
+    },
 }
 
 impl PublishError {
@@ -442,7 +499,8 @@ impl PublishError {
     pub fn root(&self) -> &PublishError {
         match self {
             PublishError::Unconfirmed { cause, .. }
-            | PublishError::StreamUnconfirmed { cause, .. } => cause.root(),
+            | PublishError::StreamUnconfirmed { cause, .. }
+            | PublishError::StreamUnread { cause, .. } => cause.root(),
             other => other,
         }
     }

@@ -65,6 +65,21 @@ pub(crate) enum Event {
     },
     /// The socket failed or went quiet.
     Lost(String),
+    /// A chunk delivered to a subscription: the whole deliver frame (size
+    /// prefix included), parsed by the reader.
+    Deliver {
+        /// The subscription id on this connection.
+        subscription: u8,
+        /// The frame.
+        frame: Vec<u8>,
+    },
+    /// The broker refused a credit (it knows no such subscription).
+    CreditRefused {
+        /// The subscription id on this connection.
+        subscription: u8,
+        /// Its response code.
+        code: u16,
+    },
 }
 
 /// Why a connection could not be opened.
@@ -95,6 +110,12 @@ pub(crate) struct Login<'a> {
     pub connect_timeout: Duration,
     /// Bound on one request's answer.
     pub request_timeout: Duration,
+    /// Frame size proposed and largest frame taken from the broker once
+    /// open (`None`: 1 MiB proposed, the negotiated size taken). A reader
+    /// needs more: a delivered chunk is one frame, sized by the broker's
+    /// batching (RabbitMQ 3.10 sends it whatever the frame size; later
+    /// versions close the connection when it does not fit).
+    pub inbound_max: Option<u32>,
 }
 
 /// A byte stream: plain TCP or TLS.
@@ -269,7 +290,9 @@ impl Handshake<'_> {
             permanent: true,
         })?;
         let ours_hb = u32::try_from(self.login.heartbeat.as_secs()).unwrap_or(u32::MAX);
-        let frame_max = min_nonzero(their_frame, FRAME_MAX);
+        // A reader asks for its own limit: a broker that holds deliveries to
+        // the frame size closes a subscription whose chunks do not fit.
+        let frame_max = min_nonzero(their_frame, self.login.inbound_max.unwrap_or(FRAME_MAX));
         let heartbeat = min_nonzero(their_hb, ours_hb);
         self.send(TunesCommand::new(frame_max, heartbeat).into())
             .await?;
@@ -433,7 +456,7 @@ impl Conn {
         let writer = tokio::spawn(write_loop(write, out_rx, hb, ev_tx.clone()));
         let reader = tokio::spawn(read_loop(
             read,
-            frame_max,
+            login.inbound_max.unwrap_or(frame_max),
             hb,
             waiters.clone(),
             out_tx.clone(),

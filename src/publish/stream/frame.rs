@@ -37,8 +37,15 @@ pub(crate) const PRECONDITION_FAILED: u16 = 17;
 /// Publisher does not exist (this connection lost it).
 pub(crate) const PUBLISHER_DOES_NOT_EXIST: u16 = 18;
 
-/// Command keys the publisher meets.
+/// Offset not found (no offset stored under a reference).
+pub(crate) const NO_OFFSET: u16 = 19;
+
+/// Command keys the publisher and the reader meet.
 pub(crate) const PUBLISH_CONFIRM: u16 = 3;
+/// Deliver (a chunk for a subscription).
+pub(crate) const DELIVER: u16 = 8;
+/// Credit (its response only comes when the broker refuses it).
+pub(crate) const CREDIT: u16 = 9;
 /// Publish error.
 pub(crate) const PUBLISH_ERROR: u16 = 4;
 /// Metadata update.
@@ -82,14 +89,19 @@ pub(crate) fn key(f: &[u8]) -> Option<u16> {
 /// The correlation id of a response to one of our requests.
 pub(crate) fn correlation(f: &[u8]) -> Option<u32> {
     let k = key(f)?;
-    // Credit responses carry no correlation id; we never subscribe.
-    (k & RESPONSE != 0 && k != RESPONSE | 9).then(|| u32_at(f, 8))?
+    // Credit responses carry no correlation id.
+    (k & RESPONSE != 0 && k != RESPONSE | CREDIT).then(|| u32_at(f, 8))?
 }
 
 /// The response code of a response (not for metadata, which has none).
 pub(crate) fn code(f: &[u8]) -> Option<u16> {
     let k = key(f)?;
     (k & RESPONSE != 0 && k & !RESPONSE != METADATA).then(|| u16_at(f, 12))?
+}
+
+/// The offset in a query-offset response.
+pub(crate) fn offset(f: &[u8]) -> Option<u64> {
+    u64_at(f, 14)
 }
 
 /// The sequence in a query-publisher-sequence response.
@@ -148,6 +160,10 @@ pub(crate) fn unasked(f: &[u8]) -> Option<Event> {
                 .collect();
             Some(Event::Refused { publisher, errors })
         }
+        k if k == RESPONSE | CREDIT => Some(Event::CreditRefused {
+            code: u16_at(f, 8)?,
+            subscription: *f.get(10)?,
+        }),
         METADATA_UPDATE => {
             let code = u16_at(f, 8)?;
             let stream = string_at(f, 10).map(|(s, _)| s).unwrap_or_default();
@@ -175,6 +191,31 @@ pub(crate) fn leader(f: &[u8], stream: &str) -> Result<(String, u32), u16> {
         .find(|b| b.reference == meta.leader_reference)
         .map(|b| (b.host.clone(), b.port))
         .ok_or(STREAM_NOT_AVAILABLE)
+}
+
+/// The nodes holding `stream` in a metadata response (advertised host and
+/// port; the leader first, then the replicas): Ok, or Err(response code)
+/// when the broker has none for it.
+pub(crate) fn members(f: &[u8], stream: &str) -> Result<Vec<(String, u32)>, u16> {
+    let Some(ResponseKind::Metadata(m)) = Response::decode(f).ok().map(|(_, r)| r.kind()) else {
+        return Err(0);
+    };
+    let Some(meta) = m.stream_metadata.iter().find(|s| s.stream_name == stream) else {
+        return Err(STREAM_DOES_NOT_EXIST);
+    };
+    let code = u16::from(&meta.code);
+    if code != OK {
+        return Err(code);
+    }
+    let out: Vec<(String, u32)> = std::iter::once(meta.leader_reference)
+        .chain(meta.replicas_references.iter().copied())
+        .filter_map(|r| m.brokers.iter().find(|b| b.reference == r))
+        .map(|b| (b.host.clone(), b.port))
+        .collect();
+    if out.is_empty() {
+        return Err(STREAM_NOT_AVAILABLE);
+    }
+    Ok(out)
 }
 
 /// A response code in words, with its number: `stream does not exist (code 2)`.

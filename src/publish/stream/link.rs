@@ -13,14 +13,30 @@ use tokio::time::Instant;
 use super::conn::{Conn, Login, OpenError, Target};
 use super::frame::{self, code_name};
 use super::{StreamPublisher, refused};
-use crate::config::Endpoint;
-use crate::publish::{EndpointFailure, Notice, PublishError};
+use crate::config::{Endpoint, RabbitConfig};
+use crate::publish::{EndpointFailure, Notice, PublishError, PublishOptions};
 
 /// Pause between metadata queries while a new stream has no leader yet.
 const LEADER_POLL: Duration = Duration::from_millis(200);
 
-impl StreamPublisher {
-    fn login(&self) -> Login<'_> {
+/// What connecting needs, shared by the publisher and the reader: the
+/// configured hosts, login and TLS, and the stream port.
+pub(super) struct Site<'a> {
+    /// Hosts, credentials, vhost, TLS settings.
+    pub cfg: &'a RabbitConfig,
+    /// Timeouts, heartbeat, notices.
+    pub opts: &'a PublishOptions,
+    /// The TLS connector when TLS is configured.
+    pub tls: Option<&'a tokio_rustls::TlsConnector>,
+    /// The stream port.
+    pub port: u16,
+    /// Largest frame accepted from the broker (`None`: the negotiated
+    /// frame size).
+    pub inbound_max: Option<u32>,
+}
+
+impl<'a> Site<'a> {
+    pub(super) fn login(&self) -> Login<'a> {
         Login {
             user: &self.cfg.username,
             password: &self.cfg.password,
@@ -28,16 +44,20 @@ impl StreamPublisher {
             heartbeat: self.opts.heartbeat,
             connect_timeout: self.opts.connect_timeout,
             request_timeout: self.opts.confirm_timeout,
+            inbound_max: self.inbound_max,
         }
     }
 
-    fn target<'a>(&'a self, host: &'a str, port: u16) -> Target<'a> {
+    pub(super) fn target<'b>(&self, host: &'b str, port: u16) -> Target<'b>
+    where
+        'a: 'b,
+    {
         let endpoint = Endpoint {
             host: host.to_string(),
             port,
         }
         .to_string();
-        let tls = self.tls.as_ref().map(|c| {
+        let tls = self.tls.map(|c| {
             let name = self
                 .cfg
                 .tls
@@ -54,7 +74,7 @@ impl StreamPublisher {
         }
     }
 
-    fn auth(&self, endpoint: &str, reason: String) -> PublishError {
+    pub(super) fn auth(&self, endpoint: &str, reason: String) -> PublishError {
         PublishError::Auth {
             user: self.cfg.username.clone(),
             endpoint: endpoint.to_string(),
@@ -63,16 +83,26 @@ impl StreamPublisher {
         }
     }
 
-    /// A connection to the stream's leader, trying the configured hosts in
-    /// order; `create` makes the stream when it does not exist (only on the
-    /// first connect: a stream gone later is an error, not a fresh start).
-    pub(super) async fn link(&self, create: bool) -> Result<Conn, PublishError> {
+    pub(super) fn notice(&self, n: &Notice) {
+        if let Some(sink) = &self.opts.notices {
+            sink(n);
+        }
+    }
+
+    /// Opens a connection to the configured hosts in order (on the stream
+    /// port) and hands it to `then` (which may move to another node); the
+    /// first that works is returned. A refused login or an error `then`
+    /// says retrying cannot cure ends the pass at once.
+    pub(super) async fn each_host<F, Fut>(&self, mut then: F) -> Result<Conn, PublishError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<Conn, PublishError>>,
+    {
         let mut failures = Vec::new();
-        let port = self.stream.port;
         for ep in &self.cfg.endpoints {
-            let target = self.target(&ep.host, port);
+            let target = self.target(&ep.host, self.port);
             let failure = match Conn::open(&target, &self.login()).await {
-                Ok(conn) => match self.to_leader(conn, create).await {
+                Ok(conn) => match then(conn).await {
                     Ok(conn) => {
                         self.notice(&Notice::Connected {
                             endpoint: conn.endpoint.clone(),
@@ -103,6 +133,39 @@ impl StreamPublisher {
             failures.push(failure);
         }
         Err(PublishError::Connect { failures })
+    }
+}
+
+impl StreamPublisher {
+    fn site(&self) -> Site<'_> {
+        Site {
+            cfg: &self.cfg,
+            opts: &self.opts,
+            tls: self.tls.as_ref(),
+            port: self.stream.port,
+            inbound_max: None,
+        }
+    }
+
+    fn login(&self) -> Login<'_> {
+        self.site().login()
+    }
+
+    fn target<'a>(&'a self, host: &'a str, port: u16) -> Target<'a> {
+        self.site().target(host, port)
+    }
+
+    fn auth(&self, endpoint: &str, reason: String) -> PublishError {
+        self.site().auth(endpoint, reason)
+    }
+
+    /// A connection to the stream's leader, trying the configured hosts in
+    /// order; `create` makes the stream when it does not exist (only on the
+    /// first connect: a stream gone later is an error, not a fresh start).
+    pub(super) async fn link(&self, create: bool) -> Result<Conn, PublishError> {
+        self.site()
+            .each_host(|conn| self.to_leader(conn, create))
+            .await
     }
 
     /// Finds the leader from `conn` (creating the stream first when asked

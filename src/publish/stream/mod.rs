@@ -36,10 +36,12 @@
 //! queue. One message per publishing id (no sub-entry batching: it would
 //! void deduplication).
 
+mod chunk;
 mod conn;
 mod frame;
 mod ledger;
 mod link;
+mod reader;
 mod wire;
 
 use std::fmt;
@@ -58,6 +60,7 @@ use conn::{Conn, Event};
 use frame::code_name;
 pub use ledger::StreamCounts;
 use ledger::{Ledger, Refusal};
+pub use reader::{Delivery, StartAt, StreamReader};
 
 /// Most producers on one connection (the protocol's publisher id is a byte).
 pub const MAX_PRODUCERS: usize = 255;
@@ -439,6 +442,8 @@ impl StreamPublisher {
                 self.recover(self.lost(&reason)).await
             }
             Event::Lost(reason) => self.recover(self.lost(&reason)).await,
+            // A publisher never subscribes.
+            Event::Deliver { .. } | Event::CreditRefused { .. } => Ok(()),
         }
     }
 

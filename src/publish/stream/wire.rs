@@ -114,6 +114,11 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
             continue;
         }
         let event = match frame::key(&frame) {
+            // A chunk can be large: handed over as it is, not copied.
+            Some(frame::DELIVER) => Event::Deliver {
+                subscription: frame.get(8).copied().unwrap_or(0),
+                frame,
+            },
             Some(frame::CLOSE) => {
                 let (code, reason) = frame::close(&frame);
                 if let Some(corr) = frame::close_correlation(&frame) {
