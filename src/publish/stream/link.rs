@@ -102,7 +102,15 @@ impl StreamPublisher {
             }
             failures.push(failure);
         }
-        Err(PublishError::Connect { failures })
+        Err(PublishError::Connect {
+            failures,
+            config: self.cfg.path.clone(),
+            keys: if self.cfg.tls.is_some() {
+                "host, stream_port and [ssl_options]"
+            } else {
+                "host and stream_port"
+            },
+        })
     }
 
     /// Finds the leader from `conn` (creating the stream first when asked
