@@ -1059,6 +1059,15 @@ fn a_missing_tree_or_metrics_directory_is_named_before_anything_is_marked() {
             missing.display()
         )]
     );
+    let out = script(&["-d", missing.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "tstat_send.sh, missing -d");
+    assert_eq!(
+        err_lines(&out).first(),
+        Some(&format!(
+            "tstat_send.sh: error: -d {}: does not exist",
+            missing.display()
+        ))
+    );
     let file = root.path().join(DIR0).join("log_tcp_complete");
     let out = send(&["-d", file.to_str().expect("utf-8"), "-c", c]);
     assert_status(&out, 2, "-d names a file");
