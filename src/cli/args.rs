@@ -372,7 +372,7 @@ pub struct SendCli {
     pub watch: Option<Duration>,
     /// Keep running and also ship the directory Tstat is still writing: each
     /// complete row reaches the broker within --flush seconds plus about
-    /// half a second and the broker's confirm time (up to 2 s more just
+    /// half a second and the broker's confirm time (about 2 s more just
     /// after a rotation); the directory is marked when Tstat rotates to the
     /// next.
     #[arg(long, conflicts_with_all = ["all", "single"])]
