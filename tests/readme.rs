@@ -160,6 +160,13 @@ fn every_sh_block_can_be_pasted_into_a_shell() {
         if block.lang != "sh" {
             continue;
         }
+        // A prompt would be pasted too; output lines are comments.
+        assert!(
+            !block.text.lines().any(|l| l.starts_with("$ ")),
+            "README.md line {}: a sh block with a $ prompt cannot be pasted:\n{}",
+            block.line,
+            block.text
+        );
         let out = command("bash").args(["-n", "-c", &block.text]).run();
         assert!(
             out.status.success(),
