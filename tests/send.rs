@@ -31,6 +31,7 @@ use common::run::{
 };
 use common::trees::{SETTLED, copy_fixture};
 use serde_json::Value;
+use tstat_transport::identity::tree_tag;
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
 const GOLDEN: &str = "synthetic/expected.bytes0.sensor-s.instance-1.ndjson";
@@ -291,12 +292,17 @@ fn every_golden_flow_delivered_once_and_current_dir_left_alone() {
         &want,
         "delivered flows",
     );
-    // Ids: SENSOR:DIRNAME:INDEX, per directory from 0, in publishing order.
+    // Ids: SENSOR@TREE:DIRNAME:INDEX, per directory from 0, in publishing
+    // order.
+    let owner = format!("s@{}:", tree_tag(root.path()));
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for m in &msgs {
         let id = m.message_id();
         let (dir, index) = split_id(&id);
-        assert!(id.starts_with("s:"), "id {id} carries the sensor");
+        assert!(
+            id.starts_with(&owner),
+            "id {id} carries the sensor and tree"
+        );
         assert!(dir == DIR0 || dir == DIR1, "id {id} names a golden dir");
         let n = next.entry(dir.clone()).or_default();
         assert_eq!(index, *n, "ids of {dir} in order");
@@ -311,7 +317,7 @@ fn every_golden_flow_delivered_once_and_current_dir_left_alone() {
     }
     assert_eq!(
         msgs.first().map(|m| m.message_id()).as_deref(),
-        Some("s:2026_03_01_00_00.out:0")
+        Some(format!("{owner}2026_03_01_00_00.out:0").as_str())
     );
     assert_eq!(next.len(), 2, "both directories published");
 
@@ -363,8 +369,18 @@ fn shell_pipeline_publishes_the_same_messages_as_the_driver() {
     let (ma, mb) = (consume_all(node, &qa), consume_all(node, &qb));
     assert!(!ma.is_empty());
     assert_eq!(ma.len(), mb.len(), "message count");
+    // The same ids but for each tree's own identity.
+    let (ta, tb) = (
+        format!("@{}:", tree_tag(tree_a.path())),
+        format!("@{}:", tree_tag(tree_b.path())),
+    );
     for (x, y) in ma.iter().zip(&mb) {
-        assert_eq!(x.message_id(), y.message_id(), "ids in the same order");
+        assert!(x.message_id().contains(&ta) && y.message_id().contains(&tb));
+        assert_eq!(
+            x.message_id().replace(&ta, "@TREE:"),
+            y.message_id().replace(&tb, "@TREE:"),
+            "ids in the same order"
+        );
         assert!(
             x.body == y.body,
             "{}: bodies differ byte for byte",

@@ -206,17 +206,14 @@ fn queue_settings(cli: &Cli) -> Result<(RabbitConfig, PublishOptions), ExitCode>
 /// The names of this run's stream producers: sensor, instance and tree.
 fn stream_producers(opts: &SendOptions) -> Result<Producers, ExitCode> {
     let p = &opts.parse;
-    Producers::new(
-        &p.sensor,
-        p.instance.as_deref(),
-        &identity::tree_tag(&opts.root),
-    )
-    .map_err(|e| cli::usage_error(PROG, format!("-S/--sensor, -I/--instance: {e}")))
+    Producers::new(&p.sensor, p.instance.as_deref(), &opts.tree)
+        .map_err(|e| cli::usage_error(PROG, format!("-S/--sensor, -I/--instance: {e}")))
 }
 
 /// The run's options from the command line.
 fn options(cli: Cli, threads: usize) -> SendOptions {
     SendOptions {
+        tree: identity::tree_tag(&cli.directory),
         root: cli.directory,
         find: FindOptions {
             all: cli.all,
@@ -313,6 +310,21 @@ fn check(cli: &Cli) -> ExitCode {
     let tree = check::tree(&cli.directory, &find);
     let is_tree = tree.iter().all(|c| c.ok || c.what != "tree");
     lines.extend(tree);
+    if is_tree {
+        let tag = identity::tree_tag(&cli.directory);
+        lines.push(Check {
+            ok: true,
+            what: "ids",
+            detail: format!(
+                "{}@{tag}:DIRNAME:INDEX (tree {tag}: {})",
+                cli.doc.sensor_id(),
+                cli.directory
+                    .canonicalize()
+                    .unwrap_or_else(|_| cli.directory.clone())
+                    .display()
+            ),
+        });
+    }
     if let Some(m) = &cli.metrics_file {
         lines.push(check::metrics(m));
     }

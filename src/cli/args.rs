@@ -156,6 +156,12 @@ pub struct FindCli {
     #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "null"])]
     pub mark: bool,
 
+    /// Print each ROOT's identity (eight hex digits of the CRC-32 of its
+    /// canonical path), as tstat_send puts it in message ids
+    /// (SENSOR@TREE:DIR:INDEX) and stream producer names, instead of listing.
+    #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "mark"])]
+    pub tree_id: bool,
+
     /// Directories to search (with --mark: the tstat directories to mark).
     #[arg(value_name = "ROOT|DIR", required = true, value_hint = clap::ValueHint::DirPath)]
     pub paths: Vec<PathBuf>,
@@ -334,6 +340,11 @@ pub struct RabbitCli {
     /// progress record says.
     #[arg(long, requires = "progress")]
     pub reship: bool,
+    /// Keep the last generation given here (and take the next above it), so
+    /// that two re-ships never share a generation even after the progress
+    /// record was removed (tstat_send.sh: ROOT/.tstat_send.generation).
+    #[arg(long, value_name = "FILE", requires = "progress")]
+    pub generations: Option<PathBuf>,
     /// Print the checked config (password hidden), connections and a summary.
     #[arg(short = 'v', long)]
     pub verbose: bool,

@@ -50,6 +50,9 @@ const CHANNEL_DEPTH: usize = 16;
 pub struct SendOptions {
     /// The tstat tree.
     pub root: PathBuf,
+    /// The tree's identity in message ids and stream producer names
+    /// ([`crate::identity::tree_tag`]), decided once for both.
+    pub tree: String,
     /// Readiness rules (`now` is refreshed on every pass).
     pub find: FindOptions,
     /// Threshold and document metadata.
@@ -214,6 +217,8 @@ pub struct Sender<D: Destination> {
     noted: std::collections::HashSet<PathBuf>,
     /// The "several directories are being written" notice was given.
     noted_several: bool,
+    /// Where fresh streams of the tree get their generation.
+    generations: crate::resume::Generations,
 }
 
 /// What shipping one directory gave.
@@ -234,7 +239,6 @@ impl<D: Destination> Sender<D> {
             metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
         }
         Sender {
-            opts,
             dest,
             summary: Summary::default(),
             metrics,
@@ -243,6 +247,8 @@ impl<D: Destination> Sender<D> {
             noted: Default::default(),
             noted_several: false,
             printed: Default::default(),
+            generations: crate::resume::Generations::of_tree(&opts.root),
+            opts,
         }
     }
 
@@ -361,6 +367,13 @@ impl<D: Destination> Sender<D> {
             }
         }
         let reship = !self.opts.reship.is_empty();
+        // A re-shipped directory Tstat is still writing goes back to the
+        // follower instead of being shipped and marked half-written.
+        let ready: std::collections::HashSet<PathBuf> = if reship {
+            dirs.iter().filter_map(|d| d.canonicalize().ok()).collect()
+        } else {
+            Default::default()
+        };
         let dirs = if reship {
             self.opts.reship.clone()
         } else {
@@ -390,7 +403,8 @@ impl<D: Destination> Sender<D> {
                 index: i,
                 name: &self.id_name(dir),
             }));
-            let shipped = self.ship(dir, shutdown, reship, false).await;
+            let live = reship && !dir.canonicalize().is_ok_and(|d| ready.contains(&d));
+            let shipped = self.ship(dir, shutdown, reship, live).await;
             reporter.report(Event::Progress(Progress::DirDone { bytes: sizes[i] }));
             match shipped? {
                 DirResult::Done { had_data } => {
@@ -472,6 +486,21 @@ impl<D: Destination> Sender<D> {
             ("document", Some(flow::DOCUMENT_VERSION.to_string())),
             ("message_id_prefix", Some(id_prefix.to_string())),
         ])
+    }
+
+    /// A directory's message id prefix, `SENSOR@TREE:NAME`: with the tree's
+    /// identity no two trees of one host share an id. A directory begun by
+    /// a version without it (`SENSOR:NAME` in its record) keeps its prefix
+    /// until it is marked, so its resume stays exact.
+    fn id_base(&self, dir: &Path, name: &str, reship: bool) -> String {
+        let sensor = &self.opts.parse.sensor;
+        if !reship && let Ok(Some(rec)) = crate::resume::load(&dir.join(PROGRESS_FILE)) {
+            let legacy = format!("{sensor}:{name}");
+            if rec.settings.get("message_id_prefix") == Some(&legacy) {
+                return legacy;
+            }
+        }
+        format!("{sensor}@{}:{name}", self.opts.tree)
     }
 
     /// The directory's name in message ids: its path relative to the root
