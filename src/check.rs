@@ -309,6 +309,16 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
 
 /// The metrics file's directory exists and is writable.
 pub fn metrics(path: &Path) -> Check {
+    if path.is_dir() {
+        return Check::fail(
+            "metrics",
+            format!(
+                "{}: is a directory; name the file in it, e.g. {}",
+                path.display(),
+                path.join("tstat_send.prom").display()
+            ),
+        );
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

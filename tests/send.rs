@@ -1118,6 +1118,22 @@ fn a_missing_tree_or_metrics_directory_is_named_before_anything_is_marked() {
             markers(root.path())
         );
     }
+    // A directory given as the file: renaming onto it would fail after the pass.
+    let w = work.path().to_str().expect("utf-8");
+    let out = send(&["-d", r, "-c", c, "--all", "--metrics-file", w]);
+    assert_status(&out, 2, "metrics file is a directory");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: --metrics-file {w}: is a directory; name the file in it, e.g. \
+             {w}/tstat_send.prom"
+        )]
+    );
+    assert!(
+        markers(root.path()).is_empty(),
+        "{:?}",
+        markers(root.path())
+    );
 }
 
 #[test]
