@@ -370,3 +370,21 @@ fn reship_target(root: &std::path::Path, dir: &std::path::Path) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_check_hint_can_be_pasted_whatever_the_paths() {
+        assert_eq!(
+            check_command(Path::new("/var/lib/tstat"), Path::new("./config.ini")),
+            "tstat_send --check -d /var/lib/tstat -c ./config.ini"
+        );
+        assert_eq!(
+            check_command(Path::new("/srv/my tree"), Path::new("/etc/it's.ini")),
+            r"tstat_send --check -d '/srv/my tree' -c '/etc/it'\''s.ini'"
+        );
+    }
+}
