@@ -145,7 +145,10 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$root" ] || usage_error "-d/--directory ROOT is required"
-[ -d "$root" ] || usage_error "$root: not a directory"
+if [ ! -e "$root" ]; then
+    usage_error "-d $root: does not exist"
+fi
+[ -d "$root" ] || usage_error "-d $root: not a directory"
 
 # The host name as the programs read it (cli::hostname), so ids match.
 if [ -z "$sensor" ]; then

@@ -1049,6 +1049,173 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
 }
 
 // ---------------------------------------------------------------------------
+// Errors as good as --check's
+
+/// stderr's lines.
+fn err_lines(out: &Output) -> Vec<String> {
+    text(&out.stderr).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_missing_tree_or_metrics_directory_is_named_before_anything_is_marked() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, _) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let missing = root.path().join("no-such-tree");
+    let out = send(&["-d", missing.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "missing -d");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: -d {}: does not exist",
+            missing.display()
+        )]
+    );
+    let out = script(&["-d", missing.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "tstat_send.sh, missing -d");
+    assert_eq!(
+        err_lines(&out).first(),
+        Some(&format!(
+            "tstat_send.sh: error: -d {}: does not exist",
+            missing.display()
+        ))
+    );
+    let file = root.path().join(DIR0).join("log_tcp_complete");
+    let out = send(&["-d", file.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "-d names a file");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: -d {}: not a directory",
+            file.display()
+        )]
+    );
+
+    // Checked before the first pass, with a broker or printing (-N): not
+    // after directories were marked.
+    let prom = work.path().join("no-such-dir").join("tstat_send.prom");
+    let p = prom.to_str().expect("utf-8");
+    for extra in [&[][..], &["-N"]] {
+        let out = send(&[&["-d", r, "-c", c, "--all", "--metrics-file", p][..], extra].concat());
+        assert_status(&out, 2, "metrics directory missing");
+        assert_eq!(
+            err_lines(&out),
+            [format!(
+                "tstat_send: error: --metrics-file {p}: cannot write in {}: No such file or \
+                 directory (os error 2) (create the directory, e.g. node_exporter's textfile \
+                 directory, writable by this user)",
+                prom.parent().expect("parent").display()
+            )]
+        );
+        assert!(out.stdout.is_empty(), "{extra:?}: nothing printed");
+        assert!(
+            markers(root.path()).is_empty(),
+            "{:?}",
+            markers(root.path())
+        );
+    }
+    // A directory given as the file: renaming onto it would fail after the pass.
+    let w = work.path().to_str().expect("utf-8");
+    let out = send(&["-d", r, "-c", c, "--all", "--metrics-file", w]);
+    assert_status(&out, 2, "metrics file is a directory");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: --metrics-file {w}: is a directory; name the file in it, e.g. \
+             {w}/tstat_send.prom"
+        )]
+    );
+    assert!(
+        markers(root.path()).is_empty(),
+        "{:?}",
+        markers(root.path())
+    );
+}
+
+#[test]
+fn a_refused_connection_names_the_config_file_and_the_check_command() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, port) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let out = send(&["-d", r, "-c", c, "--all", "-q", "--retries", "0"]);
+    assert_status(&out, 1, "broker not running");
+    let lines = err_lines(&out);
+    let want = [
+        format!(
+            "tstat_send: error: {}: not marked: cannot connect to RabbitMQ: 127.0.0.1:{port}: \
+             connection refused (is the broker running there, and are host and port right in {c}?)",
+            root.path().join(DIR0).display()
+        ),
+        format!(
+            "tstat_send: hint: tstat_send --check -d {r} -c {c} looks at the config, the broker \
+             and the tree, one line each"
+        ),
+    ];
+    assert!(lines.ends_with(&want), "{lines:#?}");
+    assert!(
+        markers(root.path()).is_empty(),
+        "{:?}",
+        markers(root.path())
+    );
+}
+
+#[test]
+fn refused_records_and_log_errors_are_summarised_apart() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, _) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    // DIR0: a record that is not one; DIR1: a log without its header. Both
+    // are left unmarked before any connection is needed.
+    fs::write(root.path().join(DIR0).join(".progress"), "garbage\n").expect("write");
+    fs::write(root.path().join(DIR1).join("log_tcp_complete"), "1 2 3\n").expect("write");
+    fs::remove_file(root.path().join(DIR1).join("log_udp_complete")).expect("rm");
+    let out = send(&["-d", r, "-c", c, "--all", "-q"]);
+    assert_status(&out, 1, "refused and unreadable");
+    assert_eq!(
+        err_lines(&out).last().map(String::as_str),
+        Some(
+            "tstat_send: error: 2 directories not marked (see above): 1 because of log errors, \
+             1 refused by its progress record"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The refused one alone is not called a log error.
+    fs::remove_dir_all(root.path().join(DIR1)).expect("rm");
+    let out = send(&["-d", r, "-c", c, "--all", "-q"]);
+    assert_status(&out, 1, "refused");
+    let lines = err_lines(&out);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(
+            "tstat_send: error: 1 directory not marked: refused by its progress record (see above)"
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].starts_with(&format!(
+            "tstat_send: error: {}: not marked: the progress record cannot be used",
+            root.path().join(DIR0).display()
+        )),
+        "{lines:#?}"
+    );
+    assert!(!is_marked(&root.path().join(DIR0)));
+}
+
+// ---------------------------------------------------------------------------
 // The demo
 
 #[test]

@@ -284,7 +284,15 @@ impl Publisher {
             }
             failures.push(failure);
         }
-        Err(auth.unwrap_or(PublishError::Connect { failures }))
+        Err(auth.unwrap_or(PublishError::Connect {
+            failures,
+            config: self.cfg.path.clone(),
+            keys: if self.cfg.tls.is_some() {
+                "host, port and [ssl_options]"
+            } else {
+                "host and port"
+            },
+        }))
     }
 
     async fn open_connection(&self, ep: &Endpoint) -> Result<Connection, ConnectError> {

@@ -90,11 +90,14 @@ pub enum SendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Some directories had unreadable logs; they stay unmarked.
-    #[error("{count} director{} not marked because of log errors (see above)", if *.count == 1 { "y" } else { "ies" })]
+    /// Some directories had unreadable logs, or a progress record that
+    /// does not describe them any more; they stay unmarked.
+    #[error("{}", data_text(*.count, *.refused))]
     Data {
-        /// How many.
+        /// How many (refused ones included).
         count: usize,
+        /// How many of them were refused by their progress record.
+        refused: usize,
     },
     /// The run was stopped by a signal; the current directory stays unmarked.
     #[error(
@@ -136,6 +139,33 @@ pub enum SendError {
     },
 }
 
+/// The message of a [`SendError::Data`]: log errors and refused records are
+/// told apart (they need different fixes).
+fn data_text(count: usize, refused: usize) -> String {
+    let dirs = |n: usize| format!("{n} director{}", if n == 1 { "y" } else { "ies" });
+    let records = |n: usize| {
+        if n == 1 {
+            "refused by its progress record"
+        } else {
+            "refused by their progress records"
+        }
+    };
+    match (count - refused.min(count), refused) {
+        (_, 0) => format!(
+            "{} not marked because of log errors (see above)",
+            dirs(count)
+        ),
+        (0, r) => format!("{} not marked: {} (see above)", dirs(r), records(r)),
+        (logs, r) => format!(
+            "{} not marked (see above): {} because of log errors, {} {}",
+            dirs(count),
+            logs,
+            r,
+            records(r)
+        ),
+    }
+}
+
 /// The part of a [`SendError::QueueLost`] message about marked directories.
 fn lost_list(marked: &[String], root: &str) -> String {
     if marked.is_empty() {
@@ -149,6 +179,18 @@ fn lost_list(marked: &[String], root: &str) -> String {
 }
 
 impl SendError {
+    /// True when no broker could be connected to: `tstat_send --check` then
+    /// says more.
+    pub fn is_connect_failure(&self) -> bool {
+        let source = match self {
+            SendError::Publish { source, .. } | SendError::QueueLost { source, .. } => source,
+            _ => return false,
+        };
+        source
+            .downcast_ref::<crate::publish::PublishError>()
+            .is_some_and(|e| matches!(e.root(), crate::publish::PublishError::Connect { .. }))
+    }
+
     /// True when the cause is a closed stdout (a quiet end for `-N | head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, SendError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
@@ -185,6 +227,8 @@ enum DirResult {
     Done { had_data: bool },
     /// Left unmarked because a log could not be read completely.
     DataError,
+    /// Left unmarked because its progress record does not describe it.
+    Refused,
 }
 
 impl<D: Destination> Sender<D> {
@@ -339,6 +383,7 @@ impl<D: Destination> Sender<D> {
                 .collect()
         };
         let mut data_errors = walk_errors;
+        let mut refused = 0;
         // Sizes only for a bar on screen: no extra stat per directory else.
         let sizes: Vec<u64> = if reporter.shows_progress() {
             dirs.iter().map(|d| logs_size(d)).collect()
@@ -368,6 +413,7 @@ impl<D: Destination> Sender<D> {
                     }
                 }
                 DirResult::DataError => data_errors += 1,
+                DirResult::Refused => refused += 1,
             }
         }
         if self.opts.follow.is_some()
@@ -378,12 +424,17 @@ impl<D: Destination> Sender<D> {
                 index: dirs.len().saturating_sub(1),
                 name: &self.id_name(&dir),
             }));
-            if let DirResult::DataError = self.ship(&dir, shutdown, false, true).await? {
-                data_errors += 1;
+            match self.ship(&dir, shutdown, false, true).await? {
+                DirResult::DataError => data_errors += 1,
+                DirResult::Refused => refused += 1,
+                DirResult::Done { .. } => {}
             }
         }
-        if data_errors > 0 {
-            return Err(SendError::Data { count: data_errors });
+        if data_errors + refused > 0 {
+            return Err(SendError::Data {
+                count: data_errors + refused,
+                refused,
+            });
         }
         Ok(())
     }
@@ -470,6 +521,14 @@ impl<D: Destination> Sender<D> {
             .reporter
             .error(&format_args!("{}: not marked: {why}", dir.display()));
         DirResult::DataError
+    }
+
+    /// Reports a directory its progress record refuses (counted apart from
+    /// log errors: the fix is another).
+    fn refuse_record(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        self.metrics.refused += 1;
+        self.refuse(dir, why);
+        DirResult::Refused
     }
 }
 

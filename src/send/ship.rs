@@ -109,10 +109,7 @@ impl<D: Destination> Sender<D> {
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
             match self.gate(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
-                Err(why) => {
-                    self.metrics.refused += 1;
-                    return Ok(Err(self.refuse(dir, why)));
-                }
+                Err(why) => return Ok(Err(self.refuse_record(dir, why))),
             }
         } else if live {
             // Nothing is kept: the ids are printed, never published.
@@ -394,10 +391,9 @@ impl<D: Destination> Sender<D> {
             });
         }
         if let Some(why) = parsed.refused {
-            self.metrics.refused += 1;
             let path = dir.join(PROGRESS_FILE);
             let text = self.refusal(&Refusal::Stream(why), &path, dir);
-            return Ok(self.refuse(dir, text));
+            return Ok(self.refuse_record(dir, text));
         }
         if let Some(why) = parsed.failed {
             return Ok(self.refuse(
@@ -454,7 +450,10 @@ impl<D: Destination> Sender<D> {
     ) -> SendError {
         let shown = dir.display().to_string();
         match u {
-            Undelivered::ProducerFailed => SendError::Data { count: 1 },
+            Undelivered::ProducerFailed => SendError::Data {
+                count: 1,
+                refused: 0,
+            },
             Undelivered::Interrupted { confirmed } => SendError::Interrupted {
                 dir: shown,
                 confirmed,
