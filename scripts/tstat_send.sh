@@ -5,7 +5,7 @@
 # completely (a log that cannot be, e.g. a .gz Tstat is still writing, leaves
 # the directory for a later run: nothing of it is published), then
 #
-#     tstat-parse DIR | tstat-chunk | tstat-rabbit --message-id-prefix SENSOR:DIRNAME \
+#     tstat-parse DIR | tstat-chunk | tstat-rabbit --message-id-prefix SENSOR@TREE:DIRNAME \
 #         --progress DIR/.progress --fingerprint "settings and log identities"
 #
 # and only when that whole pipeline succeeded (pipefail): tstat-find --mark DIR
@@ -17,7 +17,7 @@
 # read. Like tstat_send, one run per tree: the lock ROOT/.tstat_send.lock
 # (flock); a run that finds it taken names the holder and exits 75.
 #
-# The messages (bodies and ids SENSOR:DIRNAME:INDEX, DIRNAME the directory's
+# The messages (bodies and ids SENSOR@TREE:DIRNAME:INDEX, TREE from tstat-find --tree-id, DIRNAME the directory's
 # path relative to ROOT) are the ones tstat_send publishes for the same tree:
 # both run the same library code.
 #
@@ -145,7 +145,10 @@ while [ $# -gt 0 ]; do
 done
 
 [ -n "$root" ] || usage_error "-d/--directory ROOT is required"
-[ -d "$root" ] || usage_error "$root: not a directory"
+if [ ! -e "$root" ]; then
+    usage_error "-d $root: does not exist"
+fi
+[ -d "$root" ] || usage_error "-d $root: not a directory"
 
 # The host name as the programs read it (cli::hostname), so ids match.
 if [ -z "$sensor" ]; then
@@ -246,10 +249,20 @@ mapfile -d '' -t dirs <"$work/dirs"
 reship_flag=()
 if [ "${#reship_dirs[@]}" -gt 0 ]; then
     [ "$to_stdout" -eq 0 ] || usage_error "--reship needs the rabbit transport"
+    # A directory Tstat still writes is never shipped half-written and marked.
+    for r in "${reship_dirs[@]}"; do
+        ready=0
+        for d in "${dirs[@]+"${dirs[@]}"}"; do
+            if [ "$d" -ef "$r" ]; then ready=1; fi
+        done
+        [ "$ready" -eq 1 ] || usage_error "--reship $r: Tstat is still writing it (no newer directory, logs changed within --settle); nothing shipped: re-ship it once Tstat has finished it"
+    done
     dirs=("${reship_dirs[@]}")
     reship_flag=(--reship)
 fi
 version=$("$PARSE" --version)
+# The tree's identity in message ids, as tstat_send gives it.
+tree=$("$FIND" --tree-id -- "$root")
 
 had_data=0
 
@@ -279,8 +292,9 @@ publish() {
     had_data=1
     { printf '%s' "$c" && cat; } |
         "$RABBIT" -c "$config" "${rabbit_opts[@]+"${rabbit_opts[@]}"}" \
-            --message-id-prefix "$sensor:$name" --progress "$dir/.progress" \
-            --fingerprint "$fp" "${reship_flag[@]+"${reship_flag[@]}"}"
+            --message-id-prefix "$sensor@$tree:$name" --progress "$dir/.progress" \
+            --fingerprint "$fp" --generations "${root%/}/.tstat_send.generation" \
+            "${reship_flag[@]+"${reship_flag[@]}"}"
 }
 
 shipped=0

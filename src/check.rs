@@ -97,20 +97,12 @@ pub async fn broker(cfg: &RabbitConfig, opts: &PublishOptions) -> Vec<Check> {
             out
         }
         Err(e) => {
-            let hint = match e.root() {
-                PublishError::Auth { .. } => "",
-                PublishError::QueueMismatch { .. } => "",
-                PublishError::Connect { .. } => {
-                    " — is the broker running there, and are host/port (and use_ssl, \
-                     ca_certs for TLS) right in the config?"
-                }
-                _ => "",
-            };
+            // A failed connect says itself what to check, naming the file.
             let what = match e.root() {
                 PublishError::QueueMismatch { .. } | PublishError::Queue { .. } => "queue",
                 _ => "broker",
             };
-            vec![Check::fail(what, format!("{e}{hint}"))]
+            vec![Check::fail(what, e.to_string())]
         }
     }
 }
@@ -214,10 +206,10 @@ pub const STREAM_NAME_BUDGET: usize = 255;
 /// The tree: it exists, holds Tstat directories, what is ready, and that the
 /// records can be written where they must.
 pub fn tree(root: &Path, find_opts: &FindOptions) -> Vec<Check> {
-    if !root.is_dir() {
+    if let Err(why) = root_dir(root) {
         return vec![Check::fail(
             "tree",
-            format!("{}: not a directory (-d)", root.display()),
+            format!("{}: {why} (-d)", root.display()),
         )];
     }
     let mut out = Vec::new();
@@ -294,6 +286,17 @@ pub fn tree(root: &Path, find_opts: &FindOptions) -> Vec<Check> {
     out
 }
 
+/// Whether `root` can be a tree (`-d`): why not, in words ("does not
+/// exist", "not a directory", the system's reason).
+pub fn root_dir(root: &Path) -> Result<(), String> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err("not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Creates and removes a temporary file in `dir`; the error says why, not
 /// which temporary name failed.
 fn probe_write(dir: &Path) -> std::io::Result<()> {
@@ -301,14 +304,21 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
         .prefix(".tstat_send-check")
         .tempfile_in(dir)
         .map(drop)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) => std::io::Error::from_raw_os_error(code),
-            None => e,
-        })
+        .map_err(crate::durable::without_temp_name)
 }
 
 /// The metrics file's directory exists and is writable.
 pub fn metrics(path: &Path) -> Check {
+    if path.is_dir() {
+        return Check::fail(
+            "metrics",
+            format!(
+                "{}: is a directory; name the file in it, e.g. {}",
+                path.display(),
+                path.join("tstat_send.prom").display()
+            ),
+        );
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

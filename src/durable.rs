@@ -25,17 +25,37 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<
         builder.permissions(fs::Permissions::from_mode(mode));
     }
     // On any failure below the temporary file is deleted when dropped. The
-    // error says why, not which temporary name could not be made.
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) => io::Error::from_raw_os_error(code),
-            None => e,
-        })?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    // error says why, never the temporary name: the caller names `path`.
+    let mut tmp = builder.tempfile_in(dir).map_err(without_temp_name)?;
+    tmp.as_file_mut()
+        .write_all(bytes)
+        .map_err(without_temp_name)?;
+    tmp.as_file().sync_all().map_err(without_temp_name)?;
+    tmp.persist(path).map_err(|e| without_temp_name(e.error))?;
     sync_dir(dir)
+}
+
+/// The error without the temporary file's name tempfile adds to some of
+/// its errors (`… at path "/dir/.progressAb12Cd.tmp"`): an operator would
+/// look for a file that never exists for long.
+pub fn without_temp_name(e: io::Error) -> io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    let Some(cut) = text.rfind(" at path ") else {
+        return e;
+    };
+    let why = &text[..cut];
+    // "No space left on device (os error 28)": the plain OS error again.
+    let code = why
+        .strip_suffix(')')
+        .and_then(|w| w.rsplit_once("(os error "))
+        .and_then(|(_, n)| n.parse::<i32>().ok());
+    match code {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), why.to_string()),
+    }
 }
 
 /// Flushes a directory's entries (a rename or an unlink in it) to disk.
@@ -121,9 +141,24 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_keeps_the_old_file() {
+    fn a_failed_write_keeps_the_old_file_and_names_no_temporary_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("missing-dir").join("record");
-        assert!(atomic_write(&p, b"x", None).is_err());
+        let e = atomic_write(&p, b"x", None).expect_err("no directory");
+        assert_eq!(e.to_string(), "No such file or directory (os error 2)");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn temporary_names_are_cut_from_errors() {
+        let wrapped = io::Error::new(
+            io::ErrorKind::StorageFull,
+            "No space left on device (os error 28) at path \"/t/.progresssA535k.tmp\"",
+        );
+        assert_eq!(without_temp_name(wrapped).raw_os_error(), Some(28));
+        let other = io::Error::other("odd at path \"/t/x.tmp\"");
+        assert_eq!(without_temp_name(other).to_string(), "odd");
+        let plain = io::Error::from_raw_os_error(13);
+        assert_eq!(without_temp_name(plain).raw_os_error(), Some(13));
     }
 }

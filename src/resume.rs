@@ -132,6 +132,22 @@ pub struct Record {
     pub stream_epoch: Option<u32>,
 }
 
+impl Record {
+    /// True when no message may have been sent under it (the record a
+    /// re-ship of a live directory leaves): it applies whatever the
+    /// settings and logs of now, since no id of it carries a body yet. A
+    /// stream's record is never such (its ids are log positions, sent
+    /// without reserving).
+    pub fn nothing_sent(&self) -> bool {
+        self.stream_epoch.is_none()
+            && self.confirmed == 0
+            && self.reserved == 0
+            && self.next_index == 0
+            && self.next.items == 0
+            && self.next.follow.is_none_or(|p| p == Positions::default())
+    }
+}
+
 /// Why a record cannot be applied to the stream being sent now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -143,6 +159,9 @@ pub enum Refusal {
     Logs(Vec<String>),
     /// The stream before the recorded position is not what was sent.
     Stream(String),
+    /// A new generation could not be kept (see [`Generations`]): nothing
+    /// may be sent under it.
+    Generation(String),
 }
 
 impl fmt::Display for Refusal {
@@ -169,6 +188,7 @@ impl fmt::Display for Refusal {
                 f,
                 "the logs no longer give the messages that were sent: {why}"
             ),
+            Refusal::Generation(why) => write!(f, "{why}"),
         }
     }
 }
@@ -245,6 +265,12 @@ pub fn plan(
     settings: &BTreeMap<String, String>,
     logs: &[LogId],
 ) -> Result<Plan, Refusal> {
+    if rec.nothing_sent() {
+        return Ok(Plan {
+            expect: rec.next,
+            ..Plan::fresh(rec.generation)
+        });
+    }
     same_settings(rec, settings)?;
     let mut bad = Vec::new();
     let mut grew = false;
@@ -309,6 +335,9 @@ fn same_settings(rec: &Record, settings: &BTreeMap<String, String>) -> Result<()
 /// the recorded log positions, under ids above any that may have been sent
 /// (its arrays were cut by time, so they are not formed again).
 pub fn follow_plan(rec: &Record, settings: &BTreeMap<String, String>) -> Result<Plan, Refusal> {
+    if rec.nothing_sent() && rec.next.follow.is_some() {
+        return Ok(follow_fresh(rec.generation));
+    }
     same_settings(rec, settings)?;
     if rec.next.follow.is_none() {
         return Err(Refusal::Stream(
@@ -327,15 +356,15 @@ pub fn follow_plan(rec: &Record, settings: &BTreeMap<String, String>) -> Result<
 }
 
 /// A stream of a directory read while Tstat writes it, from its start. Its
-/// ids carry a generation (the time) so that a directory Tstat deletes and
-/// creates again never reuses the ids of the one before.
-pub fn follow_fresh() -> Plan {
+/// ids carry a generation (see [`Generations`]) so that a directory Tstat
+/// deletes and creates again never reuses the ids of the one before.
+pub fn follow_fresh(generation: u64) -> Plan {
     Plan {
         expect: Mark {
             follow: Some(Positions::default()),
             ..Mark::default()
         },
-        ..Plan::fresh(new_generation(None))
+        ..Plan::fresh(generation)
     }
 }
 
@@ -376,12 +405,69 @@ pub fn check_id_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A generation for `--reship`: the current Unix time, above any earlier one.
+/// A generation: the current Unix time, above any earlier one.
 pub fn new_generation(previous: Option<u64>) -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
-    now.max(previous.map_or(0, |p| p + 1)).max(1)
+    now.max(previous.map_or(0, |p| p.saturating_add(1))).max(1)
+}
+
+/// File beside a tree's lock holding the last generation given in the tree.
+pub const GENERATION_FILE: &str = ".tstat_send.generation";
+
+/// Where the generations of fresh streams come from. A generation is part
+/// of every message id of a stream started over (`--reship`, a directory
+/// first followed), so two such streams of one directory must never share
+/// one. The clock alone cannot promise that (two re-ships in one second, a
+/// clock set back) and a directory's record is dropped when it is marked, so
+/// a tree keeps the last generation it gave in [`GENERATION_FILE`] (under the
+/// tree's lock) and gives the next one above it, the record's and the clock.
+#[derive(Clone, Debug)]
+pub struct Generations {
+    file: Option<PathBuf>,
+}
+
+impl Generations {
+    /// The generations of the tree at `root`, kept in its
+    /// [`GENERATION_FILE`]; the caller holds the tree's lock.
+    pub fn of_tree(root: &Path) -> Generations {
+        Generations::in_file(root.join(GENERATION_FILE))
+    }
+
+    /// The generations kept in `file` (`tstat-rabbit --generations`).
+    pub fn in_file(file: PathBuf) -> Generations {
+        Generations { file: Some(file) }
+    }
+
+    /// Generations from the clock and the record only, for a record that is
+    /// never dropped (`tstat-rabbit --progress` alone).
+    pub fn from_records() -> Generations {
+        Generations { file: None }
+    }
+
+    /// A generation above `previous`, above every one given before in the
+    /// tree and not below the Unix time; kept durably before it is returned.
+    pub fn next(&self, previous: Option<u64>) -> Result<u64, String> {
+        let Some(file) = &self.file else {
+            return Ok(new_generation(previous));
+        };
+        let last = match fs::read_to_string(file) {
+            Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "{}: not a generation ({:?}); it keeps the last re-ship generation of                      the tree: remove it only if no tstat_send runs on the tree",
+                    file.display(),
+                    text.trim().chars().take(40).collect::<String>()
+                )
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("reading {}: {e}", file.display())),
+        };
+        let next = new_generation(previous.max(last));
+        durable::atomic_write(file, format!("{next}\n").as_bytes(), Some(0o644))
+            .map_err(|e| format!("keeping the new generation in {}: {e}", file.display()))?;
+        Ok(next)
+    }
 }
 
 /// How a stream meets its record in [`open`].
@@ -396,6 +482,10 @@ pub enum Open {
     /// From the start under a new generation of ids, whatever the record
     /// says (`--reship`).
     Reship,
+    /// As [`Open::Reship`], for a directory Tstat is still writing: its
+    /// record starts over with follow positions, so a follower (or the first
+    /// run after Tstat finishes it) ships it from the start.
+    ReshipLive,
 }
 
 /// The one gate of exactly once (design §8.7), for every program that
@@ -409,15 +499,17 @@ pub fn open(
     settings: BTreeMap<String, String>,
     logs: Vec<LogId>,
     how: Open,
+    generations: &Generations,
 ) -> Result<(Plan, RecordFile), Refusal> {
     let loaded = load(&path);
+    let fresh = |previous: Option<u64>| generations.next(previous).map_err(Refusal::Generation);
     let plan = match (how, loaded) {
-        (Open::Reship, loaded) => {
-            let previous = loaded.ok().flatten().map(|r| r.generation);
-            Plan::fresh(new_generation(previous))
+        (Open::Reship, loaded) => Plan::fresh(fresh(loaded.ok().flatten().map(|r| r.generation))?),
+        (Open::ReshipLive, loaded) => {
+            follow_fresh(fresh(loaded.ok().flatten().map(|r| r.generation))?)
         }
         (_, Err(r)) => return Err(r),
-        (Open::Follow, Ok(None)) => follow_fresh(),
+        (Open::Follow, Ok(None)) => follow_fresh(fresh(None)?),
         (Open::Resume, Ok(None)) => Plan::fresh(0),
         (Open::Follow, Ok(Some(rec))) => follow_plan(&rec, &settings)?,
         (Open::Resume, Ok(Some(rec))) if rec.next.follow.is_some() => follow_plan(&rec, &settings)?,
@@ -533,6 +625,11 @@ impl RecordFile {
         }
     }
 
+    /// Writes the record as it stands, durably.
+    pub fn write(&self) -> io::Result<()> {
+        save(&self.path, &self.record)
+    }
+
     /// Forgets what was confirmed (the queue it went to is gone): the stream
     /// starts over from its beginning under ids above any sent before.
     pub fn rewind(&mut self) -> io::Result<()> {
@@ -625,9 +722,60 @@ mod tests {
             follow_plan(&r, &settings("1")),
             Err(Refusal::Settings(_))
         ));
-        let fresh = follow_fresh();
+        let fresh = follow_fresh(7);
         assert!(!fresh.resumes());
-        assert!(fresh.generation > 1_700_000_000);
+        assert_eq!(fresh.generation, 7);
+    }
+
+    #[test]
+    fn a_tree_never_gives_a_generation_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = Generations::of_tree(dir.path());
+        let a = g.next(None).expect("first");
+        let b = g.next(None).expect("second, in the same second");
+        assert!(b > a, "{a} then {b}");
+        let kept: u64 = fs::read_to_string(dir.path().join(GENERATION_FILE))
+            .expect("kept")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert_eq!(kept, b);
+        // A record's generation above the clock (a clock set back) wins.
+        let c = g.next(Some(u64::MAX / 2)).expect("above the record");
+        assert_eq!(c, u64::MAX / 2 + 1);
+        assert!(g.next(None).expect("above the kept one") > c);
+        fs::write(dir.path().join(GENERATION_FILE), "garbage").expect("write");
+        let e = g.next(None).expect_err("refused");
+        assert!(
+            e.contains(GENERATION_FILE) && e.contains("not a generation"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_record_with_nothing_sent_applies_whatever_the_settings() {
+        let live = RecordFile::new(
+            "x".into(),
+            "tstat_send",
+            settings("0"),
+            vec![],
+            &follow_fresh(42),
+        );
+        assert!(live.record.nothing_sent());
+        let p = follow_plan(&live.record, &settings("9")).expect("applies");
+        assert_eq!((p.generation, p.next_index, p.skip), (42, 0, 0));
+        assert!(!p.resumes());
+        let p = plan(&live.record, &settings("9"), &[]).expect("applies");
+        assert_eq!(p.generation, 42);
+        // Something reserved, or a stream's epoch: the settings must match.
+        assert!(!record().nothing_sent());
+        let mut streamed = live.record.clone();
+        streamed.stream_epoch = Some(0);
+        assert!(!streamed.nothing_sent());
+        assert!(matches!(
+            follow_plan(&streamed, &settings("9")),
+            Err(Refusal::Settings(_))
+        ));
     }
 
     #[test]
@@ -640,7 +788,7 @@ mod tests {
     #[test]
     fn a_rewound_followed_stream_is_followed_from_its_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut plan = follow_fresh();
+        let mut plan = follow_fresh(1_800_000_000);
         plan.expect.follow = Some(Positions {
             logs: [
                 LogPos {

@@ -85,6 +85,12 @@ fn a_good_setup_passes_every_check_and_changes_nothing() {
         out.contains("does not exist yet; the first run creates it"),
         "{out}"
     );
+    // The ids a run gives, with the tree's identity.
+    let tag = tstat_transport::identity::tree_tag(&root);
+    assert!(
+        out.contains("✓ ids: ") && out.contains(&format!("@{tag}:DIRNAME:INDEX (tree {tag}: ")),
+        "{out}"
+    );
     assert!(
         out.contains("1 directory (0.1 MB of logs), oldest 2024_06_08_09_10.out"),
         "{out}"

@@ -160,3 +160,27 @@ fn a_stream_config_needs_no_queue_routing_key_or_exchange() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_stream_port_names_the_plugin_the_keys_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let config = format!(
+        "{}transport = stream\nstream = flows\nstream_port = {port}\n",
+        login()
+    );
+    let (code, out, err, cfg) = check(dir.path(), &config);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let broker: Vec<String> = lines(&out, &cfg)
+        .into_iter()
+        .filter(|l| l.contains("broker:"))
+        .collect();
+    assert_eq!(
+        broker,
+        [format!(
+            "✗ broker: cannot connect to RabbitMQ: 127.0.0.1:{port}: connection refused: nothing \
+             listens for the stream protocol there (is the rabbitmq_stream plugin enabled?) (is \
+             the broker running there, and are host and stream_port right in FILE?)"
+        )]
+    );
+}

@@ -674,6 +674,7 @@ fn same_directory_name_in_two_sub_trees_gets_distinct_ids() {
         );
     }
     let r = root.path().to_str().expect("utf-8");
+    let tag = tstat_transport::identity::tree_tag(root.path());
     for shell in [false, true] {
         let queue = unique("subtrees");
         let cfg = node.write_config(work.path(), &queue);
@@ -693,7 +694,7 @@ fn same_directory_name_in_two_sub_trees_gets_distinct_ids() {
             let id_dir = format!("{sub}/{name}");
             assert!(
                 msgs.iter()
-                    .any(|m| m.message_id() == format!("s:{id_dir}:0")),
+                    .any(|m| m.message_id() == format!("s@{tag}:{id_dir}:0")),
                 "ids name {id_dir}"
             );
             assert_flows(&flows_of(&msgs, &id_dir), &parsed(&dir, &[]), &id_dir);

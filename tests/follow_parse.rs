@@ -370,3 +370,25 @@ fn follow_needs_one_path_not_stdin() {
         assert_eq!(text(&out.stderr), want);
     }
 }
+
+#[test]
+fn a_missing_path_to_follow_is_named_with_its_reason_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-tree");
+    for flag in ["--follow", "--tree"] {
+        let out = program("tstat-parse")
+            .arg(flag)
+            .arg(&missing)
+            .deadline(DEADLINE)
+            .run();
+        assert_status(&out, 1, flag);
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "tstat-parse: error: {}: No such file or directory (os error 2)\n",
+                missing.display()
+            ),
+            "{flag}"
+        );
+    }
+}

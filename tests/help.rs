@@ -31,6 +31,56 @@ fn every_help_has_examples_exit_statuses_and_the_config_pointer() {
     }
 }
 
+/// The lines of a `--help` text's "Examples:" section, without their indent.
+fn example_lines(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Examples:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn every_help_example_can_be_pasted_into_a_shell() {
+    for prog in PROGRAMS {
+        let help = text(&program(prog).arg("--help").run().stdout);
+        let examples = example_lines(&help);
+        assert!(
+            !examples.is_empty(),
+            "{prog} --help has no examples:\n{help}"
+        );
+        for line in examples {
+            // What follows a command is a comment, not words the shell would
+            // take as arguments (aligned columns: several spaces, then text).
+            if let Some(gap) = line.find("   ") {
+                let rest = line[gap..].trim_start();
+                assert!(
+                    rest.starts_with("# "),
+                    "{prog} --help: the text after the command is not a # comment: {line:?}"
+                );
+            }
+            let out = common::run::command("bash").args(["-n", "-c", &line]).run();
+            assert!(
+                out.status.success(),
+                "{prog} --help: {line:?} is not valid shell: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn no_help_suggests_publishing_a_message_as_a_check() {
+    for prog in PROGRAMS {
+        let help = text(&program(prog).arg("--help").run().stdout);
+        assert!(
+            !help.contains("echo '[]'"),
+            "{prog} --help: an empty array piped into tstat-rabbit is published, not a check"
+        );
+    }
+}
+
 #[test]
 fn parse_on_a_tree_root_suggests_tstat_find() {
     let tree = tempfile::tempdir().unwrap();

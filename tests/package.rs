@@ -173,6 +173,35 @@ fn control_files_declare_the_conffile_user_and_units() {
     let postrm = control_file("postrm");
     assert!(postrm.contains("dpkg-statoverride --remove"), "{postrm}");
 
+    // The metrics directory the units write to exists for runs by hand too
+    // (not only while systemd's StateDirectory makes it), owned by tstat.
+    let root = unpacked();
+    let mut dirs = std::collections::BTreeSet::new();
+    for unit in UNITS.iter().filter(|u| u.ends_with(".service")) {
+        let text = fs::read_to_string(root.join("usr/lib/systemd/system").join(unit)).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("ExecStart=")) {
+            if let Some(m) = line
+                .split_whitespace()
+                .skip_while(|w| *w != "--metrics-file")
+                .nth(1)
+            {
+                dirs.insert(Path::new(m).parent().expect("a directory").to_path_buf());
+            }
+        }
+    }
+    assert!(!dirs.is_empty(), "the units write metrics");
+    for d in dirs {
+        let d = d.display();
+        assert!(
+            postinst.contains(&format!("install -d -o tstat -g tstat -m 0755 {d}\n")),
+            "postinst creates {d} owned by tstat:\n{postinst}"
+        );
+        assert!(
+            postrm.contains(&format!("rm -rf {d}\n")),
+            "postrm purges {d}:\n{postrm}"
+        );
+    }
+
     // The default config is the commented example.
     let config = fs::read_to_string(unpacked().join("etc/tstat-transport/config.ini")).unwrap();
     let example =

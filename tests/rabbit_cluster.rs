@@ -700,6 +700,8 @@ impl Tally {
             let (sensor, dir) = rest
                 .split_once(':')
                 .unwrap_or_else(|| panic!("message id {id:?}: no sensor"));
+            // SENSOR@TREE: each sensor here ships one tree.
+            let sensor = sensor.split_once('@').map_or(sensor, |(s, _)| s);
             let index: u64 = index
                 .parse()
                 .unwrap_or_else(|_| panic!("message id {id:?}: bad index"));

@@ -294,7 +294,9 @@ fn closed_port_is_a_clear_error_at_once() {
     assert_eq!(
         stderr(&out).trim(),
         format!(
-            "tstat-rabbit: error: cannot connect to RabbitMQ: 127.0.0.1:{port}: connection refused"
+            "tstat-rabbit: error: cannot connect to RabbitMQ: 127.0.0.1:{port}: connection refused \
+             (is the broker running there, and are host and port right in {}?)",
+            cfg.display()
         )
     );
 }

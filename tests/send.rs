@@ -31,6 +31,7 @@ use common::run::{
 };
 use common::trees::{SETTLED, copy_fixture};
 use serde_json::Value;
+use tstat_transport::identity::tree_tag;
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
 const GOLDEN: &str = "synthetic/expected.bytes0.sensor-s.instance-1.ndjson";
@@ -291,12 +292,17 @@ fn every_golden_flow_delivered_once_and_current_dir_left_alone() {
         &want,
         "delivered flows",
     );
-    // Ids: SENSOR:DIRNAME:INDEX, per directory from 0, in publishing order.
+    // Ids: SENSOR@TREE:DIRNAME:INDEX, per directory from 0, in publishing
+    // order.
+    let owner = format!("s@{}:", tree_tag(root.path()));
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for m in &msgs {
         let id = m.message_id();
         let (dir, index) = split_id(&id);
-        assert!(id.starts_with("s:"), "id {id} carries the sensor");
+        assert!(
+            id.starts_with(&owner),
+            "id {id} carries the sensor and tree"
+        );
         assert!(dir == DIR0 || dir == DIR1, "id {id} names a golden dir");
         let n = next.entry(dir.clone()).or_default();
         assert_eq!(index, *n, "ids of {dir} in order");
@@ -311,7 +317,7 @@ fn every_golden_flow_delivered_once_and_current_dir_left_alone() {
     }
     assert_eq!(
         msgs.first().map(|m| m.message_id()).as_deref(),
-        Some("s:2026_03_01_00_00.out:0")
+        Some(format!("{owner}2026_03_01_00_00.out:0").as_str())
     );
     assert_eq!(next.len(), 2, "both directories published");
 
@@ -363,8 +369,18 @@ fn shell_pipeline_publishes_the_same_messages_as_the_driver() {
     let (ma, mb) = (consume_all(node, &qa), consume_all(node, &qb));
     assert!(!ma.is_empty());
     assert_eq!(ma.len(), mb.len(), "message count");
+    // The same ids but for each tree's own identity.
+    let (ta, tb) = (
+        format!("@{}:", tree_tag(tree_a.path())),
+        format!("@{}:", tree_tag(tree_b.path())),
+    );
     for (x, y) in ma.iter().zip(&mb) {
-        assert_eq!(x.message_id(), y.message_id(), "ids in the same order");
+        assert!(x.message_id().contains(&ta) && y.message_id().contains(&tb));
+        assert_eq!(
+            x.message_id().replace(&ta, "@TREE:"),
+            y.message_id().replace(&tb, "@TREE:"),
+            "ids in the same order"
+        );
         assert!(
             x.body == y.body,
             "{}: bodies differ byte for byte",
@@ -1030,6 +1046,173 @@ fn config_and_usage_errors_exit_2_before_any_directory_is_read() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Errors as good as --check's
+
+/// stderr's lines.
+fn err_lines(out: &Output) -> Vec<String> {
+    text(&out.stderr).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_missing_tree_or_metrics_directory_is_named_before_anything_is_marked() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, _) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let missing = root.path().join("no-such-tree");
+    let out = send(&["-d", missing.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "missing -d");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: -d {}: does not exist",
+            missing.display()
+        )]
+    );
+    let out = script(&["-d", missing.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "tstat_send.sh, missing -d");
+    assert_eq!(
+        err_lines(&out).first(),
+        Some(&format!(
+            "tstat_send.sh: error: -d {}: does not exist",
+            missing.display()
+        ))
+    );
+    let file = root.path().join(DIR0).join("log_tcp_complete");
+    let out = send(&["-d", file.to_str().expect("utf-8"), "-c", c]);
+    assert_status(&out, 2, "-d names a file");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: -d {}: not a directory",
+            file.display()
+        )]
+    );
+
+    // Checked before the first pass, with a broker or printing (-N): not
+    // after directories were marked.
+    let prom = work.path().join("no-such-dir").join("tstat_send.prom");
+    let p = prom.to_str().expect("utf-8");
+    for extra in [&[][..], &["-N"]] {
+        let out = send(&[&["-d", r, "-c", c, "--all", "--metrics-file", p][..], extra].concat());
+        assert_status(&out, 2, "metrics directory missing");
+        assert_eq!(
+            err_lines(&out),
+            [format!(
+                "tstat_send: error: --metrics-file {p}: cannot write in {}: No such file or \
+                 directory (os error 2) (create the directory, e.g. node_exporter's textfile \
+                 directory, writable by this user)",
+                prom.parent().expect("parent").display()
+            )]
+        );
+        assert!(out.stdout.is_empty(), "{extra:?}: nothing printed");
+        assert!(
+            markers(root.path()).is_empty(),
+            "{:?}",
+            markers(root.path())
+        );
+    }
+    // A directory given as the file: renaming onto it would fail after the pass.
+    let w = work.path().to_str().expect("utf-8");
+    let out = send(&["-d", r, "-c", c, "--all", "--metrics-file", w]);
+    assert_status(&out, 2, "metrics file is a directory");
+    assert_eq!(
+        err_lines(&out),
+        [format!(
+            "tstat_send: error: --metrics-file {w}: is a directory; name the file in it, e.g. \
+             {w}/tstat_send.prom"
+        )]
+    );
+    assert!(
+        markers(root.path()).is_empty(),
+        "{:?}",
+        markers(root.path())
+    );
+}
+
+#[test]
+fn a_refused_connection_names_the_config_file_and_the_check_command() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, port) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    let out = send(&["-d", r, "-c", c, "--all", "-q", "--retries", "0"]);
+    assert_status(&out, 1, "broker not running");
+    let lines = err_lines(&out);
+    let want = [
+        format!(
+            "tstat_send: error: {}: not marked: cannot connect to RabbitMQ: 127.0.0.1:{port}: \
+             connection refused (is the broker running there, and are host and port right in {c}?)",
+            root.path().join(DIR0).display()
+        ),
+        format!(
+            "tstat_send: hint: tstat_send --check -d {r} -c {c} looks at the config, the broker \
+             and the tree, one line each"
+        ),
+    ];
+    assert!(lines.ends_with(&want), "{lines:#?}");
+    assert!(
+        markers(root.path()).is_empty(),
+        "{:?}",
+        markers(root.path())
+    );
+}
+
+#[test]
+fn refused_records_and_log_errors_are_summarised_apart() {
+    let root = golden_tree(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (cfg, _) = unreachable_config(work.path());
+    let (r, c) = (
+        root.path().to_str().expect("utf-8"),
+        cfg.to_str().expect("utf-8"),
+    );
+    // DIR0: a record that is not one; DIR1: a log without its header. Both
+    // are left unmarked before any connection is needed.
+    fs::write(root.path().join(DIR0).join(".progress"), "garbage\n").expect("write");
+    fs::write(root.path().join(DIR1).join("log_tcp_complete"), "1 2 3\n").expect("write");
+    fs::remove_file(root.path().join(DIR1).join("log_udp_complete")).expect("rm");
+    let out = send(&["-d", r, "-c", c, "--all", "-q"]);
+    assert_status(&out, 1, "refused and unreadable");
+    assert_eq!(
+        err_lines(&out).last().map(String::as_str),
+        Some(
+            "tstat_send: error: 2 directories not marked (see above): 1 because of log errors, \
+             1 refused by its progress record"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The refused one alone is not called a log error.
+    fs::remove_dir_all(root.path().join(DIR1)).expect("rm");
+    let out = send(&["-d", r, "-c", c, "--all", "-q"]);
+    assert_status(&out, 1, "refused");
+    let lines = err_lines(&out);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(
+            "tstat_send: error: 1 directory not marked: refused by its progress record (see above)"
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].starts_with(&format!(
+            "tstat_send: error: {}: not marked: the progress record cannot be used",
+            root.path().join(DIR0).display()
+        )),
+        "{lines:#?}"
+    );
+    assert!(!is_marked(&root.path().join(DIR0)));
 }
 
 // ---------------------------------------------------------------------------

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     if cli.mark {
         return mark(&cli.paths);
     }
+    if cli.tree_id {
+        return cli::finish(PROG, tree_ids(&cli.paths, cli.null));
+    }
     let opts = FindOptions {
         all: cli.all,
         include_done: cli.include_done,
@@ -58,6 +61,22 @@ fn list(roots: &[PathBuf], opts: &FindOptions, null: bool) -> anyhow::Result<Exi
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints the identity of each root, as message ids carry it.
+fn tree_ids(roots: &[PathBuf], null: bool) -> anyhow::Result<ExitCode> {
+    let mut out = cli::stdout_writer();
+    let end = if null { "\0" } else { "\n" };
+    for r in roots {
+        if !r.is_dir() {
+            cli::error(PROG, format!("{}: not a directory", r.display()));
+            return Ok(Exit::Usage.into());
+        }
+        write!(out, "{}{end}", tstat_transport::identity::tree_tag(r))
+            .context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Marks each of `dirs` done; refuses (and reports) a path that is not a

@@ -89,7 +89,11 @@ fn open_record(cli: &Cli) -> Result<(Plan, Option<RecordFile>), ExitCode> {
     } else {
         Open::Resume
     };
-    match resume::open(path.clone(), PROG, settings, Vec::new(), how) {
+    let generations = match &cli.generations {
+        Some(file) => resume::Generations::in_file(file.clone()),
+        None => resume::Generations::from_records(),
+    };
+    match resume::open(path.clone(), PROG, settings, Vec::new(), how, &generations) {
         Ok((plan, rec)) => Ok((plan, Some(rec))),
         Err(r) => Err(refused(path, &r)),
     }

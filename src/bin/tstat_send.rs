@@ -19,7 +19,7 @@ use tstat_transport::send::{
     Destination, PrintArrays, QueueDestination, SendError, SendOptions, Sender, StreamDestination,
 };
 use tstat_transport::shutdown::Shutdown;
-use tstat_transport::{find, lock, resume};
+use tstat_transport::{check, find, lock, resume};
 
 const PROG: &str = "tstat_send";
 
@@ -60,25 +60,57 @@ fn main() -> ExitCode {
         Err(code) => return code.into(),
     };
     match queue {
-        None => rt.block_on(ship(opts, PrintArrays::new(cli::stdout_writer()), quiet)),
+        None => rt.block_on(ship(
+            opts,
+            PrintArrays::new(cli::stdout_writer()),
+            quiet,
+            None,
+        )),
         Some((config, publish)) if config.stream.is_some() => {
             let producers = match stream_producers(&opts) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let check = check_command(&opts.root, &config.path);
             let dest = StreamDestination::new(config, publish, producers, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet))
+            rt.block_on(ship(opts, dest, quiet, Some(check)))
         }
         Some((config, publish)) => {
+            let check = check_command(&opts.root, &config.path);
             let dest = QueueDestination::new(config, publish, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet))
+            rt.block_on(ship(opts, dest, quiet, Some(check)))
         }
     }
 }
 
+/// The `tstat_send --check` command line for this tree and config.
+fn check_command(root: &std::path::Path, config: &std::path::Path) -> String {
+    format!(
+        "{PROG} --check -d {} -c {}",
+        shell_word(root),
+        shell_word(config)
+    )
+}
+
+/// A path as one shell word, quoted only when it needs to be.
+fn shell_word(p: &std::path::Path) -> String {
+    let s = p.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+=,-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// Runs the job to `dest` until done or a signal; the error, then the
-/// summary.
-async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCode {
+/// summary. `check`: the `--check` command a failed connect points to.
+async fn ship<D: Destination>(
+    opts: SendOptions,
+    dest: D,
+    quiet: bool,
+    check: Option<String>,
+) -> ExitCode {
     let started = Instant::now();
     let printed = !dest.keeps_record();
     let shutdown = Shutdown::new();
@@ -103,6 +135,12 @@ async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCo
         }
         Err(e) => {
             cli::error(PROG, &e);
+            if let Some(check) = check.filter(|_| e.is_connect_failure()) {
+                cli::print_line(&format!(
+                    "{PROG}: hint: {check} looks at the config, the broker and the tree, \
+                     one line each"
+                ));
+            }
             cli::Exit::Failure
         }
     };
@@ -117,9 +155,19 @@ async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCo
 
 /// Checks the flags that need no config; the parser's thread count.
 fn checked_threads(cli: &Cli, stdout: bool) -> Result<usize, ExitCode> {
-    if !cli.directory.is_dir() {
-        let msg = format!("{}: not a directory", cli.directory.display());
+    if let Err(why) = check::root_dir(&cli.directory) {
+        let msg = format!("-d {}: {why}", cli.directory.display());
         return Err(cli::usage_error(PROG, msg));
+    }
+    // Before any directory is shipped and marked, not after the first pass.
+    if let Some(m) = &cli.metrics_file {
+        let c = check::metrics(m);
+        if !c.ok {
+            return Err(cli::usage_error(
+                PROG,
+                format!("--metrics-file {}", c.detail),
+            ));
+        }
     }
     // The publisher has the other core; one parser thread keeps up with it
     // (TSTAT_PARSE_THREADS overrides, as for tstat-parse).
@@ -158,17 +206,14 @@ fn queue_settings(cli: &Cli) -> Result<(RabbitConfig, PublishOptions), ExitCode>
 /// The names of this run's stream producers: sensor, instance and tree.
 fn stream_producers(opts: &SendOptions) -> Result<Producers, ExitCode> {
     let p = &opts.parse;
-    Producers::new(
-        &p.sensor,
-        p.instance.as_deref(),
-        &identity::tree_tag(&opts.root),
-    )
-    .map_err(|e| cli::usage_error(PROG, format!("-S/--sensor, -I/--instance: {e}")))
+    Producers::new(&p.sensor, p.instance.as_deref(), &opts.tree)
+        .map_err(|e| cli::usage_error(PROG, format!("-S/--sensor, -I/--instance: {e}")))
 }
 
 /// The run's options from the command line.
 fn options(cli: Cli, threads: usize) -> SendOptions {
     SendOptions {
+        tree: identity::tree_tag(&cli.directory),
         root: cli.directory,
         find: FindOptions {
             all: cli.all,
@@ -219,7 +264,7 @@ fn lock_tree(root: &std::path::Path) -> Result<lock::TreeLock, ExitCode> {
 
 /// `--check`: one line per check on stdout.
 fn check(cli: &Cli) -> ExitCode {
-    use tstat_transport::check::{self, Check};
+    use tstat_transport::check::Check;
     let mut lines: Vec<Check> = Vec::new();
     let config = runtime::load_config(PROG, &cli.config, cli.verbose);
     lines.push(Check {
@@ -265,6 +310,21 @@ fn check(cli: &Cli) -> ExitCode {
     let tree = check::tree(&cli.directory, &find);
     let is_tree = tree.iter().all(|c| c.ok || c.what != "tree");
     lines.extend(tree);
+    if is_tree {
+        let tag = identity::tree_tag(&cli.directory);
+        lines.push(Check {
+            ok: true,
+            what: "ids",
+            detail: format!(
+                "{}@{tag}:DIRNAME:INDEX (tree {tag}: {})",
+                cli.doc.sensor_id(),
+                cli.directory
+                    .canonicalize()
+                    .unwrap_or_else(|_| cli.directory.clone())
+                    .display()
+            ),
+        });
+    }
     if let Some(m) = &cli.metrics_file {
         lines.push(check::metrics(m));
     }
@@ -309,4 +369,22 @@ fn reship_target(root: &std::path::Path, dir: &std::path::Path) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_check_hint_can_be_pasted_whatever_the_paths() {
+        assert_eq!(
+            check_command(Path::new("/var/lib/tstat"), Path::new("./config.ini")),
+            "tstat_send --check -d /var/lib/tstat -c ./config.ini"
+        );
+        assert_eq!(
+            check_command(Path::new("/srv/my tree"), Path::new("/etc/it's.ini")),
+            r"tstat_send --check -d '/srv/my tree' -c '/etc/it'\''s.ini'"
+        );
+    }
 }

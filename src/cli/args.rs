@@ -22,8 +22,8 @@ config.ini.example explains every key of config.ini (in the source tree, or
 
 const FIND_AFTER: &str = "\
 Examples:
-  tstat-find /var/lib/tstat                       finished directories, oldest first
-  tstat-find --all /var/lib/tstat | tstat-parse   every directory not yet processed
+  tstat-find /var/lib/tstat                       # finished directories, oldest first
+  tstat-find --all /var/lib/tstat | tstat-parse   # every directory not yet processed
   tstat-find --mark /var/lib/tstat/2026_03_01_00_00.out
 
 Exit status:
@@ -38,9 +38,9 @@ const PARSE_AFTER: &str = "\
 Examples:
   tstat-parse --bytes 0 /var/lib/tstat/2026_03_01_00_00.out | jq .
   tstat-find /var/lib/tstat | tstat-parse -S sensor1 | tstat-chunk
-  tstat-find --all /var/lib/tstat | tstat-parse   a whole tree (tstat-parse reads directories, not trees)
+  tstat-find --all /var/lib/tstat | tstat-parse   # a whole tree (tstat-parse reads directories, not trees)
   zcat old/log_udp_complete.gz | tstat-parse --protocol udp -
-  tstat-parse --follow -b 0 /var/lib/tstat | jq .   flows as Tstat writes them, across rotations
+  tstat-parse --follow -b 0 /var/lib/tstat | jq .   # flows as Tstat writes them, across rotations
 
 Exit status:
   0    every input was read completely (malformed rows are skipped and counted, not errors);
@@ -69,8 +69,8 @@ See also: tstat-parse(1), tstat-rabbit(1).
 
 const CULL_AFTER: &str = "\
 Examples:
-  tstat-cull -d /var/lib/tstat -D          what would be removed
-  tstat-cull -d /var/lib/tstat -t 168 -v   keep processed directories for a week
+  tstat-cull -d /var/lib/tstat -D          # what would be removed
+  tstat-cull -d /var/lib/tstat -t 168 -v   # keep processed directories for a week
 
 Exit status:
   0  everything could be examined and every due removal succeeded
@@ -86,8 +86,8 @@ See also: tstat_send(1).
 const RABBIT_AFTER: &str = "\
 Examples:
   tstat-parse DIR | tstat-chunk | tstat-rabbit -c config.ini
-  ... | tstat-rabbit -c config.ini --message-id-prefix sensor1:DIR --progress DIR/.progress
-  echo '[]' | tstat-rabbit -c config.ini -v      check the config and the broker
+  tstat-parse DIR | tstat-chunk | tstat-rabbit -c config.ini --message-id-prefix sensor1:DIR --progress DIR/.progress
+  tstat_send --check -d /var/lib/tstat -c config.ini   # check the config and the broker, send nothing
 
 Exit status:
   0    every line was confirmed by the broker
@@ -127,10 +127,10 @@ See also: tstat-rabbit(1), tstat_send(1).
 const SEND_AFTER: &str = "\
 Examples:
   tstat_send -d /var/lib/tstat -c /etc/tstat-transport/config.ini
-  tstat_send -d /var/lib/tstat -N --bytes 0 | head -1 | jq .   look, ship and mark nothing
-  tstat_send -d /var/lib/tstat --all -v                        a backfill, the live directory too
+  tstat_send -d /var/lib/tstat -N --bytes 0 | head -1 | jq .   # look, ship and mark nothing
+  tstat_send -d /var/lib/tstat --all -v                        # a backfill, the live directory too
   tstat_send -d /var/lib/tstat --watch 600 --metrics-file /var/lib/tstat-transport/tstat_send.prom
-  tstat_send -d /var/lib/tstat --follow                        rows within 5 s of Tstat writing them
+  tstat_send -d /var/lib/tstat --follow                        # rows a few seconds after Tstat writes them
 
 Exit status:
   0    every ready directory was shipped and marked
@@ -179,6 +179,12 @@ pub struct FindCli {
     /// atomically) instead of listing.
     #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "null"])]
     pub mark: bool,
+
+    /// Print each ROOT's identity (eight hex digits of the CRC-32 of its
+    /// canonical path), as tstat_send puts it in message ids
+    /// (SENSOR@TREE:DIR:INDEX) and stream producer names, instead of listing.
+    #[arg(long, conflicts_with_all = ["all", "include_done", "settle", "mark"])]
+    pub tree_id: bool,
 
     /// Directories to search (with --mark: the tstat directories to mark).
     #[arg(value_name = "ROOT|DIR", required = true, value_hint = clap::ValueHint::DirPath)]
@@ -358,6 +364,11 @@ pub struct RabbitCli {
     /// progress record says.
     #[arg(long, requires = "progress")]
     pub reship: bool,
+    /// Keep the last generation given here (and take the next above it), so
+    /// that two re-ships never share a generation even after the progress
+    /// record was removed (tstat_send.sh: ROOT/.tstat_send.generation).
+    #[arg(long, value_name = "FILE", requires = "progress")]
+    pub generations: Option<PathBuf>,
     /// Print the checked config (password hidden), connections and a summary.
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -455,8 +466,10 @@ pub struct SendCli {
     #[arg(long, value_name = "SECONDS", value_parser = runtime::seconds)]
     pub watch: Option<Duration>,
     /// Keep running and also ship the directory Tstat is still writing: each
-    /// complete row reaches the broker within --flush seconds; the directory
-    /// is marked when Tstat rotates to the next.
+    /// complete row reaches the broker within --flush seconds plus about
+    /// half a second and the broker's confirm time (about 2 s more just
+    /// after a rotation); the directory is marked when Tstat rotates to the
+    /// next.
     #[arg(long, conflicts_with_all = ["all", "single"])]
     pub follow: bool,
     /// With --follow: longest time a flow waits for its array to fill.

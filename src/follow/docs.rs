@@ -60,9 +60,9 @@ impl Target {
         proto: Option<Protocol>,
         tree: bool,
     ) -> Result<Target, FollowError> {
-        let meta = std::fs::metadata(path).map_err(|source| FollowError::Io {
+        let meta = std::fs::metadata(path).map_err(|error| FollowError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         if tree {
             return if meta.is_dir() {
@@ -109,12 +109,13 @@ pub enum FollowError {
     NotTree(PathBuf),
     /// A path to follow, or the directory listing that shows rotation,
     /// cannot be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (shown in the message, so not a `source`: the
+        /// programs print an error's chain, which would say it twice).
+        error: io::Error,
     },
     /// The sink failed (a closed stdout): the follow ends.
     #[error(transparent)]
@@ -324,7 +325,7 @@ fn follow_error(e: impl Into<Stop>) -> FollowError {
         Stop::Failed(f) => *f,
     };
     match failed {
-        FollowFailed::Rotation(path, source) => FollowError::Io { path, source },
+        FollowFailed::Rotation(path, error) => FollowError::Io { path, error },
         FollowFailed::Output(e) => output(e),
         // This sink carries on past a log that fails; a row that cannot be
         // parsed only fails on its way out.

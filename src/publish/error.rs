@@ -207,10 +207,19 @@ fn exchange_name(exchange: &str) -> String {
 #[non_exhaustive]
 pub enum PublishError {
     /// No host could be connected to.
-    #[error("cannot connect to RabbitMQ: {}", list(.failures))]
+    #[error(
+        "cannot connect to RabbitMQ: {} (is the broker running there, and are {keys} right in {}?)",
+        list(.failures),
+        .config.display()
+    )]
     Connect {
         /// One entry per host tried, in order.
         failures: Vec<EndpointFailure>,
+        /// The config file, for the hint.
+        config: PathBuf,
+        /// The keys of the config that chose where to connect
+        /// (`host and port`, …), for the hint.
+        keys: &'static str,
     },
     /// The broker refused the login or the vhost (never retried).
     #[error(
@@ -483,7 +492,7 @@ impl PublishError {
     /// True when reconnecting and resending may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PublishError::Connect { failures } => failures.iter().any(|f| !f.permanent),
+            PublishError::Connect { failures, .. } => failures.iter().any(|f| !f.permanent),
             PublishError::Nacked { .. }
             | PublishError::Returned { .. }
             | PublishError::NotRequested { .. }
@@ -552,7 +561,14 @@ mod tests {
                 reason: "TLS handshake failed".into(),
                 permanent: true,
             }],
+            config: "/etc/t/config.ini".into(),
+            keys: "host, port and [ssl_options]",
         };
         assert!(!tls_only.is_retryable());
+        assert_eq!(
+            tls_only.to_string(),
+            "cannot connect to RabbitMQ: h:1: TLS handshake failed (is the broker running there, \
+             and are host, port and [ssl_options] right in /etc/t/config.ini?)"
+        );
     }
 }

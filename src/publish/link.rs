@@ -313,7 +313,15 @@ pub(crate) async fn failover<T>(
         }
         failures.push(failure);
     }
-    Err(auth.unwrap_or(PublishError::Connect { failures }))
+    Err(auth.unwrap_or(PublishError::Connect {
+        failures,
+        config: cfg.path.clone(),
+        keys: if cfg.tls.is_some() {
+            "host, port and [ssl_options]"
+        } else {
+            "host and port"
+        },
+    }))
 }
 
 /// One AMQP connection to `ep`: name lookup, TCP, TLS and the handshake,

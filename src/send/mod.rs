@@ -50,6 +50,9 @@ const CHANNEL_DEPTH: usize = 16;
 pub struct SendOptions {
     /// The tstat tree.
     pub root: PathBuf,
+    /// The tree's identity in message ids and stream producer names
+    /// ([`crate::identity::tree_tag`]), decided once for both.
+    pub tree: String,
     /// Readiness rules (`now` is refreshed on every pass).
     pub find: FindOptions,
     /// Threshold and document metadata.
@@ -87,11 +90,14 @@ pub enum SendError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Some directories had unreadable logs; they stay unmarked.
-    #[error("{count} director{} not marked because of log errors (see above)", if *.count == 1 { "y" } else { "ies" })]
+    /// Some directories had unreadable logs, or a progress record that
+    /// does not describe them any more; they stay unmarked.
+    #[error("{}", data_text(*.count, *.refused))]
     Data {
-        /// How many.
+        /// How many (refused ones included).
         count: usize,
+        /// How many of them were refused by their progress record.
+        refused: usize,
     },
     /// The run was stopped by a signal; the current directory stays unmarked.
     #[error(
@@ -133,6 +139,33 @@ pub enum SendError {
     },
 }
 
+/// The message of a [`SendError::Data`]: log errors and refused records are
+/// told apart (they need different fixes).
+fn data_text(count: usize, refused: usize) -> String {
+    let dirs = |n: usize| format!("{n} director{}", if n == 1 { "y" } else { "ies" });
+    let records = |n: usize| {
+        if n == 1 {
+            "refused by its progress record"
+        } else {
+            "refused by their progress records"
+        }
+    };
+    match (count - refused.min(count), refused) {
+        (_, 0) => format!(
+            "{} not marked because of log errors (see above)",
+            dirs(count)
+        ),
+        (0, r) => format!("{} not marked: {} (see above)", dirs(r), records(r)),
+        (logs, r) => format!(
+            "{} not marked (see above): {} because of log errors, {} {}",
+            dirs(count),
+            logs,
+            r,
+            records(r)
+        ),
+    }
+}
+
 /// The part of a [`SendError::QueueLost`] message about marked directories.
 fn lost_list(marked: &[String], root: &str) -> String {
     if marked.is_empty() {
@@ -146,6 +179,18 @@ fn lost_list(marked: &[String], root: &str) -> String {
 }
 
 impl SendError {
+    /// True when no broker could be connected to: `tstat_send --check` then
+    /// says more.
+    pub fn is_connect_failure(&self) -> bool {
+        let source = match self {
+            SendError::Publish { source, .. } | SendError::QueueLost { source, .. } => source,
+            _ => return false,
+        };
+        source
+            .downcast_ref::<crate::publish::PublishError>()
+            .is_some_and(|e| matches!(e.root(), crate::publish::PublishError::Connect { .. }))
+    }
+
     /// True when the cause is a closed stdout (a quiet end for `-N | head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, SendError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
@@ -172,6 +217,8 @@ pub struct Sender<D: Destination> {
     noted: std::collections::HashSet<PathBuf>,
     /// The "several directories are being written" notice was given.
     noted_several: bool,
+    /// Where fresh streams of the tree get their generation.
+    generations: crate::resume::Generations,
 }
 
 /// What shipping one directory gave.
@@ -180,6 +227,8 @@ enum DirResult {
     Done { had_data: bool },
     /// Left unmarked because a log could not be read completely.
     DataError,
+    /// Left unmarked because its progress record does not describe it.
+    Refused,
 }
 
 impl<D: Destination> Sender<D> {
@@ -190,7 +239,6 @@ impl<D: Destination> Sender<D> {
             metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
         }
         Sender {
-            opts,
             dest,
             summary: Summary::default(),
             metrics,
@@ -199,6 +247,8 @@ impl<D: Destination> Sender<D> {
             noted: Default::default(),
             noted_several: false,
             printed: Default::default(),
+            generations: crate::resume::Generations::of_tree(&opts.root),
+            opts,
         }
     }
 
@@ -317,6 +367,13 @@ impl<D: Destination> Sender<D> {
             }
         }
         let reship = !self.opts.reship.is_empty();
+        // A re-shipped directory Tstat is still writing goes back to the
+        // follower instead of being shipped and marked half-written.
+        let ready: std::collections::HashSet<PathBuf> = if reship {
+            dirs.iter().filter_map(|d| d.canonicalize().ok()).collect()
+        } else {
+            Default::default()
+        };
         let dirs = if reship {
             self.opts.reship.clone()
         } else {
@@ -326,6 +383,7 @@ impl<D: Destination> Sender<D> {
                 .collect()
         };
         let mut data_errors = walk_errors;
+        let mut refused = 0;
         // Sizes only for a bar on screen: no extra stat per directory else.
         let sizes: Vec<u64> = if reporter.shows_progress() {
             dirs.iter().map(|d| logs_size(d)).collect()
@@ -345,7 +403,8 @@ impl<D: Destination> Sender<D> {
                 index: i,
                 name: &self.id_name(dir),
             }));
-            let shipped = self.ship(dir, shutdown, reship, false).await;
+            let live = reship && !dir.canonicalize().is_ok_and(|d| ready.contains(&d));
+            let shipped = self.ship(dir, shutdown, reship, live).await;
             reporter.report(Event::Progress(Progress::DirDone { bytes: sizes[i] }));
             match shipped? {
                 DirResult::Done { had_data } => {
@@ -354,6 +413,7 @@ impl<D: Destination> Sender<D> {
                     }
                 }
                 DirResult::DataError => data_errors += 1,
+                DirResult::Refused => refused += 1,
             }
         }
         if self.opts.follow.is_some()
@@ -364,12 +424,17 @@ impl<D: Destination> Sender<D> {
                 index: dirs.len().saturating_sub(1),
                 name: &self.id_name(&dir),
             }));
-            if let DirResult::DataError = self.ship(&dir, shutdown, false, true).await? {
-                data_errors += 1;
+            match self.ship(&dir, shutdown, false, true).await? {
+                DirResult::DataError => data_errors += 1,
+                DirResult::Refused => refused += 1,
+                DirResult::Done { .. } => {}
             }
         }
-        if data_errors > 0 {
-            return Err(SendError::Data { count: data_errors });
+        if data_errors + refused > 0 {
+            return Err(SendError::Data {
+                count: data_errors + refused,
+                refused,
+            });
         }
         Ok(())
     }
@@ -423,6 +488,21 @@ impl<D: Destination> Sender<D> {
         ])
     }
 
+    /// A directory's message id prefix, `SENSOR@TREE:NAME`: with the tree's
+    /// identity no two trees of one host share an id. A directory begun by
+    /// a version without it (`SENSOR:NAME` in its record) keeps its prefix
+    /// until it is marked, so its resume stays exact.
+    fn id_base(&self, dir: &Path, name: &str, reship: bool) -> String {
+        let sensor = &self.opts.parse.sensor;
+        if !reship && let Ok(Some(rec)) = crate::resume::load(&dir.join(PROGRESS_FILE)) {
+            let legacy = format!("{sensor}:{name}");
+            if rec.settings.get("message_id_prefix") == Some(&legacy) {
+                return legacy;
+            }
+        }
+        format!("{sensor}@{}:{name}", self.opts.tree)
+    }
+
     /// The directory's name in message ids: its path relative to the root
     /// (its plain name at the top level), so ids are unique per tree.
     fn id_name(&self, dir: &Path) -> String {
@@ -441,6 +521,14 @@ impl<D: Destination> Sender<D> {
             .reporter
             .error(&format_args!("{}: not marked: {why}", dir.display()));
         DirResult::DataError
+    }
+
+    /// Reports a directory its progress record refuses (counted apart from
+    /// log errors: the fix is another).
+    fn refuse_record(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        self.metrics.refused += 1;
+        self.refuse(dir, why);
+        DirResult::Refused
     }
 }
 

@@ -67,6 +67,9 @@ impl<D: Destination> Sender<D> {
         reship: bool,
         live: bool,
     ) -> Result<DirResult, SendError> {
+        if reship && live {
+            return Ok(self.restart_live(dir));
+        }
         let mut job = match self.plan(dir, reship, live).await? {
             Ok(job) => job,
             Err(refused) => return Ok(refused),
@@ -85,7 +88,7 @@ impl<D: Destination> Sender<D> {
         live: bool,
     ) -> Result<Result<DirJob, DirResult>, SendError> {
         let name = self.id_name(dir);
-        let base = format!("{}:{name}", self.opts.parse.sensor);
+        let base = self.id_base(dir, &name, reship);
         if let Err(e) = resume::check_id_prefix(&base) {
             return Ok(Err(self.refuse(dir, e)));
         }
@@ -106,13 +109,11 @@ impl<D: Destination> Sender<D> {
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
             match self.gate(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
-                Err(why) => {
-                    self.metrics.refused += 1;
-                    return Ok(Err(self.refuse(dir, why)));
-                }
+                Err(why) => return Ok(Err(self.refuse_record(dir, why))),
             }
         } else if live {
-            (resume::follow_fresh(), None)
+            // Nothing is kept: the ids are printed, never published.
+            (resume::follow_fresh(resume::new_generation(None)), None)
         } else {
             (Plan::fresh(0), None)
         };
@@ -166,14 +167,63 @@ impl<D: Destination> Sender<D> {
             ids.push(LogId::of(log).map_err(|e| format!("{}: {e}", log.display()))?);
         }
         let how = match (reship, live) {
-            (true, _) => Open::Reship,
+            (true, true) => Open::ReshipLive,
+            (true, false) => Open::Reship,
             (false, true) => Open::Follow,
             (false, false) => Open::Resume,
         };
         let path = dir.join(PROGRESS_FILE);
         let settings = self.settings(id_prefix);
-        resume::open(path.clone(), self.opts.prog, settings, ids, how)
-            .map_err(|r| self.refusal(&r, &path, dir))
+        resume::open(
+            path.clone(),
+            self.opts.prog,
+            settings,
+            ids,
+            how,
+            &self.generations,
+        )
+        .map_err(|r| match r {
+            Refusal::Generation(why) => why,
+            r => self.refusal(&r, &path, dir),
+        })
+    }
+
+    /// `--reship` of a directory Tstat is still writing: nothing is sent
+    /// and it is not marked (the rest of its hour is still to come). Its
+    /// record starts over under a new generation with follow positions,
+    /// so the follower, or the first run after Tstat finishes it, ships it
+    /// from its start whatever the record said before.
+    fn restart_live(&mut self, dir: &Path) -> DirResult {
+        let name = self.id_name(dir);
+        let base = self.id_base(dir, &name, true);
+        let logs = match dir_logs(dir) {
+            Ok(l) => l
+                .into_iter()
+                .filter(|(p, _)| p.exists())
+                .collect::<Vec<_>>(),
+            Err(e) => return self.refuse(dir, e),
+        };
+        durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
+        let (plan, record) = match self.gate(dir, &logs, &base, true, true) {
+            Ok(planned) => planned,
+            Err(why) => return self.refuse(dir, why),
+        };
+        if let Err(e) = record.write() {
+            return self.refuse(
+                dir,
+                format!("cannot write {}: {e}", record.path().display()),
+            );
+        }
+        self.opts.reporter.warning(&format_args!(
+            "{}: not shipped now and not marked: Tstat is still writing it (a newer \
+             directory or --settle decides when it is finished). Its record starts it over \
+             under new message ids ({}): `tstat_send --follow -d {}` ships it from its start, \
+             or the first run after Tstat finishes it",
+            dir.display(),
+            resume::id_prefix(&base, plan.generation),
+            self.opts.root.display()
+        ));
+        DirResult::Done { had_data: false }
     }
 
     /// Step 2: the producer thread, feeding a channel the destination
@@ -341,10 +391,9 @@ impl<D: Destination> Sender<D> {
             });
         }
         if let Some(why) = parsed.refused {
-            self.metrics.refused += 1;
             let path = dir.join(PROGRESS_FILE);
             let text = self.refusal(&Refusal::Stream(why), &path, dir);
-            return Ok(self.refuse(dir, text));
+            return Ok(self.refuse_record(dir, text));
         }
         if let Some(why) = parsed.failed {
             return Ok(self.refuse(
@@ -401,7 +450,10 @@ impl<D: Destination> Sender<D> {
     ) -> SendError {
         let shown = dir.display().to_string();
         match u {
-            Undelivered::ProducerFailed => SendError::Data { count: 1 },
+            Undelivered::ProducerFailed => SendError::Data {
+                count: 1,
+                refused: 0,
+            },
             Undelivered::Interrupted { confirmed } => SendError::Interrupted {
                 dir: shown,
                 confirmed,

@@ -392,8 +392,9 @@ impl Conn {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 return Err(OpenError::Endpoint {
+                    // The failed connect adds which keys and file to check.
                     reason: "connection refused: nothing listens for the stream protocol there \
-                             (check stream_port, and that the rabbitmq_stream plugin is enabled)"
+                             (is the rabbitmq_stream plugin enabled?)"
                         .into(),
                     permanent: false,
                 });

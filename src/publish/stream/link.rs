@@ -132,7 +132,15 @@ impl<'a> Site<'a> {
             }
             failures.push(failure);
         }
-        Err(PublishError::Connect { failures })
+        Err(PublishError::Connect {
+            failures,
+            config: self.cfg.path.clone(),
+            keys: if self.cfg.tls.is_some() {
+                "host, stream_port and [ssl_options]"
+            } else {
+                "host and stream_port"
+            },
+        })
     }
 }
 
