@@ -332,6 +332,17 @@ fn a_missing_queue_and_flags_for_streams_are_clear_errors() {
         .args(["-c", "x.ini", "--from", "yesterday"])
         .run();
     assert_status(&out, 2, "a bad --from");
+
+    // No broker there: a clear error at once, naming the host.
+    let (config, port) = common::rabbit::unreachable_config(dir.path());
+    let out = program(CONSUME).arg("-c").arg(&config).run();
+    assert_status(&out, 1, "no broker");
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("tstat-consume: error: cannot connect to RabbitMQ")
+            && err.contains(&format!("127.0.0.1:{port}: connection refused")),
+        "{err}"
+    );
 }
 
 #[test]
