@@ -1,9 +1,13 @@
-//! tstat-consume against private RabbitMQ nodes (design §14.6): what
-//! tstat-rabbit shipped comes back equal to `tstat-parse -b 0`; a closed
-//! stdout, a kill -9 and a broker restart lose nothing (a second run gets
-//! the rest); a body that is not a JSON array stops the run naming it, or is
-//! skipped and counted; the `--arrays` bridge into another queue carries
-//! every array unchanged.
+//! tstat-consume against private RabbitMQ nodes (design §15.8, spec
+//! §14.6). Queue: what tstat-rabbit shipped comes back equal to
+//! `tstat-parse -b 0`; `| head`, kill -9 and a broker restart lose nothing
+//! (a second run gets the rest); a body that is not a JSON array stops the
+//! run naming it, or is skipped and counted; `--dedupe`; the `--arrays`
+//! bridge into another queue carries every array unchanged; peak RSS is
+//! bounded by the prefetch window. Stream (shipped by tstat_send): read by
+//! `--name` twice gives only what came in between; `| head`, kill -9 and a
+//! broker restart continue with no gap; a stalled stdout keeps the
+//! connection. Signals, clear errors, and the README's commands as written.
 
 mod common;
 
