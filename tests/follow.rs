@@ -739,3 +739,78 @@ fn a_gzipped_live_log_is_shipped_at_rotation_with_one_notice() {
         bag(&parsed(&dirs[0]))
     );
 }
+
+/// The queue deleted while a live directory is followed: the run names the
+/// directories to ship again and ends with exit 1, so the service's restart
+/// policy applies, instead of failing a pass every 30 s for ever; it never
+/// re-creates the queue itself.
+#[test]
+fn a_vanished_queue_ends_the_follow_run_saying_what_to_ship_again() {
+    // Its own node: every connection to it is closed below.
+    let node = RabbitNode::start();
+    let queue = unique("follow_vanish");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(2, 3000, 0, 21);
+    let name = |d: &Path| d.file_name().expect("name").to_os_string();
+    // A finished directory, marked by this run, and the live one after it.
+    let old = root.path().join(name(&dirs[0]));
+    fs::create_dir_all(&old).expect("old dir");
+    fs::write(old.join("log_tcp_complete"), &logs_of(&dirs[0])[0]).expect("old log");
+    let live = root.path().join(name(&dirs[1]));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[1])[0].clone();
+    let ends = line_ends(&data);
+    let mut written = 100;
+    fs::write(live.join("log_tcp_complete"), &data[..ends[written]]).expect("live log");
+    let mut send = follow(root.path(), &cfg, &[]);
+    wait_until(
+        "the old directory marked and live rows confirmed",
+        DEADLINE,
+        || {
+            assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+            old.join(".processed").exists()
+                && common::rabbit::confirmed_count(&live.join(".progress")) > 0
+        },
+    );
+    node.ctl_ok(&["delete_queue", &queue]);
+    node.close_all_connections();
+    // Tstat goes on writing: the next array finds the queue gone.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    wait_until("tstat_send to end", DEADLINE, || {
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        !send.running()
+    });
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("has disappeared from the broker"), "{err}");
+    assert!(
+        err.contains(&format!("{} starts over", live.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("lost with it: {} (ship each again", old.display())),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("has disappeared").count(),
+        1,
+        "said once, not once per retry: {err}"
+    );
+    assert!(
+        node.list_queues(&["name"])
+            .iter()
+            .all(|row| row.first() != Some(&queue)),
+        "the queue is not re-created"
+    );
+    assert!(!live.join(".processed").exists());
+}

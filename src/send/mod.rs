@@ -242,6 +242,11 @@ impl<D: Destination> Sender<D> {
             match result {
                 Err(e @ SendError::Interrupted { .. }) => return Err(e),
                 Err(e) if e.is_broken_pipe() => return Err(e),
+                // The queue is gone with what it held and is never
+                // re-created by this run: every later pass would fail the
+                // same way. The run ends (exit 1) so that its supervisor's
+                // restart policy applies; the next run creates the queue.
+                Err(e @ SendError::QueueLost { .. }) => return Err(e),
                 Err(e) => self.opts.reporter.error(&format_args!(
                     "{e} (next pass in {} s)",
                     interval.as_secs_f64()
