@@ -814,3 +814,91 @@ fn a_vanished_queue_ends_the_follow_run_saying_what_to_ship_again() {
     );
     assert!(!live.join(".processed").exists());
 }
+
+/// A value of a metrics file (`None` while it is missing, being replaced or
+/// without that sample).
+fn metric(path: &Path, name: &str) -> Option<f64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// While a directory is followed, the confirmed messages are counted as they
+/// are confirmed (not at rotation), the lag counts from a row's first read
+/// (so rows that waited the flush time show it), and SIGTERM, the normal end
+/// of `--follow`, counts what it confirmed and is no error.
+#[test]
+fn follow_counts_at_confirm_and_a_sigterm_is_no_error() {
+    let node = shared_node();
+    let queue = unique("follow_counts");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 400, 0, 23);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0])[0].clone();
+    let ends = line_ends(&data);
+    // Fewer rows than an array: they go when the flush time is up.
+    fs::write(live.join("log_tcp_complete"), &data[..ends[10]]).expect("live log");
+    let prom = work.path().join("send.prom");
+    let flush = 3.0;
+    let mut send = program("tstat_send")
+        .args(["--follow", "--flush", "3", "-b", "0", "-S", "s", "-d"])
+        .arg(root.path())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .spawn();
+    let messages = "tstat_send_messages_total";
+    wait_until("messages counted while following", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        metric(&prom, messages).is_some_and(|m| m >= 1.0)
+    });
+    assert!(metric(&prom, "tstat_send_bytes_total").is_some_and(|b| b > 0.0));
+    // The rows were read at once and waited the flush time in their array.
+    let lag = metric(&prom, "tstat_send_follow_lag_seconds").expect("lag");
+    assert!(lag >= flush - 0.1, "lag {lag} s, below the flush time");
+    // More rows, then the stop once they are in the queue.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    log.write_all(&data[ends[10]..ends[300]]).expect("append");
+    let want = parsed(&dirs[0]);
+    let first300 = {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        fs::write(scratch.path().join("log"), &data[..ends[300]]).expect("prefix");
+        let d = scratch.path().join("x.out");
+        fs::create_dir_all(&d).expect("dir");
+        fs::rename(scratch.path().join("log"), d.join("log_tcp_complete")).expect("mv");
+        parsed(&d).len()
+    };
+    assert!(first300 < want.len());
+    wait_until("the appended rows in the queue", DEADLINE, || {
+        let msgs = consume_peek(node, &queue);
+        flatten(msgs.iter().map(|m| m.body.as_slice())).len() >= first300
+    });
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(
+        !err.contains("error:"),
+        "a requested stop is no error: {err}"
+    );
+    assert!(
+        err.contains(&format!("{} stays unmarked", live.display())),
+        "{err}"
+    );
+    let in_queue = consume_all(node, &queue).len() as f64;
+    assert_eq!(
+        metric(&prom, messages),
+        Some(in_queue),
+        "every confirmed message counted"
+    );
+    assert_eq!(metric(&prom, "tstat_send_errors_total"), Some(0.0));
+    assert!(!live.join(".processed").exists());
+}

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         },
     };
     let quiet = cli.quiet;
+    let follow = cli.follow;
     let opts = options(cli, threads);
     // One shipping run per tree; printing with -N writes nothing in it.
     let _lock = match stdout {
@@ -60,25 +61,30 @@ fn main() -> ExitCode {
         Err(code) => return code.into(),
     };
     match queue {
-        None => rt.block_on(ship(opts, PrintArrays::new(cli::stdout_writer()), quiet)),
+        None => rt.block_on(ship(
+            opts,
+            PrintArrays::new(cli::stdout_writer()),
+            quiet,
+            follow,
+        )),
         Some((config, publish)) if config.stream.is_some() => {
             let producers = match stream_producers(&opts) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
             let dest = StreamDestination::new(config, publish, producers, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet))
+            rt.block_on(ship(opts, dest, quiet, follow))
         }
         Some((config, publish)) => {
             let dest = QueueDestination::new(config, publish, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet))
+            rt.block_on(ship(opts, dest, quiet, follow))
         }
     }
 }
 
 /// Runs the job to `dest` until done or a signal; the error, then the
-/// summary.
-async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCode {
+/// summary. Following, a signal is the normal end: a notice, not an error.
+async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool, follow: bool) -> ExitCode {
     let started = Instant::now();
     let printed = !dest.keeps_record();
     let shutdown = Shutdown::new();
@@ -96,7 +102,14 @@ async fn ship<D: Destination>(opts: SendOptions, dest: D, quiet: bool) -> ExitCo
     // no success report.
     let code = match result {
         Ok(()) => signal.unwrap_or(cli::Exit::Ok),
-        Err(e) if e.is_broken_pipe() => cli::Exit::Ok,
+        // A closed stdout (`-N | head`): quiet, no summary either.
+        Err(e) if e.is_broken_pipe() => return cli::Exit::Ok.into(),
+        Err(e) if follow && e.stopped_following().is_some() => {
+            if let (false, Some(notice)) = (quiet, e.stopped_following()) {
+                cli::print_line(&format!("{PROG}: {notice}"));
+            }
+            signal.unwrap_or(cli::Exit::Interrupted)
+        }
         Err(e @ SendError::Interrupted { .. }) => {
             cli::error(PROG, &e);
             signal.unwrap_or(cli::Exit::Interrupted)

@@ -146,6 +146,24 @@ fn lost_list(marked: &[String], root: &str) -> String {
 }
 
 impl SendError {
+    /// For a stop a signal asked for while following, where this is the
+    /// normal end: what was left and where the next run starts, as a
+    /// notice rather than an error (`None` for any other error).
+    pub fn stopped_following(&self) -> Option<String> {
+        let SendError::Interrupted {
+            dir,
+            confirmed,
+            progress,
+        } = self
+        else {
+            return None;
+        };
+        Some(format!(
+            "stopped: {dir} stays unmarked, {confirmed} messages of it confirmed and \
+             recorded in {progress}; the next run resumes from there"
+        ))
+    }
+
     /// True when the cause is a closed stdout (a quiet end for `-N | head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, SendError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
@@ -215,6 +233,8 @@ impl<D: Destination> Sender<D> {
                         .duration_since(UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64())
                 }
+                // A requested stop is no failure (it is how --follow ends).
+                Err(SendError::Interrupted { .. }) => {}
                 Err(_) => self.metrics.errors += 1,
             }
             // A metrics problem is reported, but a failed pass decides the
