@@ -42,6 +42,10 @@ pub const PROGRESS_FILE: &str = ".progress";
 const FOLLOW_PASS: Duration = Duration::from_secs(1);
 /// Time before the next pass after a failed one in follow mode.
 const FOLLOW_RETRY: Duration = Duration::from_secs(30);
+/// Longest time between full walks of the tree in follow mode (a
+/// `.processed` removed by hand is seen within it; new directories at
+/// once).
+const FOLLOW_FULL_WALK: Duration = Duration::from_secs(300);
 
 /// Messages buffered between the parser thread and the publisher.
 const CHANNEL_DEPTH: usize = 16;
@@ -190,6 +194,8 @@ pub struct Sender<D: Destination> {
     noted: std::collections::HashSet<PathBuf>,
     /// The "several directories are being written" notice was given.
     noted_several: bool,
+    /// The tree's Tstat directories, walked fully only when needed.
+    tree: find::TreeWatch,
 }
 
 /// What shipping one directory gave.
@@ -203,6 +209,12 @@ enum DirResult {
 impl<D: Destination> Sender<D> {
     /// A sender to `dest`; nothing is connected or read yet.
     pub fn new(opts: SendOptions, dest: D) -> Sender<D> {
+        // Without --follow every pass walks the whole tree.
+        let follow_full_walk = match opts.follow {
+            Some(_) => FOLLOW_FULL_WALK,
+            None => Duration::ZERO,
+        };
+        let tree = find::TreeWatch::new(&opts.root, follow_full_walk);
         let mut metrics = Metrics::default();
         if let Some(p) = &opts.metrics_file {
             metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
@@ -217,6 +229,7 @@ impl<D: Destination> Sender<D> {
             noted: Default::default(),
             noted_several: false,
             printed: Default::default(),
+            tree,
         }
     }
 
@@ -319,7 +332,19 @@ impl<D: Destination> Sender<D> {
         find_opts.now = SystemTime::now();
         let reporter = self.opts.reporter.clone();
         let mut walk_errors = 0usize;
-        let dirs = find::find_ready([&self.opts.root], &find_opts, |e| {
+        // Following, the tree is looked at every second: the watch walks
+        // it fully only when it changed (not once per processed directory).
+        let found = self.tree.tstat_dirs(&mut |e| {
+            walk_errors += 1;
+            reporter.error(&e);
+        });
+        let following = self.opts.follow.is_some();
+        let live = match following {
+            true => follow::live_among(&found),
+            false => Vec::new(),
+        };
+        let any = !found.is_empty();
+        let dirs = find::ready_among(found, &find_opts, |e| {
             walk_errors += 1;
             reporter.error(&e);
         });
@@ -330,7 +355,6 @@ impl<D: Destination> Sender<D> {
         );
         if dirs.is_empty() && !self.warned_empty {
             // A mistyped -d would otherwise ship nothing, quietly, for ever.
-            let any = !find::walk_tstat_dirs(&self.opts.root, &mut |_| {}).is_empty();
             if !any {
                 self.warned_empty = true;
                 reporter.warning(&format_args!(
@@ -381,9 +405,14 @@ impl<D: Destination> Sender<D> {
                 DirResult::DataError => data_errors += 1,
             }
         }
-        if self.opts.follow.is_some()
+        // Shipping took a while: Tstat may have rotated meanwhile.
+        let live = match following && !dirs.is_empty() {
+            true => follow::live_among(&self.tree.tstat_dirs(&mut |_| {})),
+            false => live,
+        };
+        if following
             && !shutdown.is_triggered()
-            && let Some(dir) = self.live_dir()
+            && let Some(dir) = self.live_dir(live)
         {
             reporter.report(Event::Progress(Progress::DirStarted {
                 index: dirs.len().saturating_sub(1),
@@ -401,9 +430,9 @@ impl<D: Destination> Sender<D> {
 
     /// The directory to follow (design §12): the newest one Tstat may still
     /// be writing, unless it cannot be followed (said once).
-    fn live_dir(&mut self) -> Option<PathBuf> {
-        let dir = follow::live_dir(
-            &self.opts.root,
+    fn live_dir(&mut self, live: Vec<PathBuf>) -> Option<PathBuf> {
+        let dir = follow::newest_live(
+            live,
             " (run one tstat_send --follow per Tstat output directory)",
             &*self.opts.reporter,
             &mut self.noted_several,
