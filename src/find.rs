@@ -662,7 +662,7 @@ mod tests {
                 .expect("set mtime");
         }
         let mut w = TreeWatch::new(root, Duration::from_secs(3600));
-        let mut seen = |w: &mut TreeWatch| -> Vec<(PathBuf, bool)> {
+        let seen = |w: &mut TreeWatch| -> Vec<(PathBuf, bool)> {
             let mut v: Vec<_> = w
                 .tstat_dirs(&mut |e| panic!("{e}"))
                 .into_iter()
