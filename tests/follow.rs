@@ -902,3 +902,160 @@ fn follow_counts_at_confirm_and_a_sigterm_is_no_error() {
     assert_eq!(metric(&prom, "tstat_send_errors_total"), Some(0.0));
     assert!(!live.join(".processed").exists());
 }
+
+/// The inode of a file (a new one each time the metrics file is replaced,
+/// which every pass does); `None` while it is missing.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Waits until `path` has been replaced `n` more times.
+fn passes(send: &mut Running, path: &Path, n: usize) {
+    let mut seen = std::collections::HashSet::new();
+    seen.extend(inode(path));
+    let first = seen.len();
+    wait_until(&format!("{n} more passes"), DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        seen.extend(inode(path));
+        seen.len() >= first + n
+    });
+}
+
+/// A live directory whose record a run refuses (the threshold changed) is
+/// said once and counted once in `directories_refused_total`, not once a
+/// second.
+#[test]
+fn a_refused_live_directory_is_said_and_counted_once() {
+    let node = shared_node();
+    let queue = unique("follow_refused");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 200, 0, 24);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0])[0].clone();
+    let ends = line_ends(&data);
+    fs::write(live.join("log_tcp_complete"), &data[..ends[50]]).expect("live log");
+    let mut first = follow(root.path(), &cfg, &[]);
+    wait_until("rows of the live directory confirmed", DEADLINE, || {
+        assert!(
+            first.running(),
+            "tstat_send ended: {}",
+            first.stderr_so_far()
+        );
+        !peek_when_there(node, &queue).is_empty()
+    });
+    first.term();
+    assert_eq!(first.wait_status(DEADLINE).code(), Some(143));
+    // The next run ships with another threshold: the record is refused.
+    let prom = work.path().join("refused.prom");
+    let mut send = program("tstat_send")
+        .args([
+            "--follow", "--flush", FLUSH, "-b", "1", "-S", "s", "-q", "-d",
+        ])
+        .arg(root.path())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .spawn();
+    wait_until("the refusal", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        send.stderr_so_far().contains("not marked")
+    });
+    passes(&mut send, &prom, 3);
+    assert_eq!(
+        metric(&prom, "tstat_send_directories_refused_total"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&prom, "tstat_send_errors_total"), Some(1.0));
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    let refusal = format!("{}: not marked", live.display());
+    assert_eq!(err.matches(&refusal).count(), 1, "{err}");
+    assert!(!live.join(".processed").exists());
+}
+
+/// [`consume_peek`] once the queue exists (the run declares it).
+fn peek_when_there(node: &RabbitNode, queue: &str) -> Vec<Received> {
+    let there = node
+        .list_queues(&["name"])
+        .iter()
+        .any(|row| row.first().is_some_and(|n| n == queue));
+    if there {
+        consume_peek(node, queue)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Idle on a tree with a processed history, a new Tstat directory is still
+/// found and followed, and marked when Tstat rotates away from it (the
+/// cheap looks between full walks miss nothing).
+#[test]
+fn a_new_directory_is_found_on_a_tree_with_history() {
+    let node = shared_node();
+    let queue = unique("follow_history");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 300, 50, 25);
+    let header = {
+        let tcp = &logs_of(&dirs[0])[0];
+        tcp[..line_ends(tcp)[0]].to_vec()
+    };
+    // 300 processed hours before the live one, in one per-interface folder.
+    let iface = root.path().join("eth0");
+    for h in 0..300 {
+        let d = iface.join(format!("2000_01_{:02}_{:02}_00.out", 1 + h / 24, h % 24));
+        fs::create_dir_all(&d).expect("old dir");
+        fs::write(d.join("log_tcp_complete"), &header).expect("old log");
+        fs::write(d.join(".processed"), "processed").expect("mark");
+    }
+    let prom = work.path().join("history.prom");
+    let mut send = follow(
+        root.path(),
+        &cfg,
+        &["--metrics-file", prom.to_str().expect("utf-8")],
+    );
+    passes(&mut send, &prom, 3);
+    let name = dirs[0].file_name().expect("name");
+    let live = iface.join(name);
+    fs::create_dir_all(&live).expect("live dir");
+    for (i, log) in ["log_tcp_complete", "log_udp_complete"].iter().enumerate() {
+        fs::write(live.join(log), &logs_of(&dirs[0])[i]).expect("live log");
+    }
+    let want = parsed(&dirs[0]).len();
+    wait_until("the new directory's flows", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        let msgs = peek_when_there(node, &queue);
+        flatten(msgs.iter().map(|m| m.body.as_slice())).len() >= want
+    });
+    assert!(!live.join(".processed").exists(), "still written");
+    let next = iface.join(format!("9{}", name.to_string_lossy()));
+    fs::create_dir_all(&next).expect("next dir");
+    fs::write(next.join("log_tcp_complete"), &header).expect("header");
+    wait_until("the directory marked at rotation", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        live.join(".processed").exists()
+    });
+    send.term();
+    assert_eq!(send.wait_status(DEADLINE).code(), Some(143));
+}
+
+/// `--watch` would mean nothing next to `--follow` (passes are a second
+/// apart): together they are a usage error.
+#[test]
+fn follow_with_watch_is_a_usage_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = program("tstat_send")
+        .args(["--follow", "--watch", "5", "-N", "-d"])
+        .arg(root.path())
+        .run();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--watch") && err.contains("--follow"), "{err}");
+}

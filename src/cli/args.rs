@@ -373,7 +373,7 @@ pub struct SendCli {
     /// Keep running and also ship the directory Tstat is still writing: each
     /// complete row reaches the broker within --flush seconds; the directory
     /// is marked when Tstat rotates to the next.
-    #[arg(long, conflicts_with_all = ["all", "single"])]
+    #[arg(long, conflicts_with_all = ["all", "single", "watch"])]
     pub follow: bool,
     /// With --follow: longest time a flow waits for its array to fill.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = runtime::seconds, requires = "follow")]

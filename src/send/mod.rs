@@ -196,6 +196,11 @@ pub struct Sender<D: Destination> {
     noted_several: bool,
     /// The tree's Tstat directories, walked fully only when needed.
     tree: find::TreeWatch,
+    /// Why each directory left unmarked was, as said (said again only
+    /// when the cause changes).
+    said: std::collections::HashMap<PathBuf, String>,
+    /// Directories whose failure the current pass said.
+    said_in_pass: usize,
 }
 
 /// What shipping one directory gave.
@@ -230,6 +235,8 @@ impl<D: Destination> Sender<D> {
             noted_several: false,
             printed: Default::default(),
             tree,
+            said: Default::default(),
+            said_in_pass: 0,
         }
     }
 
@@ -238,8 +245,12 @@ impl<D: Destination> Sender<D> {
     pub async fn run(&mut self, shutdown: &Shutdown) -> Result<(), SendError> {
         loop {
             let started = Instant::now();
+            self.said_in_pass = 0;
             let result = self.pass(shutdown).await;
             self.metrics.last_run_seconds = started.elapsed().as_secs_f64();
+            // Directories failed again for causes already said: no new
+            // error line, no new count.
+            let repeated = matches!(&result, Err(SendError::Data { .. })) && self.said_in_pass == 0;
             match &result {
                 Ok(()) => {
                     self.metrics.last_success = SystemTime::now()
@@ -248,6 +259,7 @@ impl<D: Destination> Sender<D> {
                 }
                 // A requested stop is no failure (it is how --follow ends).
                 Err(SendError::Interrupted { .. }) => {}
+                Err(_) if repeated => {}
                 Err(_) => self.metrics.errors += 1,
             }
             // A metrics problem is reported, but a failed pass decides the
@@ -280,6 +292,7 @@ impl<D: Destination> Sender<D> {
                 // same way. The run ends (exit 1) so that its supervisor's
                 // restart policy applies; the next run creates the queue.
                 Err(e @ SendError::QueueLost { .. }) => return Err(e),
+                Err(_) if repeated => {}
                 Err(e) => self.opts.reporter.error(&format_args!(
                     "{e} (next pass in {} s)",
                     interval.as_secs_f64()
@@ -374,6 +387,8 @@ impl<D: Destination> Sender<D> {
                 .filter(|d| !self.printed.contains(d))
                 .collect()
         };
+        // Said above, each time.
+        self.said_in_pass += walk_errors;
         let mut data_errors = walk_errors;
         // Sizes only for a bar on screen: no extra stat per directory else.
         let sizes: Vec<u64> = if reporter.shows_progress() {
@@ -489,12 +504,30 @@ impl<D: Destination> Sender<D> {
         rel.to_string_lossy().into_owned()
     }
 
-    /// Reports a directory left unmarked for a reason of its own.
-    fn refuse(&self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
-        self.opts
-            .reporter
-            .error(&format_args!("{}: not marked: {why}", dir.display()));
+    /// Reports a directory left unmarked for a reason of its own, once per
+    /// cause: passes a second apart (`--follow`) meet the same cause again
+    /// until it changes or the directory is marked.
+    fn refuse(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        let why = why.to_string();
+        if self.said.get(dir) != Some(&why) {
+            self.opts
+                .reporter
+                .error(&format_args!("{}: not marked: {why}", dir.display()));
+            self.said.insert(dir.to_path_buf(), why);
+            self.said_in_pass += 1;
+        }
         DirResult::DataError
+    }
+
+    /// [`Sender::refuse`] for a directory whose progress record is refused,
+    /// counted once per cause in `directories_refused_total`.
+    fn refuse_record(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        let said = self.said_in_pass;
+        let result = self.refuse(dir, why);
+        if self.said_in_pass > said {
+            self.metrics.refused += 1;
+        }
+        result
     }
 }
 

@@ -106,10 +106,7 @@ impl<D: Destination> Sender<D> {
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
             match self.gate(dir, &logs, &base, reship, live) {
                 Ok((plan, rec)) => (plan, Some(rec)),
-                Err(why) => {
-                    self.metrics.refused += 1;
-                    return Ok(Err(self.refuse(dir, why)));
-                }
+                Err(why) => return Ok(Err(self.refuse_record(dir, why))),
             }
         } else if live {
             (resume::follow_fresh(), None)
@@ -352,10 +349,9 @@ impl<D: Destination> Sender<D> {
             });
         }
         if let Some(why) = parsed.refused {
-            self.metrics.refused += 1;
             let path = dir.join(PROGRESS_FILE);
             let text = self.refusal(&Refusal::Stream(why), &path, dir);
-            return Ok(self.refuse(dir, text));
+            return Ok(self.refuse_record(dir, text));
         }
         if let Some(why) = parsed.failed {
             return Ok(self.refuse(
@@ -391,6 +387,7 @@ impl<D: Destination> Sender<D> {
                 dir.display()
             ));
         }
+        self.said.remove(dir);
         self.marked
             .push((std::time::Instant::now(), dir.to_path_buf()));
         tracing::info!(
