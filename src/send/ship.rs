@@ -322,12 +322,11 @@ impl<D: Destination> Sender<D> {
         self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
         self.summary.flows += parsed.stats.flows;
         // What the destination confirmed counts however the directory ends
-        // (a stop, a failure, a log that failed part-way).
-        let (messages, bytes) = LiveGauge::confirmed(&running.gauge);
+        // (a stop, a failure): counted at each confirm.
         let sent = match drained.outcome {
-            Ok(sent) if sent.messages > 0 => sent,
-            Ok(_) => Delivered { messages, bytes },
+            Ok(sent) => sent,
             Err(e) => {
+                let (messages, bytes) = LiveGauge::confirmed(&running.gauge);
                 self.summary.messages += messages;
                 self.summary.bytes += bytes;
                 return Err(e);
