@@ -531,6 +531,10 @@ impl TreeWatch {
         if !self.refreshed() {
             self.walk(on_error);
         }
+        if self.full_every.is_zero() {
+            // Walked again next time anyway: no copy.
+            return std::mem::take(&mut self.dirs);
+        }
         self.dirs.clone()
     }
 

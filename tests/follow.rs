@@ -1059,3 +1059,85 @@ fn follow_with_watch_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--watch") && err.contains("--follow"), "{err}");
 }
+
+/// The stream deleted while a live directory is followed into it: as for a
+/// queue, the run names the directories to ship again and ends with exit 1
+/// instead of creating the stream again on its next pass without a word
+/// about what went with it.
+#[test]
+fn a_vanished_stream_ends_the_follow_run_saying_what_to_ship_again() {
+    let node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        ..NodeOptions::default()
+    });
+    let stream = unique("follow_stream_vanish");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = streams::write_stream_config(&node, work.path(), &stream);
+    let (_src, dirs) = source(2, 3000, 0, 26);
+    let old = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&old).expect("old dir");
+    fs::write(old.join("log_tcp_complete"), &logs_of(&dirs[0])[0]).expect("old log");
+    let live = root.path().join(dirs[1].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[1])[0].clone();
+    let ends = line_ends(&data);
+    let mut written = 100;
+    fs::write(live.join("log_tcp_complete"), &data[..ends[written]]).expect("live log");
+    let lib_cfg = streams::load(&cfg);
+    let held = || streams::stored(&lib_cfg, root.path(), "s", 0);
+    let mut send = follow(root.path(), &cfg, &[]);
+    wait_until("the old directory marked", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        old.join(".processed").exists()
+    });
+    // Tstat goes on writing throughout.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    let before = held();
+    wait_until("live rows in the stream", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        held() != before
+    });
+    node.ctl_ok(&["delete_queue", &stream]);
+    let until = Instant::now() + DEADLINE;
+    while send.running() {
+        assert!(
+            Instant::now() < until,
+            "still running: {}",
+            send.stderr_so_far()
+        );
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no longer exists"), "{err}");
+    assert!(
+        err.contains(&format!("{} starts over", live.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("lost with it: {} (ship each again", old.display())),
+        "{err}"
+    );
+    assert!(
+        node.list_queues(&["name"])
+            .iter()
+            .all(|row| row.first() != Some(&stream)),
+        "the stream is not re-created"
+    );
+    assert!(!live.join(".processed").exists());
+}
