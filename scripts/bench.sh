@@ -29,6 +29,10 @@
 #                          compared with the same rows in BENCH_SMALL_FEW (4)
 #                          directories, best of BENCH_SMALL_RUNS (2) runs
 #   BENCH_FIND_DIRS        directories for the tstat-find row (100000; 0 skips)
+#   BENCH_IDLE_DIRS        processed directories beside the live one for the
+#                          idle `tstat_send --follow` lines (20000; 0 skips):
+#                          CPU-s per idle minute with that history and with
+#                          none, over BENCH_IDLE_SECS (60) each
 #   BENCH_SENSORS          sensors shipping at once in the "N sensors at once"
 #                          rows (10; 0 skips): N copies (hard links) of one
 #                          directory of BENCH_SENSOR_TCP, BENCH_SENSOR_UDP rows
@@ -76,6 +80,8 @@ SMALL_DIRS=${BENCH_SMALL_DIRS:-2000}
 SMALL_FEW=${BENCH_SMALL_FEW:-4}
 SMALL_RUNS=${BENCH_SMALL_RUNS:-2}
 FIND_DIRS=${BENCH_FIND_DIRS:-100000}
+IDLE_DIRS=${BENCH_IDLE_DIRS:-20000}
+IDLE_SECS=${BENCH_IDLE_SECS:-60}
 SENSORS=${BENCH_SENSORS:-10}
 SENSOR_TCP=${BENCH_SENSOR_TCP:-$((TCP / 10))}
 SENSOR_UDP=${BENCH_SENSOR_UDP:-$((UDP / 10))}
@@ -392,6 +398,58 @@ if [ "$FIND_DIRS" -gt 0 ]; then
     else
         skip "tstat-find ($FIND_DIRS dirs)" dirs 0 "n/a (not built)"
     fi
+fi
+
+# Idle `tstat_send --follow` (issue 20): CPU seconds per minute while nothing
+# is written, following a live directory that has IDLE_DIRS processed ones
+# beside it, with nothing to follow (all processed), and on a tree of the
+# live directory alone. -N: the same passes and looks without a broker.
+IDLE_LINES=()
+# idle_cpu ROOT: CPU-s per minute of `tstat_send --follow -N` idling on ROOT.
+idle_cpu() {
+    local pid a b hz
+    hz=$(getconf CLK_TCK)
+    "$BIN/tstat_send" --follow -N -q -b 0 -S "$SENSOR" -d "$1" >/dev/null 2>"$WORK/idle.err" &
+    pid=$!
+    sleep 5 # its first pass and the first look at the live logs
+    a=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    sleep "$IDLE_SECS"
+    b=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    kill -TERM "$pid"
+    wait "$pid" || true
+    awk -v a="$a" -v b="$b" -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN { printf "%.3f", (b - a) / hz / s * 60 }'
+}
+if [ "$IDLE_DIRS" -gt 0 ] && have tstat_send; then
+    IDLE_TREE="$WORK/idle"
+    HEADER_LINE=$(head -n 1 "$REPO/tests/fixtures/real-3.3/2024_06_08_09_10.out/log_tcp_complete")
+    say "idle --follow: making $IDLE_DIRS processed directories"
+    mkdir -p "$IDLE_TREE/history"
+    (
+        cd "$IDLE_TREE/history"
+        for ((i = 0; i < IDLE_DIRS; i++)); do
+            printf '%s\n' "2000_$((i / 8760))_$((i % 8760)).out"
+        done | xargs mkdir
+        for d in *.out; do
+            printf '%s\n' "$HEADER_LINE" >"$d/log_tcp_complete"
+            printf processed >"$d/.processed"
+        done
+    )
+    mkdir -p "$IDLE_TREE/alone"
+    for t in history alone; do
+        mkdir -p "$IDLE_TREE/$t/9999_12_31_23_00.out"
+        printf '%s\n' "$HEADER_LINE" >"$IDLE_TREE/$t/9999_12_31_23_00.out/log_tcp_complete"
+    done
+    say "idle --follow: following beside $IDLE_DIRS processed directories (${IDLE_SECS} s)"
+    v=$(idle_cpu "$IDLE_TREE/history")
+    IDLE_LINES+=("following, $IDLE_DIRS processed beside it:|$v")
+    rm -rf "$IDLE_TREE/history/9999_12_31_23_00.out"
+    say "idle --follow: nothing to follow, $IDLE_DIRS processed directories (${IDLE_SECS} s)"
+    v=$(idle_cpu "$IDLE_TREE/history")
+    IDLE_LINES+=("nothing to follow, $IDLE_DIRS processed:|$v")
+    say "idle --follow: the live directory alone (${IDLE_SECS} s)"
+    v=$(idle_cpu "$IDLE_TREE/alone")
+    IDLE_LINES+=("following, the live directory alone:|$v")
+    rm -rf "$IDLE_TREE"
 fi
 
 if have tstat-chunk && [ -s "$NDJSON" ]; then
@@ -759,6 +817,9 @@ for l in "$SENS_STREAM_LABEL" "$SENS_QUORUM_LABEL"; do
         goal "$l:" "$(awk -v s="$ss" -v b="$SENSOR_BYTES" -v m="$((SENSORS * SENSOR_LINES))" 'BEGIN {
             printf "%.1f MB/s input, %.0f messages/s (%d messages) over the wall time of all", b / 1e6 / s, m / s, m }')"
     fi
+done
+for l in "${IDLE_LINES[@]}"; do
+    goal "idle tstat_send --follow, ${l%|*}" "${l#*|} CPU-s per idle minute (goal <= 0.1, not growing with history)"
 done
 if [ "$CHUNK_LINES" -gt 0 ]; then
     echo "messages per publish run: $CHUNK_LINES ($(awk -v b="$CHUNK_BYTES" 'BEGIN { printf "%.1f", b / 1e6 }') MB)"

@@ -191,6 +191,17 @@ impl Iterator for Pending {
 /// goes on. A tstat directory's own subdirectories (Tstat's histogram
 /// directories) are not walked.
 pub fn walk_tstat_dirs(root: &Path, on_error: &mut dyn FnMut(FindError)) -> Vec<TstatDir> {
+    walk(root, on_error, &mut Vec::new())
+}
+
+/// [`walk_tstat_dirs`], also collecting in `listed` every directory whose
+/// listing it read (the root first): a Tstat directory can appear or go
+/// only where one of them changes.
+fn walk(
+    root: &Path,
+    on_error: &mut dyn FnMut(FindError),
+    listed: &mut Vec<PathBuf>,
+) -> Vec<TstatDir> {
     let mut found = Vec::new();
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -235,7 +246,10 @@ pub fn walk_tstat_dirs(root: &Path, on_error: &mut dyn FnMut(FindError)) -> Vec<
     // is two system calls each instead of five.
     let mut stack: Vec<(Pending, PathBuf)> = Vec::new();
     match Pending::open(root, 0) {
-        Ok(p) => stack.push((p, root.to_path_buf())),
+        Ok(p) => {
+            listed.push(root.to_path_buf());
+            stack.push((p, root.to_path_buf()))
+        }
         Err(err) => on_error(FindError {
             path: root.to_path_buf(),
             err,
@@ -271,7 +285,10 @@ pub fn walk_tstat_dirs(root: &Path, on_error: &mut dyn FnMut(FindError)) -> Vec<
         match holds_dir_log(&path, Some(&entry.file_name())) {
             Ok(Some(done)) => found.push(TstatDir { path, depth, done }),
             Ok(None) => match Pending::open(&path, depth) {
-                Ok(p) => stack.push((p, path)),
+                Ok(p) => {
+                    listed.push(path.clone());
+                    stack.push((p, path))
+                }
                 Err(err) => on_error(FindError { path, err }),
             },
             Err(err) => on_error(FindError { path, err }),
@@ -405,7 +422,16 @@ where
     for root in roots {
         found.extend(walk_tstat_dirs(root.as_ref(), &mut on_error));
     }
+    ready_among(found, opts, on_error)
+}
 
+/// The directories of `found` (a walk's Tstat directories) to process, by
+/// the rules of [`find_ready`], oldest first.
+pub fn ready_among(
+    found: Vec<TstatDir>,
+    opts: &FindOptions,
+    mut on_error: impl FnMut(FindError),
+) -> Vec<PathBuf> {
     let latest = latest_per_parent(&found);
 
     // Which directories a later sibling rotated away from, decided before
@@ -446,6 +472,144 @@ where
     out
 }
 
+/// How long a directory's modification time may lag behind a change made
+/// in it: a listing read this close after its last change may miss part
+/// of it (file systems with coarse timestamps), so it is read again.
+pub(crate) const MTIME_SLACK: Duration = Duration::from_secs(2);
+
+/// The Tstat directories below a root for a process that looks every
+/// second (`tstat_send --follow`), at a cost that does not grow with the
+/// directories already processed. The tree is walked fully only when a
+/// directory whose listing the last walk read (the root, `eth0/`, a day
+/// directory, …) has changed since, when that walk met an error, or once
+/// every `full_every`; otherwise only the directories not done yet are
+/// looked at again (a few stats each). A Tstat directory appears or goes
+/// only where a listing changes, and one marked done stays done until the
+/// next full walk (a `.processed` removed by hand is seen within
+/// `full_every`).
+#[derive(Debug)]
+pub struct TreeWatch {
+    root: PathBuf,
+    full_every: Duration,
+    /// Tstat directories as last seen (those [`TreeWatch::tstat_dirs`]
+    /// gives).
+    dirs: Vec<TstatDir>,
+    /// Directories the last full walk listed, with their modification time
+    /// then (`None`: listed too close to a change, read again).
+    listed: Vec<(PathBuf, Option<SystemTime>)>,
+    /// When the last full walk began; `None`: walk next time.
+    walked: Option<std::time::Instant>,
+    /// Full walks so far.
+    walks: u64,
+}
+
+impl TreeWatch {
+    /// A watch of `root`, walked fully at least every `full_every` (zero:
+    /// every time).
+    pub fn new(root: &Path, full_every: Duration) -> TreeWatch {
+        TreeWatch {
+            root: root.to_path_buf(),
+            full_every,
+            dirs: Vec::new(),
+            listed: Vec::new(),
+            walked: None,
+            walks: 0,
+        }
+    }
+
+    /// Full walks of the tree so far.
+    pub fn walks(&self) -> u64 {
+        self.walks
+    }
+
+    /// The Tstat directories below the root now that readiness depends on
+    /// ([`ready_among`] without `include_done`, and
+    /// [`crate::follow::live_among`], give what they would give for all of
+    /// [`walk_tstat_dirs`]): every one not done, and the latest of each
+    /// parent. Problems go to `on_error`.
+    pub fn tstat_dirs(&mut self, on_error: &mut dyn FnMut(FindError)) -> Vec<TstatDir> {
+        if !self.refreshed() {
+            self.walk(on_error);
+        }
+        if self.full_every.is_zero() {
+            // Walked again next time anyway: no copy.
+            return std::mem::take(&mut self.dirs);
+        }
+        self.dirs.clone()
+    }
+
+    /// Brings the last walk up to date without walking; false when only a
+    /// walk can.
+    fn refreshed(&mut self) -> bool {
+        match self.walked {
+            Some(t) if t.elapsed() < self.full_every => {}
+            _ => return false,
+        }
+        let unchanged = |(dir, then): &(PathBuf, Option<SystemTime>)| {
+            then.is_some() && fs::metadata(dir).and_then(|m| m.modified()).ok() == *then
+        };
+        if !self.listed.iter().all(unchanged) {
+            return false;
+        }
+        for d in self.dirs.iter_mut().filter(|d| !d.done) {
+            match holds_dir_log(&d.path, d.path.file_name()) {
+                Ok(Some(done)) => d.done = done,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn walk(&mut self, on_error: &mut dyn FnMut(FindError)) {
+        let began = SystemTime::now();
+        self.walks += 1;
+        self.walked = Some(std::time::Instant::now());
+        let mut errors = false;
+        let mut listed = Vec::new();
+        let all = walk(
+            &self.root,
+            &mut |e| {
+                errors = true;
+                on_error(e)
+            },
+            &mut listed,
+        );
+        // Only what readiness depends on is kept: the directories not done,
+        // and the latest of each parent (a later sibling finishes them).
+        let latest = latest_per_parent(&all);
+        let keep: Vec<bool> = all
+            .iter()
+            .map(|d| {
+                !d.done
+                    || d.path
+                        .parent()
+                        .and_then(|p| latest.get(p))
+                        .is_some_and(|l| path_key(&d.path) == *l)
+            })
+            .collect();
+        drop(latest);
+        self.dirs = all
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(d, keep)| keep.then_some(d))
+            .collect();
+        if errors {
+            // Walked again (and the errors said again) next time.
+            self.walked = None;
+        }
+        self.listed = listed
+            .into_iter()
+            .map(|dir| {
+                let t = fs::metadata(&dir).and_then(|m| m.modified()).ok();
+                // Changed within the slack of the walk: perhaps after its
+                // listing was read.
+                let settled = t.filter(|t| *t + MTIME_SLACK < began);
+                (dir, settled)
+            })
+            .collect();
+    }
+}
+
 /// Marks `dir` as done by writing `dir/.processed` atomically: the content
 /// goes to a temporary file in `dir`, which is flushed to disk and renamed
 /// over `.processed`, and then the directory itself is flushed so the rename
@@ -484,6 +648,51 @@ mod tests {
             now,
             ..FindOptions::default()
         }
+    }
+
+    #[test]
+    fn tree_watch_walks_again_only_where_a_listing_changed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let iface = root.join("eth0");
+        fs::create_dir(&iface).expect("mkdir");
+        let a = tstat_dir(&iface, "2026_03_01_00_00.out", old);
+        touch(&a.join(PROCESSED), old);
+        let b = tstat_dir(&iface, "2026_03_01_01_00.out", old);
+        for d in [root, &iface] {
+            let f = File::open(d).expect("open dir");
+            f.set_times(FileTimes::new().set_modified(old))
+                .expect("set mtime");
+        }
+        let mut w = TreeWatch::new(root, Duration::from_secs(3600));
+        let seen = |w: &mut TreeWatch| -> Vec<(PathBuf, bool)> {
+            let mut v: Vec<_> = w
+                .tstat_dirs(&mut |e| panic!("{e}"))
+                .into_iter()
+                .map(|d| (d.path, d.done))
+                .collect();
+            v.sort();
+            v
+        };
+        // A done directory with a later sibling is of no interest.
+        assert_eq!(seen(&mut w), [(b.clone(), false)]);
+        assert_eq!(w.walks(), 1);
+        assert_eq!(seen(&mut w), [(b.clone(), false)]);
+        assert_eq!(w.walks(), 1, "nothing changed: no walk");
+        // Marked: seen without a walk.
+        touch(&b.join(PROCESSED), old);
+        assert_eq!(seen(&mut w), [(b.clone(), true)]);
+        assert_eq!(w.walks(), 1);
+        // A new directory changes its parent's listing: walked, found.
+        let c = tstat_dir(&iface, "2026_03_01_02_00.out", old);
+        assert_eq!(seen(&mut w), [(c, false)]);
+        assert_eq!(w.walks(), 2);
+        // Without a bound on the time between walks, every look walks.
+        let mut every = TreeWatch::new(root, Duration::ZERO);
+        seen(&mut every);
+        seen(&mut every);
+        assert_eq!(every.walks(), 2);
     }
 
     #[test]

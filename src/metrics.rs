@@ -60,8 +60,9 @@ pub struct StreamMetrics {
 pub struct LiveMetrics {
     /// Its path.
     pub directory: String,
-    /// Seconds from reading the rows of the last confirmed message to its
-    /// confirm.
+    /// Seconds from the first read of the oldest row of the last confirmed
+    /// message to its confirm (its wait for the array, up to the flush
+    /// time, plus the broker's confirm).
     pub lag_seconds: f64,
     /// Bytes Tstat wrote that are not read yet.
     pub bytes_behind: u64,
@@ -136,7 +137,7 @@ const GAUGES: [(&str, &str); 2] = [
 const LIVE: [(&str, &str); 3] = [
     (
         "follow_lag_seconds",
-        "Seconds from reading rows to the confirm of their message (--follow).",
+        "Seconds from the first read of the oldest row of the last confirmed message to its confirm (--follow): its wait for the array (up to --flush) plus the broker's confirm.",
     ),
     (
         "follow_bytes_behind",

@@ -739,3 +739,405 @@ fn a_gzipped_live_log_is_shipped_at_rotation_with_one_notice() {
         bag(&parsed(&dirs[0]))
     );
 }
+
+/// The queue deleted while a live directory is followed: the run names the
+/// directories to ship again and ends with exit 1, so the service's restart
+/// policy applies, instead of failing a pass every 30 s for ever; it never
+/// re-creates the queue itself.
+#[test]
+fn a_vanished_queue_ends_the_follow_run_saying_what_to_ship_again() {
+    // Its own node: every connection to it is closed below.
+    let node = RabbitNode::start();
+    let queue = unique("follow_vanish");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(2, 3000, 0, 21);
+    let name = |d: &Path| d.file_name().expect("name").to_os_string();
+    // A finished directory, marked by this run, and the live one after it.
+    let old = root.path().join(name(&dirs[0]));
+    fs::create_dir_all(&old).expect("old dir");
+    fs::write(old.join("log_tcp_complete"), &logs_of(&dirs[0])[0]).expect("old log");
+    let live = root.path().join(name(&dirs[1]));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[1])[0].clone();
+    let ends = line_ends(&data);
+    let mut written = 100;
+    fs::write(live.join("log_tcp_complete"), &data[..ends[written]]).expect("live log");
+    let mut send = follow(root.path(), &cfg, &[]);
+    wait_until(
+        "the old directory marked and live rows confirmed",
+        DEADLINE,
+        || {
+            assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+            old.join(".processed").exists()
+                && common::rabbit::confirmed_count(&live.join(".progress")) > 0
+        },
+    );
+    node.ctl_ok(&["delete_queue", &queue]);
+    node.close_all_connections();
+    // Tstat goes on writing: the next array finds the queue gone.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    wait_until("tstat_send to end", DEADLINE, || {
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        !send.running()
+    });
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("has disappeared from the broker"), "{err}");
+    assert!(
+        err.contains(&format!("{} starts over", live.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("lost with it: {} (ship each again", old.display())),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("has disappeared").count(),
+        1,
+        "said once, not once per retry: {err}"
+    );
+    assert!(
+        node.list_queues(&["name"])
+            .iter()
+            .all(|row| row.first() != Some(&queue)),
+        "the queue is not re-created"
+    );
+    assert!(!live.join(".processed").exists());
+}
+
+/// A value of a metrics file (`None` while it is missing, being replaced or
+/// without that sample).
+fn metric(path: &Path, name: &str) -> Option<f64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// While a directory is followed, the confirmed messages are counted as they
+/// are confirmed (not at rotation), the lag counts from a row's first read
+/// (so rows that waited the flush time show it), and SIGTERM, the normal end
+/// of `--follow`, counts what it confirmed and is no error.
+#[test]
+fn follow_counts_at_confirm_and_a_sigterm_is_no_error() {
+    let node = shared_node();
+    let queue = unique("follow_counts");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 400, 0, 23);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0])[0].clone();
+    let ends = line_ends(&data);
+    // Fewer rows than an array: they go when the flush time is up.
+    fs::write(live.join("log_tcp_complete"), &data[..ends[10]]).expect("live log");
+    let prom = work.path().join("send.prom");
+    let flush = 3.0;
+    let mut send = program("tstat_send")
+        .args(["--follow", "--flush", "3", "-b", "0", "-S", "s", "-d"])
+        .arg(root.path())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .spawn();
+    let messages = "tstat_send_messages_total";
+    wait_until("messages counted while following", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        metric(&prom, messages).is_some_and(|m| m >= 1.0)
+    });
+    assert!(metric(&prom, "tstat_send_bytes_total").is_some_and(|b| b > 0.0));
+    // The rows were read at once and waited the flush time in their array.
+    let lag = metric(&prom, "tstat_send_follow_lag_seconds").expect("lag");
+    assert!(lag >= flush - 0.1, "lag {lag} s, below the flush time");
+    // More rows, then the stop once they are in the queue.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    log.write_all(&data[ends[10]..ends[300]]).expect("append");
+    let want = parsed(&dirs[0]);
+    let first300 = {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        fs::write(scratch.path().join("log"), &data[..ends[300]]).expect("prefix");
+        let d = scratch.path().join("x.out");
+        fs::create_dir_all(&d).expect("dir");
+        fs::rename(scratch.path().join("log"), d.join("log_tcp_complete")).expect("mv");
+        parsed(&d).len()
+    };
+    assert!(first300 < want.len());
+    wait_until("the appended rows in the queue", DEADLINE, || {
+        let msgs = consume_peek(node, &queue);
+        flatten(msgs.iter().map(|m| m.body.as_slice())).len() >= first300
+    });
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(
+        !err.contains("error:"),
+        "a requested stop is no error: {err}"
+    );
+    assert!(
+        err.contains(&format!("{} stays unmarked", live.display())),
+        "{err}"
+    );
+    let in_queue = consume_all(node, &queue).len() as f64;
+    assert_eq!(
+        metric(&prom, messages),
+        Some(in_queue),
+        "every confirmed message counted"
+    );
+    assert_eq!(metric(&prom, "tstat_send_errors_total"), Some(0.0));
+    assert!(!live.join(".processed").exists());
+}
+
+/// The inode of a file (a new one each time the metrics file is replaced,
+/// which every pass does); `None` while it is missing.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Waits until `path` has been replaced `n` more times.
+fn passes(send: &mut Running, path: &Path, n: usize) {
+    let mut seen = std::collections::HashSet::new();
+    seen.extend(inode(path));
+    let first = seen.len();
+    wait_until(&format!("{n} more passes"), DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        seen.extend(inode(path));
+        seen.len() >= first + n
+    });
+}
+
+/// A live directory whose record a run refuses (the threshold changed) is
+/// said once and counted once in `directories_refused_total`, not once a
+/// second.
+#[test]
+fn a_refused_live_directory_is_said_and_counted_once() {
+    let node = shared_node();
+    let queue = unique("follow_refused");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 200, 0, 24);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0])[0].clone();
+    let ends = line_ends(&data);
+    fs::write(live.join("log_tcp_complete"), &data[..ends[50]]).expect("live log");
+    let mut first = follow(root.path(), &cfg, &[]);
+    wait_until("rows of the live directory confirmed", DEADLINE, || {
+        assert!(
+            first.running(),
+            "tstat_send ended: {}",
+            first.stderr_so_far()
+        );
+        !peek_when_there(node, &queue).is_empty()
+    });
+    first.term();
+    assert_eq!(first.wait_status(DEADLINE).code(), Some(143));
+    // The next run ships with another threshold: the record is refused.
+    let prom = work.path().join("refused.prom");
+    let mut send = program("tstat_send")
+        .args([
+            "--follow", "--flush", FLUSH, "-b", "1", "-S", "s", "-q", "-d",
+        ])
+        .arg(root.path())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .spawn();
+    wait_until("the refusal", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        send.stderr_so_far().contains("not marked")
+    });
+    passes(&mut send, &prom, 3);
+    assert_eq!(
+        metric(&prom, "tstat_send_directories_refused_total"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&prom, "tstat_send_errors_total"), Some(1.0));
+    send.term();
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    let refusal = format!("{}: not marked", live.display());
+    assert_eq!(err.matches(&refusal).count(), 1, "{err}");
+    assert!(!live.join(".processed").exists());
+}
+
+/// [`consume_peek`] once the queue exists (the run declares it).
+fn peek_when_there(node: &RabbitNode, queue: &str) -> Vec<Received> {
+    let there = node
+        .list_queues(&["name"])
+        .iter()
+        .any(|row| row.first().is_some_and(|n| n == queue));
+    if there {
+        consume_peek(node, queue)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Idle on a tree with a processed history, a new Tstat directory is still
+/// found and followed, and marked when Tstat rotates away from it (the
+/// cheap looks between full walks miss nothing).
+#[test]
+fn a_new_directory_is_found_on_a_tree_with_history() {
+    let node = shared_node();
+    let queue = unique("follow_history");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = node.write_config(work.path(), &queue);
+    let (_src, dirs) = source(1, 300, 50, 25);
+    let header = {
+        let tcp = &logs_of(&dirs[0])[0];
+        tcp[..line_ends(tcp)[0]].to_vec()
+    };
+    // 300 processed hours before the live one, in one per-interface folder.
+    let iface = root.path().join("eth0");
+    for h in 0..300 {
+        let d = iface.join(format!("2000_01_{:02}_{:02}_00.out", 1 + h / 24, h % 24));
+        fs::create_dir_all(&d).expect("old dir");
+        fs::write(d.join("log_tcp_complete"), &header).expect("old log");
+        fs::write(d.join(".processed"), "processed").expect("mark");
+    }
+    let prom = work.path().join("history.prom");
+    let mut send = follow(
+        root.path(),
+        &cfg,
+        &["--metrics-file", prom.to_str().expect("utf-8")],
+    );
+    passes(&mut send, &prom, 3);
+    let name = dirs[0].file_name().expect("name");
+    let live = iface.join(name);
+    fs::create_dir_all(&live).expect("live dir");
+    for (i, log) in ["log_tcp_complete", "log_udp_complete"].iter().enumerate() {
+        fs::write(live.join(log), &logs_of(&dirs[0])[i]).expect("live log");
+    }
+    let want = parsed(&dirs[0]).len();
+    wait_until("the new directory's flows", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        let msgs = peek_when_there(node, &queue);
+        flatten(msgs.iter().map(|m| m.body.as_slice())).len() >= want
+    });
+    assert!(!live.join(".processed").exists(), "still written");
+    let next = iface.join(format!("9{}", name.to_string_lossy()));
+    fs::create_dir_all(&next).expect("next dir");
+    fs::write(next.join("log_tcp_complete"), &header).expect("header");
+    wait_until("the directory marked at rotation", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        live.join(".processed").exists()
+    });
+    send.term();
+    assert_eq!(send.wait_status(DEADLINE).code(), Some(143));
+}
+
+/// `--watch` would mean nothing next to `--follow` (passes are a second
+/// apart): together they are a usage error.
+#[test]
+fn follow_with_watch_is_a_usage_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = program("tstat_send")
+        .args(["--follow", "--watch", "5", "-N", "-d"])
+        .arg(root.path())
+        .run();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--watch") && err.contains("--follow"), "{err}");
+}
+
+/// The stream deleted while a live directory is followed into it: as for a
+/// queue, the run names the directories to ship again and ends with exit 1
+/// instead of creating the stream again on its next pass without a word
+/// about what went with it.
+#[test]
+fn a_vanished_stream_ends_the_follow_run_saying_what_to_ship_again() {
+    let node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        ..NodeOptions::default()
+    });
+    let stream = unique("follow_stream_vanish");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = streams::write_stream_config(&node, work.path(), &stream);
+    let (_src, dirs) = source(2, 3000, 0, 26);
+    let old = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&old).expect("old dir");
+    fs::write(old.join("log_tcp_complete"), &logs_of(&dirs[0])[0]).expect("old log");
+    let live = root.path().join(dirs[1].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[1])[0].clone();
+    let ends = line_ends(&data);
+    let mut written = 100;
+    fs::write(live.join("log_tcp_complete"), &data[..ends[written]]).expect("live log");
+    let lib_cfg = streams::load(&cfg);
+    let held = || streams::stored(&lib_cfg, root.path(), "s", 0);
+    let mut send = follow(root.path(), &cfg, &[]);
+    wait_until("the old directory marked", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        old.join(".processed").exists()
+    });
+    // Tstat goes on writing throughout.
+    let mut log = OpenOptions::new()
+        .append(true)
+        .open(live.join("log_tcp_complete"))
+        .expect("open log");
+    let before = held();
+    wait_until("live rows in the stream", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        held() != before
+    });
+    node.ctl_ok(&["delete_queue", &stream]);
+    let until = Instant::now() + DEADLINE;
+    while send.running() {
+        assert!(
+            Instant::now() < until,
+            "still running: {}",
+            send.stderr_so_far()
+        );
+        if written + 10 < ends.len() {
+            log.write_all(&data[ends[written]..ends[written + 10]])
+                .expect("append");
+            written += 10;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let out = send.wait(DEADLINE);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no longer exists"), "{err}");
+    assert!(
+        err.contains(&format!("{} starts over", live.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("lost with it: {} (ship each again", old.display())),
+        "{err}"
+    );
+    assert!(
+        node.list_queues(&["name"])
+            .iter()
+            .all(|row| row.first() != Some(&stream)),
+        "the stream is not re-created"
+    );
+    assert!(!live.join(".processed").exists());
+}

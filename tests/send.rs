@@ -1270,3 +1270,37 @@ fn demo_script_ships_the_sample_tree_and_reports_its_flows() {
         "demo compares with the expectation:\n{stdout}"
     );
 }
+
+/// `tstat_send -N | head`: a closed stdout ends the run quietly with 0, no
+/// summary claiming what was printed.
+#[test]
+fn printing_into_a_closed_pipe_is_quiet() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().expect("tempdir");
+    gentree::generate_tree(
+        root.path(),
+        &gentree::GenConfig {
+            dirs: 1,
+            tcp_rows: 5000,
+            udp_rows: 0,
+            seed: 3,
+            ..gentree::GenConfig::default()
+        },
+    )
+    .expect("generate");
+    let mut run = program("tstat_send")
+        .args(["-N", "--all", "-b", "0", "-S", "s", "-d"])
+        .arg(root.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut first = String::new();
+    std::io::BufReader::new(run.take_stdout())
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.starts_with('['), "{first}");
+    // The reader is gone (as `head -1` would be).
+    let out = run.wait(Duration::from_secs(120));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "quiet on a closed pipe: {err}");
+}

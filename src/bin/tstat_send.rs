@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         },
     };
     let quiet = cli.quiet;
+    let follow = cli.follow;
     let opts = options(cli, threads);
     // One shipping run per tree; printing with -N writes nothing in it.
     let _lock = match stdout {
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
             PrintArrays::new(cli::stdout_writer()),
             quiet,
             None,
+            follow,
         )),
         Some((config, publish)) if config.stream.is_some() => {
             let producers = match stream_producers(&opts) {
@@ -73,12 +75,12 @@ fn main() -> ExitCode {
             };
             let check = check_command(&opts.root, &config.path);
             let dest = StreamDestination::new(config, publish, producers, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet, Some(check)))
+            rt.block_on(ship(opts, dest, quiet, Some(check), follow))
         }
         Some((config, publish)) => {
             let check = check_command(&opts.root, &config.path);
             let dest = QueueDestination::new(config, publish, opts.reporter.clone());
-            rt.block_on(ship(opts, dest, quiet, Some(check)))
+            rt.block_on(ship(opts, dest, quiet, Some(check), follow))
         }
     }
 }
@@ -105,11 +107,13 @@ fn shell_word(p: &std::path::Path) -> String {
 
 /// Runs the job to `dest` until done or a signal; the error, then the
 /// summary. `check`: the `--check` command a failed connect points to.
+/// Following, a signal is the normal end: a notice, not an error.
 async fn ship<D: Destination>(
     opts: SendOptions,
     dest: D,
     quiet: bool,
     check: Option<String>,
+    follow: bool,
 ) -> ExitCode {
     let started = Instant::now();
     let printed = !dest.keeps_record();
@@ -128,7 +132,14 @@ async fn ship<D: Destination>(
     // no success report.
     let code = match result {
         Ok(()) => signal.unwrap_or(cli::Exit::Ok),
-        Err(e) if e.is_broken_pipe() => cli::Exit::Ok,
+        // A closed stdout (`-N | head`): quiet, no summary either.
+        Err(e) if e.is_broken_pipe() => return cli::Exit::Ok.into(),
+        Err(e) if follow && e.stopped_following().is_some() => {
+            if let (false, Some(notice)) = (quiet, e.stopped_following()) {
+                cli::print_line(&format!("{PROG}: {notice}"));
+            }
+            signal.unwrap_or(cli::Exit::Interrupted)
+        }
         Err(e @ SendError::Interrupted { .. }) => {
             cli::error(PROG, &e);
             signal.unwrap_or(cli::Exit::Interrupted)

@@ -470,7 +470,7 @@ pub struct SendCli {
     /// half a second and the broker's confirm time (about 2 s more just
     /// after a rotation); the directory is marked when Tstat rotates to the
     /// next.
-    #[arg(long, conflicts_with_all = ["all", "single"])]
+    #[arg(long, conflicts_with_all = ["all", "single", "watch"])]
     pub follow: bool,
     /// With --follow: longest time a flow waits for its array to fill.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = runtime::seconds, requires = "follow")]

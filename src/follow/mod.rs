@@ -205,14 +205,22 @@ pub fn rotated(dir: &Path) -> io::Result<bool> {
 /// The Tstat directory Tstat wrote after `dir`: the oldest one newer than
 /// it beside it (so none is skipped when Tstat rotated twice meanwhile).
 pub fn successor(dir: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(scan_successor(dir)?.0)
+}
+
+/// [`successor`], and whether any entry beside `dir` sorts after it (a
+/// directory Tstat has made but not yet put a log in, say).
+fn scan_successor(dir: &Path) -> io::Result<(Option<PathBuf>, bool)> {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return Ok(None);
+        return Ok((None, false));
     };
     let ours = find::name_key(name);
     let mut best: Option<(Vec<u8>, PathBuf)> = None;
+    let mut newer = false;
     for entry in std::fs::read_dir(parent)? {
         let entry = entry?;
         let key = find::name_key(&entry.file_name()).into_owned();
+        newer |= *key > *ours;
         if *key > *ours
             && best.as_ref().is_none_or(|(b, _)| key < *b)
             && find::is_tstat_dir(&entry.path()).unwrap_or(false)
@@ -220,15 +228,50 @@ pub fn successor(dir: &Path) -> io::Result<Option<PathBuf>> {
             best = Some((key, entry.path()));
         }
     }
-    Ok(best.map(|(_, p)| p))
+    Ok((best.map(|(_, p)| p), newer))
+}
+
+/// [`rotated`] for a follower asking every second, at a cost that does not
+/// grow with the directories beside the followed one: the parent is listed
+/// again only when its modification time changed (a new directory in it
+/// changes it), or while an entry that sorts after the followed directory
+/// is there but not yet a Tstat directory.
+#[derive(Debug, Default)]
+pub struct RotationWatch {
+    /// The parent's modification time when a listing found nothing after
+    /// the followed directory (`None`: list it next time).
+    quiet_at: Option<std::time::SystemTime>,
+}
+
+impl RotationWatch {
+    /// Whether Tstat rotated away from `dir`.
+    pub fn rotated(&mut self, dir: &Path) -> io::Result<bool> {
+        let Some(parent) = dir.parent() else {
+            return rotated(dir);
+        };
+        let mtime = std::fs::metadata(parent)?.modified()?;
+        if self.quiet_at == Some(mtime) {
+            return Ok(false);
+        }
+        let began = std::time::SystemTime::now();
+        let (next, newer) = scan_successor(dir)?;
+        // A listing read within the slack of the parent's last change may
+        // have missed part of it: read again next time.
+        self.quiet_at = (!newer && mtime + find::MTIME_SLACK < began).then_some(mtime);
+        Ok(next.is_some())
+    }
 }
 
 /// The directories Tstat may still be writing below `root`: in each
 /// directory holding Tstat directories, the newest one, unless it is marked
 /// done. Newest first.
 pub fn live_dirs(root: &Path) -> Vec<PathBuf> {
-    let found = find::walk_tstat_dirs(root, &mut |_| {});
-    let latest = find::latest_per_parent(&found);
+    live_among(&find::walk_tstat_dirs(root, &mut |_| {}))
+}
+
+/// [`live_dirs`] among the Tstat directories of a walk.
+pub fn live_among(found: &[find::TstatDir]) -> Vec<PathBuf> {
+    let latest = find::latest_per_parent(found);
     let mut out: Vec<&Path> = found
         .iter()
         .filter(|d| {
@@ -253,7 +296,17 @@ pub fn live_dir(
     reporter: &dyn Reporter,
     noted: &mut bool,
 ) -> Option<PathBuf> {
-    let live = live_dirs(root);
+    newest_live(live_dirs(root), advice, reporter, noted)
+}
+
+/// The newest of the directories Tstat may still be writing, `live`
+/// (newest first); when there are several, says so once (see [`live_dir`]).
+pub fn newest_live(
+    live: Vec<PathBuf>,
+    advice: &str,
+    reporter: &dyn Reporter,
+    noted: &mut bool,
+) -> Option<PathBuf> {
     let newest = live.first()?.clone();
     if live.len() > 1 && !std::mem::replace(noted, true) {
         let others: Vec<String> = live[1..].iter().map(|d| d.display().to_string()).collect();
@@ -286,6 +339,33 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/real-3.3/2024_06_08_09_10.out/log_tcp_complete");
         std::fs::read(p).expect("fixture")
+    }
+
+    #[test]
+    fn rotation_watch_sees_a_successor_that_gets_its_log_later() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let live = tmp.path().join("2026_03_01_00_00.out");
+        std::fs::create_dir(&live).expect("mkdir");
+        std::fs::write(live.join("log_tcp_complete"), b"#\n").expect("log");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let set_mtime = |t| {
+            File::open(tmp.path())
+                .expect("open dir")
+                .set_times(std::fs::FileTimes::new().set_modified(t))
+                .expect("set mtime")
+        };
+        set_mtime(old);
+        let mut w = RotationWatch::default();
+        assert!(!w.rotated(&live).expect("look"));
+        assert!(!w.rotated(&live).expect("look"));
+        // Tstat makes the next directory, then its logs: the parent's time
+        // changes only with the first step (long ago, beyond the slack).
+        let next = tmp.path().join("2026_03_01_01_00.out");
+        std::fs::create_dir(&next).expect("mkdir");
+        set_mtime(old + std::time::Duration::from_secs(1));
+        assert!(!w.rotated(&live).expect("look"), "no log in it yet");
+        std::fs::write(next.join("log_tcp_complete"), b"#\n").expect("log");
+        assert!(w.rotated(&live).expect("look"));
     }
 
     #[test]

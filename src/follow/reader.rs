@@ -183,6 +183,7 @@ impl<'a> Follower<'a> {
             }
         }
         let mut last_check: Option<Instant> = None;
+        let mut rotation = super::RotationWatch::default();
         let end = loop {
             if self.stop.is_triggered() {
                 break DirEnd::Stopped;
@@ -194,7 +195,9 @@ impl<'a> Follower<'a> {
                 Watch::Nothing => false,
                 Watch::Rotation(d) if last_check.is_none_or(|t| t.elapsed() >= ROTATION_CHECK) => {
                     last_check = Some(Instant::now());
-                    super::rotated(d).map_err(|e| FollowFailed::Rotation(d.to_path_buf(), e))?
+                    rotation
+                        .rotated(d)
+                        .map_err(|e| FollowFailed::Rotation(d.to_path_buf(), e))?
                 }
                 Watch::Rotation(_) => false,
             };

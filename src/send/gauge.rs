@@ -21,13 +21,35 @@ const LIVE_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) struct LiveGauge {
     /// Bytes written to the logs and not read yet.
     pub(super) behind: u64,
-    /// When the rows of each message handed on and not yet confirmed were
-    /// read (only when confirms are recorded, which empties it).
-    pub(super) read_at: VecDeque<Instant>,
-    /// Whether `read_at` is kept.
+    /// For each message handed on and not yet confirmed: when its oldest
+    /// row was first read, and its body's bytes (only when confirms are
+    /// recorded, which empties it).
+    pub(super) pending: VecDeque<(Instant, u64)>,
+    /// Whether `pending` is kept.
     pub(super) timed: bool,
-    /// Read-to-confirm seconds of the last confirmed message.
+    /// Seconds from the first read of the oldest row of the last confirmed
+    /// message to its confirm.
     pub(super) lag: f64,
+    /// Messages confirmed so far, counted at each confirm.
+    pub(super) messages: u64,
+    /// Their bytes.
+    pub(super) bytes: u64,
+}
+
+impl LiveGauge {
+    /// A message is handed on: its oldest row was first read at `read_at`.
+    pub(super) fn handed_on(gauge: &Gauge, read_at: Instant, bytes: usize) {
+        if let Ok(mut g) = gauge.lock()
+            && g.timed
+        {
+            g.pending.push_back((read_at, bytes as u64));
+        }
+    }
+
+    /// Messages and bytes confirmed so far.
+    pub(super) fn confirmed(gauge: &Gauge) -> (u64, u64) {
+        gauge.lock().map_or((0, 0), |g| (g.messages, g.bytes))
+    }
 }
 
 /// The gauge as the reader and the recorder share it.
@@ -45,9 +67,14 @@ pub(super) fn live_metrics(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIVE_METRICS_INTERVAL);
         let mut warned = false;
+        // What earlier directories and passes counted; this one's confirms
+        // are added as they come.
+        let base = m.totals;
         loop {
             tick.tick().await;
             if let Ok(g) = gauge.lock() {
+                m.totals.messages = base.messages + g.messages;
+                m.totals.bytes = base.bytes + g.bytes;
                 m.live = Some(LiveMetrics {
                     directory: directory.clone(),
                     lag_seconds: g.lag,
@@ -68,7 +95,7 @@ pub(super) fn live_metrics(
 }
 
 /// Keeps the progress record and, from the confirms it records, the lag
-/// of the stream.
+/// of the stream and the messages and bytes confirmed.
 pub(super) struct LagRecorder<'a> {
     pub(super) inner: &'a mut dyn Recorder,
     /// Id index of the stream's first message.
@@ -85,7 +112,11 @@ impl Recorder for LagRecorder<'_> {
         if let Ok(mut g) = self.gauge.lock() {
             let mut last = None;
             while self.counted < done {
-                last = g.read_at.pop_front().or(last);
+                if let Some((read_at, bytes)) = g.pending.pop_front() {
+                    last = Some(read_at);
+                    g.messages += 1;
+                    g.bytes += bytes;
+                }
                 self.counted += 1;
             }
             if let Some(t) = last {

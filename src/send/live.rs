@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::gauge::Gauge;
+use super::gauge::LiveGauge;
 use super::produce::{Batching, Produced, PublisherStopped, consumer_error};
 use crate::chunk::Chunker;
 use crate::follow::{FollowFailed, FollowSink, Follower, Seen, Watch};
@@ -44,8 +44,6 @@ pub(super) struct LiveJob {
     /// Longest time a document waits in a partial array.
     pub(super) flush: Duration,
     pub(super) until: Until,
-    /// What the metrics file shows of the stream.
-    pub(super) gauge: Gauge,
 }
 
 type Arrays = Rc<RefCell<Vec<(Vec<u8>, usize)>>>;
@@ -63,8 +61,9 @@ struct LogBatch {
     arrays: Arrays,
     /// When the oldest document of the pending array came.
     since: Option<Instant>,
-    /// Rows of the documents batched and not handed on yet.
-    rows: VecDeque<DocAt>,
+    /// Rows of the documents batched and not handed on yet, each with
+    /// when its row was first read.
+    rows: VecDeque<(DocAt, Instant)>,
     /// Documents at or before this position are held already (0: none).
     stored_through: u64,
 }
@@ -123,7 +122,7 @@ impl FlowSink for LogBatch {
         if self.chunker.pending() == 0 {
             self.since = Some(Instant::now());
         }
-        self.rows.push_back(at);
+        self.rows.push_back((at, Instant::now()));
         self.chunker.push(doc)
     }
 }
@@ -135,8 +134,6 @@ struct Batches<'a> {
     tx: &'a mpsc::Sender<Item>,
     logs: Vec<LogBatch>,
     messages: u64,
-    /// When the rows being batched were read.
-    read_at: Instant,
 }
 
 impl Batches<'_> {
@@ -158,18 +155,19 @@ impl Batches<'_> {
         for (body, docs) in arrays {
             let log = &mut self.logs[i];
             log.anchor.docs += docs as u64;
-            let last = log.rows.drain(..docs.min(log.rows.len())).next_back();
+            let mut rows = log.rows.drain(..docs.min(log.rows.len()));
+            // The lag counts from the oldest row's first read.
+            let oldest = rows.next();
+            let last = rows.next_back().or(oldest);
+            drop(rows);
             let mark = Mark {
                 part: i as u32,
                 follow: Some(self.positions(seen)),
                 ..Mark::default()
             };
-            let source = last.map(|at| Source { log: i as u32, at });
-            if let Ok(mut g) = self.job.gauge.lock()
-                && g.timed
-            {
-                g.read_at.push_back(self.read_at);
-            }
+            let source = last.map(|(at, _)| Source { log: i as u32, at });
+            let read_at = oldest.map_or_else(Instant::now, |(_, t)| t);
+            LiveGauge::handed_on(&self.job.batching.gauge, read_at, body.len());
             self.tx
                 .blocking_send(Item::Message(Outgoing { body, mark, source }))
                 .map_err(|_| io::Error::other(PublisherStopped))?;
@@ -193,12 +191,6 @@ impl Batches<'_> {
         self.logs[i].advance(&seen[i]);
         Ok(())
     }
-
-    fn look_began(&mut self, i: usize, seen: &[Seen]) {
-        if let Some(at) = seen[i].at {
-            self.read_at = at;
-        }
-    }
 }
 
 impl FollowSink for Batches<'_> {
@@ -207,7 +199,6 @@ impl FollowSink for Batches<'_> {
     }
 
     fn read(&mut self, i: usize, seen: &[Seen]) -> io::Result<()> {
-        self.look_began(i, seen);
         self.send(i, seen)?;
         let log = &mut self.logs[i];
         if log.anchor.inode == 0 {
@@ -223,7 +214,6 @@ impl FollowSink for Batches<'_> {
     /// What the old file held is handed on at once: at rotation there is no
     /// later look.
     fn replaced(&mut self, i: usize, seen: &[Seen]) -> io::Result<()> {
-        self.look_began(i, seen);
         self.flush(i, seen)
     }
 
@@ -251,7 +241,7 @@ impl FollowSink for Batches<'_> {
             }
         }
         let behind = seen.iter().map(|s| s.behind).sum();
-        if let Ok(mut g) = self.job.gauge.lock() {
+        if let Ok(mut g) = self.job.batching.gauge.lock() {
             g.behind = behind;
         }
         Ok(true)
@@ -271,7 +261,6 @@ pub(super) fn follow(job: LiveJob, tx: mpsc::Sender<Item>) -> Produced {
             .map(|(&pos, stored)| LogBatch::new(pos, b.size, b.max_bytes, stored))
             .collect(),
         messages: 0,
-        read_at: Instant::now(),
     };
     let mut follower = Follower::new(&mut parser, &b.stop, &*b.reporter);
     let watch = match job.until {

@@ -42,6 +42,10 @@ pub const PROGRESS_FILE: &str = ".progress";
 const FOLLOW_PASS: Duration = Duration::from_secs(1);
 /// Time before the next pass after a failed one in follow mode.
 const FOLLOW_RETRY: Duration = Duration::from_secs(30);
+/// Longest time between full walks of the tree in follow mode (a
+/// `.processed` removed by hand is seen within it; new directories at
+/// once).
+const FOLLOW_FULL_WALK: Duration = Duration::from_secs(300);
 
 /// Messages buffered between the parser thread and the publisher.
 const CHANNEL_DEPTH: usize = 16;
@@ -191,6 +195,24 @@ impl SendError {
             .is_some_and(|e| matches!(e.root(), crate::publish::PublishError::Connect { .. }))
     }
 
+    /// For a stop a signal asked for while following, where this is the
+    /// normal end: what was left and where the next run starts, as a
+    /// notice rather than an error (`None` for any other error).
+    pub fn stopped_following(&self) -> Option<String> {
+        let SendError::Interrupted {
+            dir,
+            confirmed,
+            progress,
+        } = self
+        else {
+            return None;
+        };
+        Some(format!(
+            "stopped: {dir} stays unmarked, {confirmed} messages of it confirmed and \
+             recorded in {progress}; the next run resumes from there"
+        ))
+    }
+
     /// True when the cause is a closed stdout (a quiet end for `-N | head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, SendError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
@@ -219,6 +241,13 @@ pub struct Sender<D: Destination> {
     noted_several: bool,
     /// Where fresh streams of the tree get their generation.
     generations: crate::resume::Generations,
+    /// The tree's Tstat directories, walked fully only when needed.
+    tree: find::TreeWatch,
+    /// Why each directory left unmarked was, as said (said again only
+    /// when the cause changes).
+    said: std::collections::HashMap<PathBuf, String>,
+    /// Directories whose failure the current pass said.
+    said_in_pass: usize,
 }
 
 /// What shipping one directory gave.
@@ -234,6 +263,12 @@ enum DirResult {
 impl<D: Destination> Sender<D> {
     /// A sender to `dest`; nothing is connected or read yet.
     pub fn new(opts: SendOptions, dest: D) -> Sender<D> {
+        // Without --follow every pass walks the whole tree.
+        let follow_full_walk = match opts.follow {
+            Some(_) => FOLLOW_FULL_WALK,
+            None => Duration::ZERO,
+        };
+        let tree = find::TreeWatch::new(&opts.root, follow_full_walk);
         let mut metrics = Metrics::default();
         if let Some(p) = &opts.metrics_file {
             metrics.last_success = Metrics::previous_success(p).unwrap_or(0.0);
@@ -248,6 +283,9 @@ impl<D: Destination> Sender<D> {
             noted_several: false,
             printed: Default::default(),
             generations: crate::resume::Generations::of_tree(&opts.root),
+            tree,
+            said: Default::default(),
+            said_in_pass: 0,
             opts,
         }
     }
@@ -257,14 +295,21 @@ impl<D: Destination> Sender<D> {
     pub async fn run(&mut self, shutdown: &Shutdown) -> Result<(), SendError> {
         loop {
             let started = Instant::now();
+            self.said_in_pass = 0;
             let result = self.pass(shutdown).await;
             self.metrics.last_run_seconds = started.elapsed().as_secs_f64();
+            // Directories failed again for causes already said: no new
+            // error line, no new count.
+            let repeated = matches!(&result, Err(SendError::Data { .. })) && self.said_in_pass == 0;
             match &result {
                 Ok(()) => {
                     self.metrics.last_success = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64())
                 }
+                // A requested stop is no failure (it is how --follow ends).
+                Err(SendError::Interrupted { .. }) => {}
+                Err(_) if repeated => {}
                 Err(_) => self.metrics.errors += 1,
             }
             // A metrics problem is reported, but a failed pass decides the
@@ -292,6 +337,12 @@ impl<D: Destination> Sender<D> {
             match result {
                 Err(e @ SendError::Interrupted { .. }) => return Err(e),
                 Err(e) if e.is_broken_pipe() => return Err(e),
+                // The queue is gone with what it held and is never
+                // re-created by this run: every later pass would fail the
+                // same way. The run ends (exit 1) so that its supervisor's
+                // restart policy applies; the next run creates the queue.
+                Err(e @ SendError::QueueLost { .. }) => return Err(e),
+                Err(_) if repeated => {}
                 Err(e) => self.opts.reporter.error(&format_args!(
                     "{e} (next pass in {} s)",
                     interval.as_secs_f64()
@@ -344,7 +395,19 @@ impl<D: Destination> Sender<D> {
         find_opts.now = SystemTime::now();
         let reporter = self.opts.reporter.clone();
         let mut walk_errors = 0usize;
-        let dirs = find::find_ready([&self.opts.root], &find_opts, |e| {
+        // Following, the tree is looked at every second: the watch walks
+        // it fully only when it changed (not once per processed directory).
+        let found = self.tree.tstat_dirs(&mut |e| {
+            walk_errors += 1;
+            reporter.error(&e);
+        });
+        let following = self.opts.follow.is_some();
+        let live = match following {
+            true => follow::live_among(&found),
+            false => Vec::new(),
+        };
+        let any = !found.is_empty();
+        let dirs = find::ready_among(found, &find_opts, |e| {
             walk_errors += 1;
             reporter.error(&e);
         });
@@ -355,7 +418,6 @@ impl<D: Destination> Sender<D> {
         );
         if dirs.is_empty() && !self.warned_empty {
             // A mistyped -d would otherwise ship nothing, quietly, for ever.
-            let any = !find::walk_tstat_dirs(&self.opts.root, &mut |_| {}).is_empty();
             if !any {
                 self.warned_empty = true;
                 reporter.warning(&format_args!(
@@ -382,6 +444,8 @@ impl<D: Destination> Sender<D> {
                 .filter(|d| !self.printed.contains(d))
                 .collect()
         };
+        // Said above, each time.
+        self.said_in_pass += walk_errors;
         let mut data_errors = walk_errors;
         let mut refused = 0;
         // Sizes only for a bar on screen: no extra stat per directory else.
@@ -416,9 +480,14 @@ impl<D: Destination> Sender<D> {
                 DirResult::Refused => refused += 1,
             }
         }
-        if self.opts.follow.is_some()
+        // Shipping took a while: Tstat may have rotated meanwhile.
+        let live = match following && !dirs.is_empty() {
+            true => follow::live_among(&self.tree.tstat_dirs(&mut |_| {})),
+            false => live,
+        };
+        if following
             && !shutdown.is_triggered()
-            && let Some(dir) = self.live_dir()
+            && let Some(dir) = self.live_dir(live)
         {
             reporter.report(Event::Progress(Progress::DirStarted {
                 index: dirs.len().saturating_sub(1),
@@ -441,9 +510,9 @@ impl<D: Destination> Sender<D> {
 
     /// The directory to follow (design §12): the newest one Tstat may still
     /// be writing, unless it cannot be followed (said once).
-    fn live_dir(&mut self) -> Option<PathBuf> {
-        let dir = follow::live_dir(
-            &self.opts.root,
+    fn live_dir(&mut self, live: Vec<PathBuf>) -> Option<PathBuf> {
+        let dir = follow::newest_live(
+            live,
             " (run one tstat_send --follow per Tstat output directory)",
             &*self.opts.reporter,
             &mut self.noted_several,
@@ -515,19 +584,30 @@ impl<D: Destination> Sender<D> {
         rel.to_string_lossy().into_owned()
     }
 
-    /// Reports a directory left unmarked for a reason of its own.
-    fn refuse(&self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
-        self.opts
-            .reporter
-            .error(&format_args!("{}: not marked: {why}", dir.display()));
+    /// Reports a directory left unmarked for a reason of its own, once per
+    /// cause: passes a second apart (`--follow`) meet the same cause again
+    /// until it changes or the directory is marked.
+    fn refuse(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
+        let why = why.to_string();
+        if self.said.get(dir) != Some(&why) {
+            self.opts
+                .reporter
+                .error(&format_args!("{}: not marked: {why}", dir.display()));
+            self.said.insert(dir.to_path_buf(), why);
+            self.said_in_pass += 1;
+        }
         DirResult::DataError
     }
 
     /// Reports a directory its progress record refuses (counted apart from
-    /// log errors: the fix is another).
+    /// log errors: the fix is another), counted once per cause in
+    /// `directories_refused_total`.
     fn refuse_record(&mut self, dir: &Path, why: impl std::fmt::Display) -> DirResult {
-        self.metrics.refused += 1;
+        let said = self.said_in_pass;
         self.refuse(dir, why);
+        if self.said_in_pass > said {
+            self.metrics.refused += 1;
+        }
         DirResult::Refused
     }
 }

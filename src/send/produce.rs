@@ -6,9 +6,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::gauge::{Gauge, LiveGauge};
 use crate::chunk::Chunker;
 use crate::parse::{DocAt, FileStats, FlowSink, ParseError, ParseOptions, Parser, Protocol};
 use crate::publish::{Item, Outgoing, Source};
@@ -39,6 +41,8 @@ pub(super) struct Batching {
     pub(super) reporter: Arc<dyn Reporter>,
     /// The directory's name in ids and on the bar.
     pub(super) name: String,
+    /// Counts what is handed on, for the confirms to count and time.
+    pub(super) gauge: Gauge,
 }
 
 /// What the parser thread is to do.
@@ -56,6 +60,7 @@ pub(super) struct Job {
 /// The stream's position as arrays are formed.
 struct Track<'a> {
     tx: &'a mpsc::Sender<Item>,
+    gauge: &'a Gauge,
     reporter: &'a dyn Reporter,
     /// The directory's name, for the bar.
     name: &'a str,
@@ -105,6 +110,7 @@ impl Track<'_> {
             }
             return Ok(());
         }
+        LiveGauge::handed_on(self.gauge, Instant::now(), body.len());
         self.tx
             .blocking_send(Item::Message(Outgoing {
                 body: body.to_vec(),
@@ -127,6 +133,7 @@ pub(super) fn produce(job: Job, tx: mpsc::Sender<Item>) -> Produced {
     let b = job.batching;
     let track = RefCell::new(Track {
         tx: &tx,
+        gauge: &b.gauge,
         reporter: &*b.reporter,
         name: &b.name,
         skip: job.skip,
@@ -313,6 +320,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 reporter: Arc::new(Silent),
                 name: "d".into(),
+                gauge: Default::default(),
             },
             logs: dir_logs(&fixture()).unwrap(),
             skip: 0,

@@ -246,6 +246,7 @@ impl<D: Destination> Sender<D> {
             max_bytes: self.opts.max_bytes,
             reporter: self.opts.reporter.clone(),
             name: job.name.clone(),
+            gauge: gauge.clone(),
         };
         let followed = job.plan.expect.follow.or(job.live.then(Positions::default));
         let spawned = if let Some(start) = followed {
@@ -257,7 +258,6 @@ impl<D: Destination> Sender<D> {
                 stored_through: self.dest.producer().stored_through,
                 flush: self.opts.follow.unwrap_or(Duration::from_secs(5)),
                 until: if job.live { Until::Rotated } else { Until::End },
-                gauge: gauge.clone(),
             };
             spawn("follow", "reader", move || follow(live, tx))?
         } else {
@@ -374,7 +374,17 @@ impl<D: Destination> Sender<D> {
         self.summary.rows += parsed.stats.rows;
         self.summary.skipped += parsed.stats.skipped_rows + parsed.stats.dropped;
         self.summary.flows += parsed.stats.flows;
-        let sent = drained.outcome?;
+        // What the destination confirmed counts however the directory ends
+        // (a stop, a failure): counted at each confirm.
+        let sent = match drained.outcome {
+            Ok(sent) => sent,
+            Err(e) => {
+                let (messages, bytes) = LiveGauge::confirmed(&running.gauge);
+                self.summary.messages += messages;
+                self.summary.bytes += bytes;
+                return Err(e);
+            }
+        };
         self.summary.messages += sent.messages;
         self.summary.bytes += sent.bytes;
         if drained.interrupted_early {
@@ -429,6 +439,7 @@ impl<D: Destination> Sender<D> {
                 dir.display()
             ));
         }
+        self.said.remove(dir);
         self.marked
             .push((std::time::Instant::now(), dir.to_path_buf()));
         tracing::info!(

@@ -44,6 +44,8 @@ pub struct StreamDestination {
     /// The run's one publisher, made on first use and dropped after a
     /// failure (the next pass connects again).
     publisher: Option<StreamPublisher>,
+    /// When the current publisher connected (and found the stream).
+    connected_at: Option<Instant>,
     /// Producers declared on the publisher, by log kind and epoch.
     declared: HashMap<(LogKind, u32), ProducerId>,
     /// The directory `prepare` planned, for `drain`.
@@ -87,6 +89,7 @@ impl StreamDestination {
             reporter,
             producers,
             publisher: None,
+            connected_at: None,
             declared: HashMap::new(),
             current: None,
             past: StreamCounts::default(),
@@ -117,6 +120,7 @@ impl StreamDestination {
         if self.publisher.is_none() {
             self.declared.clear();
             self.publisher = Some(StreamPublisher::connect(&self.config, &self.publish).await?);
+            self.connected_at = Some(Instant::now());
         }
         Ok(self.publisher.as_mut().expect("connected above"))
     }
@@ -260,7 +264,9 @@ impl StreamDestination {
         };
         let mut cur = cur;
         let epoch = cur.plan.epoch;
-        let result = drain_into(&mut publisher, &mut cur, job).await;
+        let result = drain_into(&mut publisher, &mut cur, job)
+            .await
+            .map_err(|u| self.gone(u));
         self.new_epochs += u64::from(cur.plan.epoch - epoch);
         self.skipped += cur.skipped;
         self.publisher = Some(publisher);
@@ -268,6 +274,29 @@ impl StreamDestination {
             self.drop_publisher();
         }
         result
+    }
+
+    /// A stream that no longer exists (deleted, or lost by the broker)
+    /// took what was confirmed into it: [`Undelivered::Lost`], which ends
+    /// the run, instead of a failed pass whose retry would create the
+    /// stream again without a word about what went with it.
+    fn gone(&self, u: Undelivered) -> Undelivered {
+        match u {
+            Undelivered::Failed {
+                source,
+                unconfirmed,
+            } if source
+                .downcast_ref::<PublishError>()
+                .is_some_and(|e| StreamPublisher::is_missing_stream(e.root())) =>
+            {
+                Undelivered::Lost {
+                    source,
+                    since: self.connected_at.unwrap_or_else(Instant::now),
+                    unconfirmed,
+                }
+            }
+            u => u,
+        }
     }
 
     fn stream_name(&self) -> String {
