@@ -755,12 +755,13 @@ fn a_corrupt_record_or_a_too_long_name_holds_back_only_its_directory() {
 }
 
 #[test]
-fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
+fn a_metrics_file_problem_is_said_before_the_broker_is_tried() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = tempfile::tempdir().expect("tempdir");
     generated(root.path(), 1, 50, 2);
     let (cfg, _) = unreachable_config(work.path());
-    let metrics = work.path().join("missing-dir").join("tstat.prom");
+    let missing = work.path().join("missing-dir");
+    let metrics = missing.join("tstat.prom");
     let out = send(&[
         "-d",
         root.path().to_str().expect("utf-8"),
@@ -774,19 +775,26 @@ fn an_unreachable_broker_is_reported_beside_a_metrics_file_problem() {
         "--connect-timeout",
         "2",
     ]);
-    assert_status(&out, 1, "unreachable broker");
+    // A usage error: said first, before any connection or directory.
+    assert_status(&out, 2, "a metrics file in a missing directory");
     let err = text(&out.stderr);
     assert!(
-        err.contains("cannot connect to RabbitMQ"),
-        "the cause:\n{err}"
-    );
-    assert!(
-        err.contains("writing metrics file"),
+        err.contains(&format!("cannot write in {}", missing.display())),
         "the metrics problem:\n{err}"
     );
-    // The summary comes last, after the errors, and says nothing was done.
-    let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("tstat_send: 0 directories, "), "{err}");
+    assert!(
+        !err.contains("cannot connect"),
+        "the broker is not tried:\n{err}"
+    );
+    for d in fs::read_dir(root.path()).expect("read root").flatten() {
+        for f in [".processed", ".progress"] {
+            assert!(
+                !d.path().join(f).exists(),
+                "no {f} in {}",
+                d.path().display()
+            );
+        }
+    }
 }
 
 /// A log name that is a FIFO holds back its directory (never read, never
