@@ -24,6 +24,16 @@ pub fn ordinal(at: DocAt) -> u64 {
 /// Longest producer name the stream protocol takes (a short string).
 pub const MAX_PRODUCER_NAME: usize = 255;
 
+/// Longest message id (`PRODUCER:ID`) a stream message carries: its AMQP
+/// 1.0 properties must stay a short list (under 256 bytes), the only
+/// form the codec writes correctly.
+pub const MAX_STREAM_MESSAGE_ID: usize = 200;
+
+/// Bytes a producer name adds to its base: `/udp~4294967295`.
+const NAME_SUFFIX: usize = 15;
+/// Bytes a message id adds to its producer's name: `:` and 20 digits.
+const ID_SUFFIX: usize = 21;
+
 /// Bits of a publishing id, high to low: the directory's time in minutes
 /// since 2000-01-01 (26 bits: until 2127), the directory's generation
 /// (4 bits, reserved: 0; a directory shipped again takes a new producer
@@ -95,13 +105,14 @@ impl Producers {
             Some(i) => format!("{sensor}/{i}@{tree}"),
             None => format!("{sensor}@{tree}"),
         };
-        // Room for "/udp~4294967295".
-        if base.len() + 15 > MAX_PRODUCER_NAME {
+        let limit =
+            (MAX_PRODUCER_NAME - NAME_SUFFIX).min(MAX_STREAM_MESSAGE_ID - NAME_SUFFIX - ID_SUFFIX);
+        if base.len() > limit {
             return Err(format!(
                 "the stream producer name {base:?} is {} bytes long; sensor and instance \
                  together may take at most {} bytes",
                 base.len(),
-                MAX_PRODUCER_NAME - 15 - tree.len() - 1
+                limit - tree.len() - 1
             ));
         }
         Ok(Producers { base })
@@ -377,9 +388,12 @@ mod tests {
         let long = "s".repeat(240);
         let e = Producers::new(&long, None, "0badf00d").unwrap_err();
         assert!(e.contains("at most"), "{e}");
-        let ok = "s".repeat(MAX_PRODUCER_NAME - 15 - 9);
+        let ok = "s".repeat(MAX_STREAM_MESSAGE_ID - NAME_SUFFIX - ID_SUFFIX - 9);
         let p = Producers::new(&ok, None, "0badf00d").unwrap();
-        assert!(p.name(LogKind::Udp, u32::MAX).len() <= MAX_PRODUCER_NAME);
+        let name = p.name(LogKind::Udp, u32::MAX);
+        assert!(name.len() <= MAX_PRODUCER_NAME);
+        assert!(format!("{name}:{}", u64::MAX).len() <= MAX_STREAM_MESSAGE_ID);
+        assert!(Producers::new(&format!("{ok}s"), None, "0badf00d").is_err());
     }
 
     #[test]
