@@ -1141,3 +1141,66 @@ fn a_vanished_stream_ends_the_follow_run_saying_what_to_ship_again() {
     );
     assert!(!live.join(".processed").exists());
 }
+
+/// Into a stream, rows written once and then nothing more (a quiet
+/// interface): their confirms are recorded and counted a second later, not
+/// only when the next array is sent, so the metrics and the directory's
+/// record say what the stream holds.
+#[test]
+fn a_quiet_live_directory_into_a_stream_is_recorded_and_counted() {
+    let node = RabbitNode::start_with(NodeOptions {
+        stream: true,
+        ..NodeOptions::default()
+    });
+    let stream = unique("follow_stream_quiet");
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfg = streams::write_stream_config(&node, work.path(), &stream);
+    let (_src, dirs) = source(1, 400, 0, 31);
+    let live = root.path().join(dirs[0].file_name().expect("name"));
+    fs::create_dir_all(&live).expect("live dir");
+    let data = logs_of(&dirs[0])[0].clone();
+    let ends = line_ends(&data);
+    // One burst of rows, then Tstat stays quiet.
+    fs::write(live.join("log_tcp_complete"), &data[..ends[250]]).expect("live log");
+    let prom = work.path().join("send.prom");
+    let mut send = program("tstat_send")
+        .args(["--follow", "--flush", FLUSH, "-b", "0", "-S", "s", "-d"])
+        .arg(root.path())
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--metrics-file")
+        .arg(&prom)
+        .spawn();
+    let burst = {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let d = scratch.path().join("x.out");
+        fs::create_dir_all(&d).expect("dir");
+        fs::write(d.join("log_tcp_complete"), &data[..ends[250]]).expect("burst");
+        parsed(&d).len()
+    };
+    let mut in_stream = 0;
+    wait_until("the whole burst in the stream", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        let msgs = streams::content(&node.url(), &stream);
+        in_stream = msgs.len();
+        flatten(msgs.iter().map(|(_, b)| b.as_slice())).len() >= burst
+    });
+    assert!(in_stream >= 2, "{in_stream} messages");
+    wait_until("every confirmed message counted", DEADLINE, || {
+        assert!(send.running(), "tstat_send ended: {}", send.stderr_so_far());
+        metric(&prom, "tstat_send_messages_total") == Some(in_stream as f64)
+    });
+    // The record covers the burst: a restart asks the broker, but the
+    // record is what a stop reports.
+    let rec: Value =
+        serde_json::from_slice(&fs::read(live.join(".progress")).expect("record")).expect("json");
+    assert_eq!(
+        rec["confirmed"].as_u64(),
+        Some(in_stream as u64),
+        "the record covers every message in the stream: {rec}"
+    );
+    send.term();
+    let out = send.wait(DEADLINE);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+}

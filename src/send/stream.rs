@@ -330,10 +330,20 @@ async fn drain_into(
     let mut interrupted = false;
     let mut producer_failed = false;
     loop {
+        // Following, confirms that come while Tstat is quiet are recorded
+        // (and counted) a second later, not only at the next array.
+        let settle_due = followed && !book.marks.is_empty();
         let item = tokio::select! {
             biased;
             () = shutdown.triggered() => { interrupted = true; None }
             item = input.recv() => item,
+            () = tokio::time::sleep_until((book.saved + RECORD_EVERY).into()), if settle_due => {
+                if let Err(e) = publisher.poll().await {
+                    return Err(failed_with(e, publisher.pending() as u64));
+                }
+                book.settle(publisher, &cur.ids, recorder.as_deref_mut());
+                continue;
+            }
         };
         let out = match item {
             None => break,
