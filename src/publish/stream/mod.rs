@@ -112,6 +112,35 @@ fn describe(refusal: Refusal) -> String {
     }
 }
 
+/// TLS connector of a stream connection.
+pub(crate) type Tls = Option<tokio_rustls::TlsConnector>;
+
+/// The configured stream and the TLS connector for it, shared by the
+/// publisher and the reader (`what`: the verb for a missing stream).
+pub(crate) fn configured(
+    cfg: &RabbitConfig,
+    what: &'static str,
+) -> Result<(StreamConfig, Tls), PublishError> {
+    let Some(stream) = cfg.stream.clone() else {
+        return Err(PublishError::Stream {
+            stream: String::new(),
+            what,
+            reason: "no stream is configured (transport = stream needs stream = NAME)".into(),
+            retryable: false,
+        });
+    };
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let config = super::tls::client_config(t).map_err(PublishError::TlsSetup)?;
+            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            )))
+        }
+        None => None,
+    };
+    Ok((stream, tls))
+}
+
 impl StreamPublisher {
     /// Connects to the first usable host of `cfg.endpoints` (on the stream
     /// port), creates the stream when absent (with
@@ -120,23 +149,7 @@ impl StreamPublisher {
     /// pass over the hosts, each bounded by the connect timeout; a refused
     /// login is returned as [`PublishError::Auth`].
     pub async fn connect(cfg: &RabbitConfig, opts: &PublishOptions) -> Result<Self, PublishError> {
-        let Some(stream) = cfg.stream.clone() else {
-            return Err(PublishError::Stream {
-                stream: String::new(),
-                what: "use",
-                reason: "no stream is configured (transport = stream needs stream = NAME)".into(),
-                retryable: false,
-            });
-        };
-        let tls = match &cfg.tls {
-            Some(t) => {
-                let config = super::tls::client_config(t).map_err(PublishError::TlsSetup)?;
-                Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-                    config,
-                )))
-            }
-            None => None,
-        };
+        let (stream, tls) = configured(cfg, "use")?;
         let mut publisher = StreamPublisher {
             cfg: cfg.clone(),
             stream,

@@ -148,23 +148,7 @@ impl StreamReader {
     /// missing stream is an error naming the stream and the host (it is
     /// never created: a reader has nothing to put in it).
     pub async fn connect(cfg: &RabbitConfig, opts: &PublishOptions) -> Result<Self, PublishError> {
-        let Some(stream) = cfg.stream.clone() else {
-            return Err(PublishError::Stream {
-                stream: String::new(),
-                what: "read",
-                reason: "no stream is configured (transport = stream needs stream = NAME)".into(),
-                retryable: false,
-            });
-        };
-        let tls = match &cfg.tls {
-            Some(t) => {
-                let config = super::super::tls::client_config(t).map_err(PublishError::TlsSetup)?;
-                Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-                    config,
-                )))
-            }
-            None => None,
-        };
+        let (stream, tls) = super::configured(cfg, "read")?;
         let mut reader = StreamReader {
             cfg: cfg.clone(),
             stream,
