@@ -67,9 +67,6 @@ impl<D: Destination> Sender<D> {
         reship: bool,
         live: bool,
     ) -> Result<DirResult, SendError> {
-        if reship && live {
-            return Ok(self.restart_live(dir));
-        }
         let mut job = match self.plan(dir, reship, live).await? {
             Ok(job) => job,
             Err(refused) => return Ok(refused),
@@ -80,7 +77,7 @@ impl<D: Destination> Sender<D> {
     }
 
     /// Step 1: the directory's logs and how to resume it; `Ok(Err)` when it
-    /// is refused (said here).
+    /// is refused, or re-shipped while Tstat writes it (said here).
     async fn plan(
         &mut self,
         dir: &Path,
@@ -108,6 +105,9 @@ impl<D: Destination> Sender<D> {
             // Left by a run killed mid-write; this run holds the tree's lock.
             durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
             match self.gate(dir, &logs, &base, reship, live) {
+                Ok((plan, rec)) if reship && live => {
+                    return Ok(Err(self.hand_back(dir, &base, &plan, &rec)));
+                }
                 Ok((plan, rec)) => (plan, Some(rec)),
                 Err(why) => return Ok(Err(self.refuse_record(dir, why))),
             }
@@ -190,24 +190,10 @@ impl<D: Destination> Sender<D> {
 
     /// `--reship` of a directory Tstat is still writing: nothing is sent
     /// and it is not marked (the rest of its hour is still to come). Its
-    /// record starts over under a new generation with follow positions,
-    /// so the follower, or the first run after Tstat finishes it, ships it
-    /// from its start whatever the record said before.
-    fn restart_live(&mut self, dir: &Path) -> DirResult {
-        let name = self.id_name(dir);
-        let base = self.id_base(dir, &name, true);
-        let logs = match dir_logs(dir) {
-            Ok(l) => l
-                .into_iter()
-                .filter(|(p, _)| p.exists())
-                .collect::<Vec<_>>(),
-            Err(e) => return self.refuse(dir, e),
-        };
-        durable::remove_stale_temps(dir, &[PROGRESS_FILE, find::PROCESSED]);
-        let (plan, record) = match self.gate(dir, &logs, &base, true, true) {
-            Ok(planned) => planned,
-            Err(why) => return self.refuse(dir, why),
-        };
+    /// record, from the gate, starts over under a new generation with
+    /// follow positions, so the follower, or the first run after Tstat
+    /// finishes it, ships it from its start whatever the record said before.
+    fn hand_back(&mut self, dir: &Path, base: &str, plan: &Plan, record: &RecordFile) -> DirResult {
         if let Err(e) = record.write() {
             return self.refuse(
                 dir,
@@ -220,7 +206,7 @@ impl<D: Destination> Sender<D> {
              under new message ids ({}): `tstat_send --follow -d {}` ships it from its start, \
              or the first run after Tstat finishes it",
             dir.display(),
-            resume::id_prefix(&base, plan.generation),
+            resume::id_prefix(base, plan.generation),
             self.opts.root.display()
         ));
         DirResult::Done { had_data: false }
