@@ -61,6 +61,13 @@ pub fn tree_tag(root: &Path) -> String {
     )
 }
 
+/// The message id prefix of a tree's directory in a queue,
+/// `SENSOR@TREE:DIRNAME` (ids are `PREFIX:INDEX`): the same tree identity
+/// as the stream producers', so two trees of one host never share an id.
+pub fn message_id_base(sensor: &str, tree: &str, dir_name: &str) -> String {
+    format!("{sensor}@{tree}:{dir_name}")
+}
+
 /// The log a producer carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogKind {

@@ -134,7 +134,7 @@ async fn ship<D: Destination>(
         Ok(()) => signal.unwrap_or(cli::Exit::Ok),
         // A closed stdout (`-N | head`): quiet, no summary either.
         Err(e) if e.is_broken_pipe() => return cli::Exit::Ok.into(),
-        Err(e) if follow && e.stopped_following().is_some() => {
+        Err(e @ SendError::Interrupted { .. }) if follow => {
             if let (false, Some(notice)) = (quiet, e.stopped_following()) {
                 cli::print_line(&format!("{PROG}: {notice}"));
             }
@@ -277,6 +277,7 @@ fn lock_tree(root: &std::path::Path) -> Result<lock::TreeLock, ExitCode> {
 fn check(cli: &Cli) -> ExitCode {
     use tstat_transport::check::Check;
     let mut lines: Vec<Check> = Vec::new();
+    let tag = identity::tree_tag(&cli.directory);
     let config = runtime::load_config(PROG, &cli.config, cli.verbose);
     lines.push(Check {
         ok: config.is_ok(),
@@ -294,11 +295,8 @@ fn check(cli: &Cli) -> ExitCode {
         {
             Ok(rt) => {
                 lines.extend(rt.block_on(check::broker(cfg, &publish)));
-                let producers = Producers::new(
-                    &cli.doc.sensor_id(),
-                    cli.doc.instance.as_deref(),
-                    &identity::tree_tag(&cli.directory),
-                );
+                let producers =
+                    Producers::new(&cli.doc.sensor_id(), cli.doc.instance.as_deref(), &tag);
                 if cfg.stream.is_some()
                     && lines.iter().all(|l| l.ok)
                     && let Ok(producers) = producers
@@ -322,13 +320,12 @@ fn check(cli: &Cli) -> ExitCode {
     let is_tree = tree.iter().all(|c| c.ok || c.what != "tree");
     lines.extend(tree);
     if is_tree {
-        let tag = identity::tree_tag(&cli.directory);
         lines.push(Check {
             ok: true,
             what: "ids",
             detail: format!(
-                "{}@{tag}:DIRNAME:INDEX (tree {tag}: {})",
-                cli.doc.sensor_id(),
+                "{}:INDEX (tree {tag}: {})",
+                identity::message_id_base(&cli.doc.sensor_id(), &tag, "DIRNAME"),
                 cli.directory
                     .canonicalize()
                     .unwrap_or_else(|_| cli.directory.clone())

@@ -569,7 +569,7 @@ impl<D: Destination> Sender<D> {
                 return legacy;
             }
         }
-        format!("{sensor}@{}:{name}", self.opts.tree)
+        crate::identity::message_id_base(sensor, &self.opts.tree, name)
     }
 
     /// The directory's name in message ids: its path relative to the root
