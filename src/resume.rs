@@ -266,10 +266,7 @@ pub fn plan(
     logs: &[LogId],
 ) -> Result<Plan, Refusal> {
     if rec.nothing_sent() {
-        return Ok(Plan {
-            expect: rec.next,
-            ..Plan::fresh(rec.generation)
-        });
+        return Ok(Plan::fresh(rec.generation));
     }
     same_settings(rec, settings)?;
     let mut bad = Vec::new();
